@@ -1,0 +1,195 @@
+"""Command line: ``python -m chartrvr_nb {grpo,eval,estimate,rewards,params,notebooks}``.
+
+The seed guide's flags keep their names and meanings; ``--preset`` picks a starting point and
+every flag given on top of it overrides that field (unknown flags are errors, as argparse does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .models import MODEL_REGISTRY
+from .presets import PRESETS, get_preset
+from .rewards import REWARDS
+
+GPUS = ("a100-40gb", "l4", "t4", "h100")
+
+# argparse dest -> Preset field, for the flags that override a preset.
+_PRESET_FLAGS = {
+    "vlm_name": "model",
+    "dataset_name": "eval_dataset",
+    "train_data": "train_data",
+    "seed": "seed",
+    "subset_size": "subset_size",
+    "num_epochs": "num_epochs",
+    "num_generations": "num_generations",
+    "batch_size": "batch_size",
+    "grad_accum": "grad_accum",
+    "learning_rate": "learning_rate",
+    "max_completion_length": "max_completion_length",
+    "generation_batch_size": "generation_batch_size",
+    "max_pixels": "max_pixels",
+    "save_steps": "save_steps",
+    "sample_every": "sample_every",
+}
+
+
+def _add_preset_flags(parser: argparse.ArgumentParser, default_preset: str) -> None:
+    group = parser.add_argument_group("preset and the seed guide's flags (each overrides the preset)")
+    group.add_argument("--preset", default=default_preset, choices=list(PRESETS),
+                       help=f"starting configuration (default: {default_preset})")
+    group.add_argument("--vlm-name", choices=list(MODEL_REGISTRY), help="model to train (preset's model by default)")
+    group.add_argument("--dataset-name", help="validation benchmark, as in the seed guide (e.g. evochart)")
+    group.add_argument("--train-data", help="training data: a hub id, a local dataset path, or 'synthetic'")
+    group.add_argument("--seed", type=int, help="random seed (paper: 2025)")
+    group.add_argument("--subset-size", type=int, help="use only this many training rows")
+    group.add_argument("--num-epochs", type=int, help="passes over the training rows")
+    group.add_argument("--num-generations", type=int, help="completions sampled per prompt (GRPO group size)")
+    group.add_argument("--batch-size", type=int,
+                       help="completions per device per micro-batch (TRL's per_device_train_batch_size)")
+    group.add_argument("--grad-accum", type=int, help="gradient accumulation steps (paper: 2)")
+    group.add_argument("--disable-gradient-checkpointing", action="store_true",
+                       help="faster steps, more memory (seed: 15-18 GB instead of 12-13 GB)")
+    group.add_argument("--learning-rate", type=float, help="paper: 1e-5")
+    group.add_argument("--max-completion-length", type=int,
+                       help="tokens generated per completion (paper: 768); shorter is faster but may cut answers")
+    group.add_argument("--generation-batch-size", type=int,
+                       help="completions generated per generation round (must divide by --num-generations)")
+    group.add_argument("--max-pixels", type=int, help="image pixel budget (paper: 320*28*28)")
+    group.add_argument("--save-steps", type=int, help="checkpoint every N optimizer steps (paper: 500)")
+    group.add_argument("--sample-every", type=int, help="keep sample completions every N steps")
+    group.add_argument("--use-vllm", action="store_true", help="generate with vLLM (colocate) when it is installed")
+    group.add_argument("--torch-compile", action="store_true", help="compile the model with torch.compile")
+
+
+def preset_from_args(args: argparse.Namespace):
+    """The preset named by ``--preset`` with every given flag applied on top (validated)."""
+    overrides = {field: getattr(args, dest) for dest, field in _PRESET_FLAGS.items() if getattr(args, dest, None) is not None}
+    if getattr(args, "disable_gradient_checkpointing", False):
+        overrides["gradient_checkpointing"] = False
+    if getattr(args, "use_vllm", False):
+        overrides["use_vllm"] = True
+    if getattr(args, "torch_compile", False):
+        overrides["torch_compile"] = True
+    return get_preset(args.preset, **overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m chartrvr_nb",
+        description="Chart-RVR: GRPO with verifiable chart rewards on Qwen2.5-VL, from Colab, Jupyter or a shell.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    grpo = commands.add_parser("grpo", help="train with GRPO and the seven rewards (resumes automatically)")
+    _add_preset_flags(grpo, default_preset="paper")
+    grpo.add_argument("--output-dir", help="run directory (default: grpo-start-ckpts/<model>-prm-large-train-v2-<seed>)")
+    grpo.add_argument("--drive-dir", help="mirror checkpoints here (a Google Drive folder in Colab, any folder elsewhere)")
+    grpo.add_argument("--keep-last", type=int, default=3, help="checkpoints kept on --drive-dir (default: 3)")
+    grpo.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (for quick tries)")
+
+    evaluate = commands.add_parser("eval", help="evaluate a model or adapter on a chart benchmark")
+    evaluate.add_argument("--vlm-name", default="qwen2-5-3b", choices=list(MODEL_REGISTRY))
+    evaluate.add_argument("--dataset-name", required=True, help="benchmark name (chartqa, plotqa, chartfc, evochart, chartqapro, chartbench, synthetic)")
+    evaluate.add_argument("--adapter", help="LoRA adapter: a run directory, a checkpoint directory or a hub id")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N examples")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="examples per generation batch (default: 8)")
+    evaluate.add_argument("--prompt", default="rvr", choices=["rvr", "cot", "direct"], help="prompt style (default: rvr)")
+    evaluate.add_argument("--data-dir", help="folder with the released files of plotqa / chartfc")
+    evaluate.add_argument("--compare-base", action="store_true", help="also evaluate the base model and report the difference")
+    evaluate.add_argument("--max-new-tokens", type=int, help="tokens generated per answer")
+    evaluate.add_argument("--output-dir", help="where predictions.jsonl and summary.json go")
+    evaluate.add_argument("--seed", type=int, default=2025)
+
+    estimate = commands.add_parser("estimate", help="steps, time and memory a preset will really take")
+    _add_preset_flags(estimate, default_preset="paper")
+    estimate.add_argument("--gpu", default="a100-40gb", choices=GPUS, help="GPU to estimate for (default: a100-40gb)")
+
+    rewards = commands.add_parser("rewards", help="score a JSONL file of completions with the seven rewards")
+    rewards.add_argument("file", type=Path, help="JSONL: one object per line with completion, label, chart_type, table, reasoning")
+    rewards.add_argument("--rewards", default=",".join(REWARDS),
+                         help=f"comma-separated reward names (default: {','.join(REWARDS)})")
+
+    params = commands.add_parser("params", help="trainable LoRA parameters of a model, counted on the meta device")
+    params.add_argument("--vlm-name", default="qwen2-5-3b", choices=[m for m in MODEL_REGISTRY if m != "tiny"] + ["tiny"])
+
+    notebooks = commands.add_parser("notebooks", help="run the numbered notebooks with papermill")
+    notebooks.add_argument("action", choices=["run"])
+    notebooks.add_argument("--preset", default="smoke", choices=list(PRESETS))
+    notebooks.add_argument("--out", default="runs/notebooks", help="folder for the executed notebooks")
+    return parser
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise SystemExit(f"error: {path} does not exist; give a JSONL file with one completion per line.")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"error: {path}:{number} is not valid JSON ({error.msg}); fix or remove that line.")
+        if not isinstance(row, dict) or "completion" not in row:
+            raise SystemExit(f"error: {path}:{number} has no 'completion' field; each line needs one.")
+        rows.append(row)
+    return rows
+
+
+def _run_rewards(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from .rewards import score_completions
+
+    rows = _read_jsonl(args.file)
+    names = [n.strip() for n in args.rewards.split(",") if n.strip()]
+    columns = {c: [row.get(c) for row in rows] for c in ("label", "chart_type", "table", "reasoning")}
+    table = score_completions([row["completion"] for row in rows], rewards=names, **columns)
+    with pd.option_context("display.max_rows", 200, "display.width", 160, "display.precision", 3):
+        print(table.to_string())
+        print()
+        print("mean  " + "  ".join(f"{name}={table[name].mean():.3f}" for name in table.columns))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "grpo":
+            preset = preset_from_args(args)
+            from .train import train
+
+            train(preset, output_dir=args.output_dir, drive_dir=args.drive_dir,
+                  keep_last=args.keep_last, max_steps=args.max_steps)
+        elif args.command == "eval":
+            from .evaluate import run_evaluation
+
+            run_evaluation(
+                args.vlm_name, args.dataset_name, adapter=args.adapter, limit=args.limit,
+                batch_size=args.batch_size, prompt=args.prompt, data_dir=args.data_dir,
+                output_dir=args.output_dir, compare_base=args.compare_base,
+                max_new_tokens=args.max_new_tokens, seed=args.seed,
+            )
+        elif args.command == "estimate":
+            preset = preset_from_args(args)
+            from .estimate import estimate, format_estimate
+
+            print(format_estimate(estimate(preset, gpu=args.gpu)))
+        elif args.command == "rewards":
+            _run_rewards(args)
+        elif args.command == "params":
+            from .models import meta_lora_parameter_counts, trainable_params_line
+
+            print(trainable_params_line(*meta_lora_parameter_counts(args.vlm_name)))
+        elif args.command == "notebooks":
+            from .notebooks import run_notebooks
+
+            run_notebooks(preset=args.preset, out_dir=args.out)
+    except ValueError as error:  # invalid presets, unknown names, bad data: say what to fix
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

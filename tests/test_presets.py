@@ -1,0 +1,83 @@
+"""Presets: the seed's table, validation on creation, strict overrides."""
+
+import dataclasses
+
+import pytest
+
+from chartrvr_nb.presets import PRESETS, TRAIN_DATASET_ROWS, Preset, get_preset
+
+SEED_TABLE = {  # preset: (samples, epochs, generations, batch, gradient checkpointing, model)
+    "paper": (34_194, 4, 4, 2, True, "qwen2-5-3b"),
+    "safe": (34_194, 1, 4, 2, True, "qwen2-5-3b"),
+    "moderate": (34_194, 1, 2, 2, True, "qwen2-5-3b"),
+    "fast": (10_000, 1, 2, 2, True, "qwen2-5-3b"),
+    "fast-nockpt": (10_000, 1, 2, 2, False, "qwen2-5-3b"),
+    "ultra-fast": (1_000, 1, 2, 2, True, "qwen2-5-3b"),
+    "colab-t4": (1_000, 1, 2, 2, True, "qwen2-5-3b"),
+    "smoke": (32, 1, 2, 2, True, "tiny"),
+}
+
+
+@pytest.mark.parametrize("name", list(SEED_TABLE))
+def test_presets_match_the_spec_table(name):
+    preset = PRESETS[name]
+    assert preset.name == name
+    assert (preset.num_samples, preset.num_epochs, preset.num_generations, preset.batch_size,
+            preset.gradient_checkpointing, preset.model) == SEED_TABLE[name]
+
+
+def test_paper_fixed_settings():
+    paper = PRESETS["paper"]
+    assert (paper.lora_r, paper.lora_alpha, paper.lora_dropout) == (8, 16, 0.05)
+    assert (paper.learning_rate, paper.beta, paper.grad_accum) == (1e-5, 0.0, 2)
+    assert (paper.max_prompt_length, paper.max_completion_length, paper.save_steps) == (4096, 768, 500)
+    assert paper.max_pixels == 320 * 28 * 28 and paper.seed == 2025
+    assert paper.output_dir() == "grpo-start-ckpts/qwen2-5-3b-prm-large-train-v2-2025"
+    assert paper.num_samples == TRAIN_DATASET_ROWS
+
+
+def test_only_colab_t4_quantises_and_only_smoke_runs_without_gpu():
+    assert [n for n, p in PRESETS.items() if p.load_in_4bit] == ["colab-t4"]
+    assert [n for n, p in PRESETS.items() if not p.requires_gpu] == ["smoke"]
+    assert PRESETS["smoke"].train_data == "synthetic"
+
+
+def test_presets_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PRESETS["paper"].num_epochs = 1
+
+
+def test_overrides_are_validated_again():
+    assert get_preset("fast", num_generations=4, seed=7).num_generations == 4
+    with pytest.raises(ValueError, match="divisible by num_generations"):
+        get_preset("fast", num_generations=3)
+    assert get_preset("fast", num_generations=3, generation_batch_size=6).generation_batch_size == 6
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"num_epochs": 0}, "num_epochs must be a positive integer"),
+        ({"batch_size": -2}, "batch_size must be a positive integer"),
+        ({"num_generations": 1, "batch_size": 1}, "at least 2"),
+        ({"subset_size": 0}, "subset_size"),
+        ({"model": "qwen-9000"}, "qwen2-5-3b"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"lora_dropout": 1.0}, "lora_dropout"),
+        ({"num_epochs": True}, "num_epochs"),
+        ({"load_in_4bit": True}, "needs a GPU"),
+    ],
+)
+def test_invalid_values_fail_on_creation(overrides, message):
+    base = "smoke" if "load_in_4bit" in overrides else "paper"
+    with pytest.raises(ValueError, match=message):
+        get_preset(base, **overrides)
+
+
+def test_unknown_names_and_keys_list_the_valid_ones():
+    with pytest.raises(ValueError, match="Unknown preset 'turbo'.*paper, safe"):
+        get_preset("turbo")
+    with pytest.raises(ValueError, match=r"Unknown preset option\(s\) \['num_gens'\].*num_generations"):
+        get_preset("paper", num_gens=2)
+    with pytest.raises(TypeError):
+        Preset(num_gens=2)
