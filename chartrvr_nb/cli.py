@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .benchmarks import BENCHMARKS
 from .models import MODEL_REGISTRY
 from .presets import PRESETS, get_preset
 from .rewards import REWARDS
@@ -94,12 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="evaluate a model or adapter on a chart benchmark")
     evaluate.add_argument("--vlm-name", default="qwen2-5-3b", choices=list(MODEL_REGISTRY))
-    evaluate.add_argument("--dataset-name", required=True, help="benchmark name (chartqa, plotqa, chartfc, evochart, chartqapro, chartbench, synthetic)")
+    evaluate.add_argument("--dataset-name", required=True, choices=list(BENCHMARKS), help="benchmark to evaluate on")
     evaluate.add_argument("--adapter", help="LoRA adapter: a run directory, a checkpoint directory or a hub id")
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N examples")
     evaluate.add_argument("--batch-size", type=int, default=8, help="examples per generation batch (default: 8)")
     evaluate.add_argument("--prompt", default="rvr", choices=["rvr", "cot", "direct"], help="prompt style (default: rvr)")
-    evaluate.add_argument("--data-dir", help="folder with the released files of plotqa / chartfc")
+    evaluate.add_argument("--data-dir", help="folder with the released files of plotqa / chartfc, or a local copy of a hub benchmark")
     evaluate.add_argument("--compare-base", action="store_true", help="also evaluate the base model and report the difference")
     evaluate.add_argument("--max-new-tokens", type=int, help="tokens generated per answer")
     evaluate.add_argument("--output-dir", help="where predictions.jsonl and summary.json go")
@@ -189,7 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .notebooks import run_notebooks
 
             run_notebooks(preset=args.preset, out_dir=args.out)
-    except ValueError as error:  # invalid presets, unknown names, bad data: say what to fix
+    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        # Our errors name the fix (bad preset, missing GPU, hub unreachable, out of memory);
+        # a traceback would bury it. The cause, if any, is shown on one line.
         print(f"error: {error}", file=sys.stderr)
+        if error.__cause__ is not None:
+            print(f"  caused by {type(error.__cause__).__name__}: {error.__cause__}", file=sys.stderr)
         return 2
     return 0

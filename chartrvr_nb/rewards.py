@@ -171,7 +171,16 @@ def table_style_reward(completions: Sequence[Any], table: Sequence[Any] | None =
 
 _EMBEDDER = None
 _REFERENCE_CACHE: OrderedDict[str, Any] = OrderedDict()
-_REFERENCE_CACHE_SIZE = 50_000
+_REFERENCE_CACHE_SIZE = 50_000  # more than the 34,194 training rows: from epoch 2 on, no reference is re-encoded
+# Padded tokens per forward pass (texts x longest text): on CPU, passes over ~2k tokens run slower
+# per text (bench/rewards.py measured 64 texts of 256 tokens at 2-3x the cost per text of 8); a GPU
+# wants them wide.
+_EMBED_TOKENS_PER_PASS = {"cpu": 2048, "cuda": 65536}
+# MiniLM reads at most max_seq_length (256) WordPiece tokens, and a WordPiece token spans far fewer
+# characters than this on average, so cutting a longer text (whitespace collapsed, which WordPiece
+# ignores) at max_seq_length * 16 characters keeps every token the model reads while sparing the
+# tokenizer a 768-token ramble.
+_MAX_CHARS_PER_TOKEN = 16
 
 
 def load_embedder():
@@ -195,11 +204,63 @@ def load_embedder():
     return _EMBEDDER
 
 
+def _bounded(text: str, max_chars: int) -> str:
+    """``text`` cut to ``max_chars`` characters after collapsing whitespace (a no-op for short texts).
+
+    Example:
+        >>> _bounded("a   b  c d", 5), _bounded("short", 5)
+        ('a b c', 'short')
+    """
+    return text if len(text) <= max_chars else " ".join(text.split())[:max_chars]
+
+
+def _passes(lengths: Sequence[int], tokens_per_pass: int) -> list[list[int]]:
+    """Indices of texts grouped into forward passes, longest first, each within the token budget.
+
+    A pass costs its number of texts times its longest text (the others are padded to it).
+
+    Example:
+        >>> _passes([10, 200, 30, 190], tokens_per_pass=400)
+        [[1, 3], [2, 0]]
+    """
+    passes: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if passes and (len(passes[-1]) + 1) * lengths[passes[-1][0]] <= tokens_per_pass:
+            passes[-1].append(index)
+        else:
+            passes.append([index])
+    return passes
+
+
 def embed_texts(texts: Sequence[str]):
-    """Unit-norm embeddings of ``texts`` in one batched call (a float32 numpy array)."""
-    return load_embedder().encode(
-        list(texts), batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-    )
+    """Unit-norm embeddings of ``texts`` (a float32 numpy array, one row per text).
+
+    Each distinct text is encoded once (the completions of a GRPO group often repeat each other),
+    cut to what the model can read, in as few forward passes as the device handles well: texts of
+    similar length together, up to ``_EMBED_TOKENS_PER_PASS`` padded tokens per pass.
+    """
+    import numpy as np
+
+    embedder = load_embedder()
+    texts = list(texts)
+    distinct = list(dict.fromkeys(texts))
+    max_tokens = embedder.max_seq_length or 512
+    bounded = [_bounded(text, max_tokens * _MAX_CHARS_PER_TOKEN) for text in distinct]
+    lengths = [len(ids) for ids in embedder.tokenizer(bounded, truncation=True, max_length=max_tokens)["input_ids"]]
+    budget = _EMBED_TOKENS_PER_PASS.get(embedder.device.type, _EMBED_TOKENS_PER_PASS["cpu"])
+    vectors: list = [None] * len(distinct)
+    for indices in _passes(lengths, budget):
+        encoded = embedder.encode(
+            [bounded[i] for i in indices],
+            batch_size=len(indices),
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        for index, vector in zip(indices, encoded):
+            vectors[index] = vector
+    row_of = {text: row for row, text in enumerate(distinct)}
+    return np.stack([vectors[row_of[text]] for text in texts])
 
 
 def _reference_embeddings(references: list[str]) -> dict:

@@ -1,0 +1,581 @@
+"""The evaluation benchmarks, declared as data, and the metrics that score them.
+
+A benchmark is one :class:`Benchmark` entry in :data:`BENCHMARKS`: where its rows live (a hub
+dataset, released files in a local folder, or the synthetic generator), which fields hold the
+question, answer and image, how the question is shown to the model, which metric scores it,
+and the paper's numbers to compare with. Adding a benchmark means adding one entry (and, when
+its rows are not one question each, one small ``*_examples`` function); the runner in
+:mod:`chartrvr_nb.evaluate` never names a benchmark.
+
+Every row becomes one or more *examples*: plain dicts with ``id``, ``question`` (the text shown
+to the model), ``answer``, ``image`` (a PIL image, encoded bytes, an image dict or a file path,
+decoded only when generating), ``subset`` (or None), ``metric`` and ``meta`` (what the metric
+and the aggregations need, e.g. ChartQAPro's question type and year flags, ChartBench's pairs).
+
+Metrics take ``(prediction, example)`` and return a score in [0, 1]; a benchmark's accuracy is
+the mean score, in percent. Relaxed accuracy is :func:`chartrvr_nb.answers.relaxed_match`, the
+same function the accuracy reward uses.
+
+Pure Python: nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from .answers import relaxed_match
+
+QWEN_DIRECT = "Qwen2.5-VL-3B (direct)"
+CHART_RVR = "Chart-RVR-3B"
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------
+
+
+def relaxed_score(prediction: str, example: Mapping[str, Any]) -> float:
+    """ChartQA relaxed accuracy of one prediction (1.0 or 0.0), via ``answers.relaxed_match``.
+
+    Example:
+        >>> relaxed_score("10.4", {"answer": "10"})
+        1.0
+        >>> relaxed_score("45%", {"answer": "0.45"})
+        1.0
+    """
+    return float(relaxed_match(prediction, example["answer"]))
+
+
+_YES_WORDS = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
+
+
+def read_yes_no(text: Any) -> str | None:
+    """``"yes"`` or ``"no"`` when a reply starts with yes/true or no/false, else None.
+
+    Only the first word counts, so "No, it is not higher" reads as no and "Not sure" as None.
+
+    Example:
+        >>> read_yes_no("Yes.")
+        'yes'
+        >>> read_yes_no(" false")
+        'no'
+        >>> read_yes_no("Not sure") is None
+        True
+    """
+    match = re.match(r"\W*([A-Za-z]+)", str(text or ""))
+    return _YES_WORDS.get(match.group(1).lower()) if match else None
+
+
+def yes_no_score(prediction: str, example: Mapping[str, Any]) -> float:
+    """1.0 when a yes/no reply agrees with a Yes/No gold answer.
+
+    Example:
+        >>> yes_no_score("yes, it does", {"answer": "Yes"})
+        1.0
+        >>> yes_no_score("Maybe", {"answer": "No"})
+        0.0
+    """
+    predicted = read_yes_no(prediction)
+    return float(predicted is not None and predicted == read_yes_no(example["answer"]))
+
+
+def levenshtein(first: str, second: str) -> int:
+    """Edit distance (insertions, deletions, substitutions) between two strings.
+
+    Example:
+        >>> levenshtein("kitten", "sitting")
+        3
+        >>> levenshtein("", "abc")
+        3
+    """
+    if len(first) < len(second):
+        first, second = second, first
+    previous = list(range(len(second) + 1))
+    for i, char_first in enumerate(first, start=1):
+        current = [i]
+        for j, char_second in enumerate(second, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_first != char_second)))
+        previous = current
+    return previous[-1]
+
+
+def anls(prediction: str, gold: str, threshold: float = 0.5) -> float:
+    """Normalized Levenshtein similarity as ANLS scores it: ``1 - NL`` when ``NL < threshold``, else 0.
+
+    Both texts are lowercased and their whitespace collapsed; ``NL`` is the edit distance over
+    the longer length. So a near miss keeps partial credit and anything at least half wrong
+    scores 0.
+
+    Example:
+        >>> round(anls("Apples", "apple"), 3)
+        0.833
+        >>> anls("ab", "ac")                 # NL = 0.5 is not below the threshold
+        0.0
+        >>> anls("", "")
+        1.0
+    """
+    pred = " ".join(str(prediction).lower().split())
+    true = " ".join(str(gold).lower().split())
+    longest = max(len(pred), len(true))
+    if longest == 0:
+        return 1.0
+    distance = levenshtein(pred, true) / longest
+    return 1.0 - distance if distance < threshold else 0.0
+
+
+def _as_list(text: str) -> list[str] | None:
+    """Items of a ``[a, b]`` answer (quoted or not), or None when the text is not a list."""
+    stripped = text.strip()
+    if not (stripped.startswith("[") and stripped.endswith("]")):
+        return None
+    try:
+        parsed = ast.literal_eval(stripped)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        parsed = [item for item in stripped[1:-1].split(",")]
+    if not isinstance(parsed, (list, tuple)):
+        return None
+    return [str(item).strip().strip("'\"").strip() for item in parsed]
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _chartqapro_item(prediction: str, gold: str, exact: bool) -> float:
+    if exact:
+        return float(prediction.strip().lower() == gold.strip().lower())
+    pred, true = prediction.strip().strip("%").strip(), gold.strip().strip("%").strip()
+    pred_value, true_value = _number(pred), _number(true)
+    if pred_value is not None and true_value is not None:
+        if true_value == 0:
+            return float(pred_value == 0)
+        return float(relaxed_match(pred, true))  # 5% relative tolerance
+    return anls(pred, true)
+
+
+CHARTQAPRO_EXACT_TYPES = ("Fact Checking", "Multi Choice")
+
+
+def chartqapro_score(prediction: str, example: Mapping[str, Any]) -> float:
+    """ChartQAPro's relaxed correctness, as its authors define it.
+
+    Answers written as lists (``[a, b]``) are compared item by item and the item scores
+    averaged; a missing or extra item scores 0. Each item is compared by exact match
+    (case-insensitive) when it is a year (the row's ``Year`` flag says ``YES``) or the question
+    is Fact Checking or Multi Choice; otherwise numbers (``%`` stripped) must be within 5% of
+    the gold value (exactly 0 when the gold is 0), and text is scored with ANLS (threshold 0.5).
+    Trailing dots and newlines are stripped from both sides first.
+
+    The paper specifies exact match for Fact Checking and Multi Choice; the released script
+    (vis-nlp/ChartQAPro ``evaluate_predictions.py``) computes that flag but never passes it on,
+    so its numbers for those types come from the numeric/ANLS rule instead. We follow the paper.
+
+    Example:
+        >>> example = {"answer": "2016", "meta": {"question_type": "Factoid", "year_flags": ["YES"]}}
+        >>> chartqapro_score("2017", example)        # years: exact, no 5% tolerance
+        0.0
+        >>> example = {"answer": "[12, 30%]", "meta": {"question_type": "Factoid", "year_flags": ["NO"]}}
+        >>> chartqapro_score("[12.3, 30]", example)
+        1.0
+        >>> chartqapro_score("[12.3]", example)      # one of two items missing
+        0.5
+    """
+    meta = example.get("meta") or {}
+    gold = str(example["answer"]).strip(".").strip("\n")
+    pred = str(prediction or "").strip(".").strip("\n")
+    gold_items = _as_list(gold) or [gold]
+    pred_items = _as_list(pred) or [pred]
+    flags = [str(flag) for flag in meta.get("year_flags") or []]
+    if flags and len(flags) < len(gold_items):
+        flags = flags * len(gold_items)  # one flag given for a list answer applies to every item
+    always_exact = meta.get("question_type") in CHARTQAPRO_EXACT_TYPES
+    scores = []
+    for index in range(max(len(gold_items), len(pred_items))):
+        if index >= len(gold_items) or index >= len(pred_items):
+            scores.append(0.0)
+            continue
+        is_year = index < len(flags) and flags[index].strip().upper() == "YES"
+        scores.append(_chartqapro_item(pred_items[index], gold_items[index], always_exact or is_year))
+    return sum(scores) / len(scores)
+
+
+METRICS: dict[str, Callable[[str, Mapping[str, Any]], float]] = {
+    "relaxed": relaxed_score,
+    "yes_no": yes_no_score,
+    "chartqapro": chartqapro_score,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregations: numbers reported next to the plain accuracy (all in percent)
+# --------------------------------------------------------------------------------------------
+
+
+def _percent(values: list[float]) -> float | None:
+    return 100.0 * sum(values) / len(values) if values else None
+
+
+def by_subset(records: list[Mapping[str, Any]]) -> dict[str, float]:
+    """Accuracy of each subset (e.g. ChartQA's human and augmented splits), in percent.
+
+    Example:
+        >>> by_subset([{"subset": "human", "score": 1.0}, {"subset": "human", "score": 0.0},
+        ...            {"subset": "augmented", "score": 1.0}])
+        {'augmented': 100.0, 'human': 50.0}
+    """
+    groups: dict[str, list[float]] = {}
+    for record in records:
+        if record.get("subset") is not None:
+            groups.setdefault(str(record["subset"]), []).append(float(record["score"]))
+    return {name: _percent(scores) for name, scores in sorted(groups.items())}
+
+
+def subset_mean(records: list[Mapping[str, Any]]) -> float | None:
+    """Mean of the per-subset accuracies: ChartQA's headline, the average of human and augmented.
+
+    Example:
+        >>> subset_mean([{"subset": "human", "score": 1.0}, {"subset": "human", "score": 0.0},
+        ...              {"subset": "augmented", "score": 1.0}])
+        75.0
+    """
+    accuracies = list(by_subset(records).values())
+    return sum(accuracies) / len(accuracies) if accuracies else None
+
+
+def acc_plus(records: list[Mapping[str, Any]]) -> float | None:
+    """ChartBench's Acc+: a chart counts only when both of its paired yes/no questions are right.
+
+    Examples carry ``meta["pair"]`` (the chart's id); pairs missing a question (e.g. cut by
+    ``--limit``) are left out. None when there is no complete pair.
+
+    Example:
+        >>> records = [{"meta": {"pair": 1}, "score": 1.0}, {"meta": {"pair": 1}, "score": 1.0},
+        ...            {"meta": {"pair": 2}, "score": 1.0}, {"meta": {"pair": 2}, "score": 0.0}]
+        >>> acc_plus(records)
+        50.0
+    """
+    pairs: dict[Any, list[float]] = {}
+    for record in records:
+        pair = (record.get("meta") or {}).get("pair")
+        if pair is not None:
+            pairs.setdefault(pair, []).append(float(record["score"]))
+    complete = [scores for scores in pairs.values() if len(scores) == 2]
+    return _percent([float(all(score == 1.0 for score in scores)) for scores in complete])
+
+
+AGGREGATIONS: dict[str, Callable[[list[Mapping[str, Any]]], Any]] = {
+    "subsets": by_subset,
+    "subset_mean": subset_mean,
+    "acc_plus": acc_plus,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Declarations
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One evaluation benchmark, as data.
+
+    Where the rows come from, in order of precedence: a local ``data_dir`` (always allowed; a
+    copy of the hub dataset, or the released files); ``source`` as a hub dataset id, loaded with
+    ``datasets.load_dataset(source, config, split=split)``; ``source == "synthetic"``, the
+    generator. Benchmarks with ``release_files`` are read from released JSON files plus an image
+    folder (searched for under ``data_dir``, or under a snapshot of the ``source`` hub repo).
+
+    Attributes:
+        name: the ``--dataset-name``.
+        title: how tables and plots name it.
+        source: hub dataset id, ``"release"`` (local files only) or ``"synthetic"``.
+        split, config: the hub split and configuration.
+        question_field, answer_field, image_field, id_field: the row fields (a list answer
+            counts its first item).
+        subset_field, subset_names: the field that splits results into subsets, and display
+            names for its values (ChartQA's 0/1 are "human"/"augmented").
+        question_template: how the question is shown; ``{question}`` is the row's question.
+        metric: a key of :data:`METRICS`.
+        aggregations: keys of :data:`AGGREGATIONS` reported beside the plain accuracy.
+        headline: the summary key compared with the paper (``"accuracy"`` or an aggregation).
+        paper: the paper's numbers for this benchmark, by model (percent).
+        release_files: file names of the released question file (first found wins).
+        records_key: key of the list of questions inside the released file (PlotQA: ``qa_pairs``).
+        image_dirs: folders the images are in, relative to the question file or ``data_dir``.
+        image_name: how a row's image field becomes a file name (PlotQA: ``"{}.png"``).
+        image_archive: a zip in the dataset repo that holds the images (ChartBench).
+        answer_names: gold answers given as codes, and their text (ChartFC: 1 -> "Yes").
+        to_examples: ``(benchmark, row, index) -> [example, ...]`` when one row is not one
+            question; the default reads the fields above.
+        synthetic_seed, synthetic_rows: the held-out generator seed and default size.
+    """
+
+    name: str
+    title: str
+    source: str
+    split: str = "test"
+    config: str | None = None
+    question_field: str = "query"
+    answer_field: str = "label"
+    image_field: str = "image"
+    id_field: str | None = None
+    subset_field: str | None = None
+    subset_names: Mapping[Any, str] = field(default_factory=dict)
+    question_template: str = "{question}"
+    metric: str = "relaxed"
+    aggregations: tuple[str, ...] = ()
+    headline: str = "accuracy"
+    paper: Mapping[str, float] = field(default_factory=dict)
+    release_files: tuple[str, ...] = ()
+    records_key: str | None = None
+    image_dirs: tuple[str, ...] = ()
+    image_name: str = "{}"
+    image_archive: str | None = None
+    answer_names: Mapping[Any, str] = field(default_factory=dict)
+    to_examples: Callable[[Benchmark, Mapping[str, Any], int], list[dict[str, Any]]] | None = None
+    synthetic_seed: int = 10_000
+    synthetic_rows: int = 200
+
+    def examples(self, row: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
+        """The examples of one row (most rows hold one question; ChartBench rows hold two)."""
+        if self.to_examples is not None:
+            return self.to_examples(self, row, index)
+        return [field_example(self, row, index)]
+
+
+def _first(value: Any) -> Any:
+    return value[0] if isinstance(value, (list, tuple)) and value else value
+
+
+def field_example(benchmark: Benchmark, row: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """The example of a one-question row, read through the benchmark's field names.
+
+    Example:
+        >>> bench = Benchmark("demo", "Demo", "release", subset_field="kind",
+        ...                   question_template="{question} Answer yes or no.", answer_names={1: "Yes"})
+        >>> example = field_example(bench, {"query": "Is A > B?", "label": [1], "image": "a.png",
+        ...                                 "kind": "compare"}, 7)
+        >>> example["id"], example["question"], example["answer"], example["subset"]
+        ('7', 'Is A > B? Answer yes or no.', 'Yes', 'compare')
+    """
+    answer = _first(row[benchmark.answer_field])
+    answer = benchmark.answer_names.get(answer, answer)
+    subset = None
+    if benchmark.subset_field is not None and row.get(benchmark.subset_field) is not None:
+        value = row[benchmark.subset_field]
+        subset = benchmark.subset_names.get(value, str(value))
+    identifier = row.get(benchmark.id_field) if benchmark.id_field else None
+    return {
+        "id": str(index if identifier is None else identifier),
+        "question": benchmark.question_template.format(question=str(row[benchmark.question_field]).strip()),
+        "answer": str(answer).strip(),
+        "image": row[benchmark.image_field],
+        "subset": subset,
+        "metric": benchmark.metric,
+        "meta": {},
+    }
+
+
+def chartqapro_examples(benchmark: Benchmark, row: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
+    """One ChartQAPro row: the last question is asked, earlier turns of a conversation are context.
+
+    ``Question``/``Answer``/``Year`` are lists (several turns for Conversational rows);
+    ``Paragraph`` is optional context text. Only the last answer is scored, as in the
+    authors' script, with the last year flag for conversations.
+
+    Example:
+        >>> row = {"Question": ["Which year is highest?", "By how much?"], "Answer": ["2019", "4"],
+        ...        "Question Type": "Conversational", "Year": ["YES", "NO"], "Paragraph": "",
+        ...        "image": b"..."}
+        >>> example = chartqapro_examples(BENCHMARKS["chartqapro"], row, 3)[0]
+        >>> print(example["question"])
+        Earlier question: Which year is highest?
+        Earlier answer: 2019
+        Question: By how much?
+        >>> example["answer"], example["subset"], example["meta"]["year_flags"]
+        ('4', 'Conversational', ['NO'])
+    """
+    questions = row["Question"] if isinstance(row["Question"], (list, tuple)) else [row["Question"]]
+    answers = row["Answer"] if isinstance(row["Answer"], (list, tuple)) else [row["Answer"]]
+    question_type = row.get("Question Type") or ""
+    year_flags = list(row.get("Year") or [])
+    if question_type == "Conversational":
+        lines = []
+        for turn, question in enumerate(questions[:-1]):
+            lines.append(f"Earlier question: {str(question).strip()}")
+            if turn < len(answers):
+                lines.append(f"Earlier answer: {str(answers[turn]).strip()}")
+        lines.append(f"Question: {str(questions[-1]).strip()}")
+        text = "\n".join(lines) if len(questions) > 1 else str(questions[-1]).strip()
+        year_flags = year_flags[-1:]
+    else:
+        text = str(questions[-1]).strip()
+    paragraph = str(row.get("Paragraph") or "").strip()
+    if paragraph:
+        text = f"Context: {paragraph}\n\n{text}"
+    return [
+        {
+            "id": str(row.get("id", index)),
+            "question": benchmark.question_template.format(question=text),
+            "answer": str(answers[-1]).strip(),
+            "image": row[benchmark.image_field],
+            "subset": question_type or None,
+            "metric": benchmark.metric,
+            "meta": {"question_type": question_type, "year_flags": year_flags},
+        }
+    ]
+
+
+CHARTBENCH_YES_NO = "Is this statement about the chart correct? {question} Answer yes or no."
+
+
+def chartbench_examples(benchmark: Benchmark, row: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
+    """One ChartBench row: an ``Acc+`` pair of yes/no assertions, or one numeric question.
+
+    ``type`` holds ``chart`` and ``QA`` (``"Acc+"`` or ``"GPT-acc"``); ``conversation`` holds
+    ``{"query", "label"}`` turns. Both assertions of a pair share ``meta["pair"]`` so
+    :func:`acc_plus` can score the chart; numeric questions use relaxed accuracy.
+
+    Example:
+        >>> row = {"id": 5, "image": "./data/test/bar/c5/image.png",
+        ...        "type": {"chart": "bar", "QA": "Acc+"},
+        ...        "conversation": [{"query": "A is 3.", "label": "Yes"}, {"query": "A is 4.", "label": "No"}]}
+        >>> [(e["id"], e["answer"], e["metric"], e["meta"]["pair"])
+        ...  for e in chartbench_examples(BENCHMARKS["chartbench"], row, 0)]
+        [('5-0', 'Yes', 'yes_no', '5'), ('5-1', 'No', 'yes_no', '5')]
+    """
+    kinds = row.get("type") or {}
+    conversation = list(row.get("conversation") or [])
+    chart_id = str(row.get("id", index))
+    paired = kinds.get("QA") == "Acc+" and len(conversation) == 2
+    examples = []
+    for turn, message in enumerate(conversation if paired else conversation[:1]):
+        template = CHARTBENCH_YES_NO if paired else benchmark.question_template
+        examples.append(
+            {
+                "id": f"{chart_id}-{turn}",
+                "question": template.format(question=str(message["query"]).strip()),
+                "answer": str(_first(message["label"])).strip(),
+                "image": row[benchmark.image_field],
+                "subset": kinds.get("chart"),
+                "metric": "yes_no" if paired else "relaxed",
+                "meta": {"pair": chart_id} if paired else {},
+            }
+        )
+    return examples
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "chartqa": Benchmark(
+        name="chartqa",
+        title="ChartQA",
+        source="HuggingFaceM4/ChartQA",
+        split="test",
+        question_field="query",
+        answer_field="label",
+        subset_field="human_or_machine",
+        subset_names={0: "human", 1: "augmented"},
+        aggregations=("subsets", "subset_mean"),
+        headline="subset_mean",
+        paper={QWEN_DIRECT: 82.0, CHART_RVR: 84.56},
+    ),
+    "plotqa": Benchmark(
+        name="plotqa",
+        title="PlotQA",
+        source="release",
+        question_field="question_string",
+        answer_field="answer",
+        image_field="image_index",
+        id_field="question_id",
+        subset_field="type",
+        aggregations=("subsets",),
+        paper={QWEN_DIRECT: 80.5, CHART_RVR: 78.68},
+        release_files=("qa_pairs_V2.json", "qa_pairs_V1.json"),
+        records_key="qa_pairs",
+        image_dirs=("png",),
+        image_name="{}.png",
+    ),
+    "chartfc": Benchmark(
+        name="chartfc",
+        title="ChartFC",
+        source="release",
+        question_field="question",
+        answer_field="answer",
+        image_field="image_filename",
+        id_field="qid",
+        question_template="Claim: {question}\nDoes the chart support this claim? Answer yes or no.",
+        metric="yes_no",
+        paper={QWEN_DIRECT: 74.4, CHART_RVR: 77.62},
+        release_files=("test_barplot_seaborn_diverse_charts.json",),
+        image_dirs=("images", "charts_seaborn_v5", "../images"),
+        answer_names={1: "Yes", 0: "No", "1": "Yes", "0": "No", "supports": "Yes", "refutes": "No"},
+    ),
+    "evochart": Benchmark(
+        name="evochart",
+        title="EvoChart-QA",
+        source="MuyeHuang/EvoChart-QA-Benchmark",
+        question_field="query",
+        answer_field="label",
+        image_field="imgname",
+        paper={QWEN_DIRECT: 48.72, CHART_RVR: 53.36},
+        release_files=("EvoChart-QA.json",),
+        image_dirs=("png", "images"),
+    ),
+    "chartqapro": Benchmark(
+        name="chartqapro",
+        title="ChartQAPro",
+        source="ahmed-masry/ChartQAPro",
+        split="test",
+        question_field="Question",
+        answer_field="Answer",
+        subset_field="Question Type",
+        metric="chartqapro",
+        aggregations=("subsets",),
+        paper={QWEN_DIRECT: 25.7, CHART_RVR: 28.38},
+        to_examples=chartqapro_examples,
+    ),
+    "chartbench": Benchmark(
+        name="chartbench",
+        title="ChartBench",
+        source="SincereX/ChartBench",
+        config="chart_bench",
+        split="test_data",
+        question_field="conversation",
+        answer_field="conversation",
+        aggregations=("acc_plus", "subsets"),
+        paper={CHART_RVR: 68.32},
+        image_archive="data/test.zip",
+        to_examples=chartbench_examples,
+    ),
+    "synthetic": Benchmark(
+        name="synthetic",
+        title="Synthetic (held-out seeds)",
+        source="synthetic",
+        question_field="query",
+        answer_field="label",
+        subset_field="chart_type",
+        aggregations=("subsets",),
+    ),
+}
+
+
+def get_benchmark(name: str) -> Benchmark:
+    """The declaration of a benchmark by name, with the valid names in the error otherwise.
+
+    Example:
+        >>> get_benchmark("chartqa").source
+        'HuggingFaceM4/ChartQA'
+        >>> get_benchmark("chart-qa")
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown benchmark 'chart-qa'; choose one of ['chartbench', 'chartfc', ...
+    """
+    if name not in BENCHMARKS:
+        raise ValueError(f"Unknown benchmark {name!r}; choose one of {sorted(BENCHMARKS)} (--dataset-name).")
+    return BENCHMARKS[name]

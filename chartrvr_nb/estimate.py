@@ -1,0 +1,360 @@
+"""How many optimizer steps a preset really runs, and roughly how long and how much GPU memory.
+
+**Steps.** TRL's ``per_device_train_batch_size`` counts completions, not prompts, so one
+optimizer step consumes ``batch_size * grad_accum / num_generations`` prompts. With TRL 1.16
+and its default generation batch, ``steps = samples * num_generations / (batch_size *
+grad_accum) * epochs`` (rounding below), e.g. 136,776 for the paper preset. The seed guide's
+``samples / (batch_size * 2) * epochs`` (34,194) is off by the factor ``num_generations``.
+:func:`trainer_steps` reproduces TRL's count; :func:`seed_formula_steps` the seed's.
+
+**Time and memory.** The only figures we have are the seed guide's, for an A100 40GB at batch 2,
+grad accumulation 2: 60 s/step with 4 generations, 30 s with 2, 21 s with 2 generations and
+gradient checkpointing off; 12-13 GB of GPU memory with checkpointing, 15-18 GB without, and
+~15-20 GB at batch 4. Everything else in :data:`STEP_FIGURES` is derived, and labelled so:
+
+- 4 generations without checkpointing: the 4-generation time times the seed's 21/30 ratio.
+- 4-bit base weights (QLoRA): about 5 GB less (3.5B quantized parameters at ~0.55 instead of
+  2 bytes each) and 1.3x the step time (NF4 dequantization in every matmul).
+- L4, T4, H100: the A100 time times the ratio of memory bandwidths (A100 40GB 1,555 GB/s; L4
+  300; T4 320; H100 SXM 3,350), because a GRPO step is dominated by token-by-token generation,
+  which is bandwidth-bound. Memory needs do not depend on the GPU.
+- Another batch size: time scales with completions per step (``batch_size * grad_accum``);
+  memory grows by the seed's batch-2 to batch-4 difference per extra completion.
+
+Caveat: the seed's figures were stated per *seed* step. In TRL a step processes ``batch_size *
+grad_accum`` completions whatever ``num_generations`` is, so the seed's halving of the step
+time for 2 generations is probably optimistic; its one logged rate (52.66 s/it at 34,194 total
+steps, which is TRL's count for 1 epoch with 4 generations) agrees with the 60 s figure.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+REFERENCE_GPU = "a100-40gb"
+REFERENCE_COMPLETIONS_PER_STEP = 4  # the seed's batch 2 x grad accumulation 2
+GPU_NAMES = {"a100-40gb": "A100 40GB", "l4": "L4 24GB", "t4": "T4 16GB", "h100": "H100 80GB", "cpu": "CPU"}
+GPU_MEMORY_GB = {"a100-40gb": 40.0, "l4": 24.0, "t4": 16.0, "h100": 80.0}
+MEMORY_BANDWIDTH_GBPS = {"a100-40gb": 1555, "l4": 300, "t4": 320, "h100": 3350}
+QLORA_MEMORY_SAVING_GB = 5.0
+QLORA_TIME_FACTOR = 1.3
+# Per completion beyond 2 in the micro-batch: the seed's 12-13 GB at batch 2 vs 15-20 GB at batch 4.
+MEMORY_PER_EXTRA_COMPLETION_GB = (1.5, 3.5)
+CUDA_OVERHEAD_GB = 1.0  # CUDA context and allocator fragmentation on top of the measured peak
+
+
+@dataclass(frozen=True)
+class StepFigure:
+    """Seconds per optimizer step and peak GPU memory (low, high) in GB, with their source."""
+
+    seconds_per_step: float
+    memory_gb: tuple[float, float]
+    source: str
+
+
+def _build_step_figures() -> dict[tuple[str, int, bool, bool], StepFigure]:
+    seed = "seed guide (A100 40GB)"
+    table = {
+        (REFERENCE_GPU, 4, True, False): StepFigure(60.0, (12.0, 13.0), seed),
+        (REFERENCE_GPU, 2, True, False): StepFigure(30.0, (12.0, 13.0), seed),
+        (REFERENCE_GPU, 2, False, False): StepFigure(21.0, (15.0, 18.0), seed),
+        (REFERENCE_GPU, 4, False, False): StepFigure(
+            60.0 * 21.0 / 30.0, (15.0, 18.0), "derived from the seed guide's A100 figures (its 21/30 ratio), not measured"
+        ),
+    }
+    for (gpu, generations, checkpointing, _four_bit), figure in list(table.items()):
+        low, high = figure.memory_gb
+        table[(gpu, generations, checkpointing, True)] = StepFigure(
+            figure.seconds_per_step * QLORA_TIME_FACTOR,
+            (low - QLORA_MEMORY_SAVING_GB, high - QLORA_MEMORY_SAVING_GB),
+            "derived from the seed guide's bf16 A100 figures for 4-bit weights, not measured",
+        )
+    for gpu, bandwidth in MEMORY_BANDWIDTH_GBPS.items():
+        if gpu == REFERENCE_GPU:
+            continue
+        factor = MEMORY_BANDWIDTH_GBPS[REFERENCE_GPU] / bandwidth
+        for (source_gpu, generations, checkpointing, four_bit), figure in list(table.items()):
+            if source_gpu == REFERENCE_GPU:
+                table[(gpu, generations, checkpointing, four_bit)] = StepFigure(
+                    figure.seconds_per_step * factor,
+                    figure.memory_gb,
+                    f"scaled from A100 figures, not measured (x{factor:.2f}, memory-bandwidth ratio; "
+                    f"A100 figure: {figure.source})",
+                )
+    cpu = StepFigure(0.14, (0.0, 0.0), "rough figure for the tiny model on 2 CPU cores (model compute, no startup)")
+    for generations in (2, 4):
+        for checkpointing in (True, False):
+            table[("cpu", generations, checkpointing, False)] = cpu
+    return table
+
+
+STEP_FIGURES: dict[tuple[str, int, bool, bool], StepFigure] = _build_step_figures()
+"""Keyed by (gpu, num_generations, gradient_checkpointing, load_in_4bit); batch 2, grad accum 2."""
+
+
+def gpu_key(device_name: str) -> str | None:
+    """The figure-table key for a CUDA device name (``env.gpu_info().name``), or None if unknown.
+
+    A100s of either size use the A100 40GB figures.
+
+    Example:
+        >>> gpu_key("NVIDIA A100-SXM4-40GB"), gpu_key("Tesla T4"), gpu_key("NVIDIA GeForce RTX 4090")
+        ('a100-40gb', 't4', None)
+    """
+    name = device_name.upper()
+    for marker, key in (("A100", "a100-40gb"), ("H100", "h100"), ("L4", "l4"), ("T4", "t4")):
+        if re.search(rf"\b{marker}\b", name):
+            return key
+    return None
+
+
+def trainer_steps(
+    num_samples: int,
+    num_generations: int,
+    batch_size: int,
+    grad_accum: int,
+    num_epochs: float,
+    world_size: int = 1,
+    *,
+    generation_batch_size: int | None = None,
+    num_iterations: int = 1,
+) -> int:
+    """The optimizer steps TRL 1.16's GRPOTrainer runs (``trainer.state.max_steps``).
+
+    Follows TRL's ``GRPOConfig.__post_init__`` (generation batch = ``batch_size * world_size *
+    steps_per_generation``, ``steps_per_generation = grad_accum`` by default),
+    ``RepeatSampler`` (drops the last generation batch if it is not full of prompts, repeats
+    each batch ``num_iterations * steps_per_generation`` times) and the Trainer's
+    ``set_initial_training_values`` (``ceil(micro_batches / grad_accum)`` steps per epoch,
+    ``ceil(epochs * steps_per_epoch)`` in all).
+
+    Args:
+        num_samples: training rows (prompts).
+        num_generations: completions per prompt.
+        batch_size: completions per device per micro-batch (``per_device_train_batch_size``).
+        grad_accum: gradient accumulation steps.
+        num_epochs: passes over the rows (may be fractional).
+        world_size: number of processes (GPUs).
+        generation_batch_size: TRL's option of that name; None for its default.
+        num_iterations: TRL's ``num_iterations`` (policy updates per generation).
+
+    Returns:
+        The number of optimizer steps.
+
+    Example:
+        >>> trainer_steps(34_194, num_generations=4, batch_size=2, grad_accum=2, num_epochs=4)
+        136776
+        >>> trainer_steps(10_001, num_generations=2, batch_size=2, grad_accum=2, num_epochs=1)
+        5000
+    """
+    per_round = batch_size * world_size
+    if generation_batch_size is None:
+        steps_per_generation = grad_accum
+        generation_batch_size = per_round * steps_per_generation
+    elif generation_batch_size % per_round:
+        raise ValueError(
+            f"generation_batch_size ({generation_batch_size}) must be divisible by batch_size * world_size ({per_round})."
+        )
+    else:
+        steps_per_generation = generation_batch_size // per_round
+    if generation_batch_size % num_generations:
+        raise ValueError(
+            f"The generation batch ({generation_batch_size} completions) must be divisible by num_generations "
+            f"({num_generations}); change batch_size or num_generations."
+        )
+    prompts_per_generation = generation_batch_size // num_generations
+    generation_rounds = num_samples // prompts_per_generation
+    if generation_rounds == 0:
+        raise ValueError(
+            f"{num_samples} training rows do not fill one generation batch of {prompts_per_generation} prompts; "
+            "use more rows or a smaller batch."
+        )
+    micro_batches_per_epoch = generation_rounds * steps_per_generation * num_iterations
+    steps_per_epoch = math.ceil(micro_batches_per_epoch / grad_accum)
+    return math.ceil(num_epochs * steps_per_epoch)
+
+
+def seed_formula_steps(num_samples: int, batch_size: int, num_epochs: float, grad_accum: int = 2) -> int:
+    """The seed guide's step count, ``samples / (batch_size * 2) * epochs``, rounded up.
+
+    Example:
+        >>> seed_formula_steps(34_194, batch_size=2, num_epochs=4)
+        34194
+    """
+    return math.ceil(num_samples / (batch_size * grad_accum) * num_epochs)
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as people say it: seconds, minutes, hours, or days.
+
+    Example:
+        >>> [format_duration(s) for s in (42, 600, 75_000, 2_052_000)]
+        ['42 s', '10 min', '20.8 h', '23.8 days']
+    """
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a preset costs: the trainer's real step count, time, memory, and where figures come from."""
+
+    preset: str
+    gpu: str
+    steps: int
+    seed_steps: int
+    seconds_per_step: float
+    total_seconds: float
+    duration: str
+    peak_memory_gb: tuple[float, float]
+    figures_source: str
+    note: str
+
+
+def _preset(preset):
+    from .presets import get_preset
+
+    return get_preset(preset) if isinstance(preset, str) else preset
+
+
+def _step_figure(preset, gpu: str) -> StepFigure:
+    key = (gpu, preset.num_generations, preset.gradient_checkpointing, preset.load_in_4bit)
+    figure = STEP_FIGURES.get(key)
+    if figure is None:
+        # Only 2 and 4 generations have figures; the seed's model is time proportional to generations.
+        base = STEP_FIGURES[(gpu, 2, preset.gradient_checkpointing, preset.load_in_4bit)]
+        figure = StepFigure(
+            base.seconds_per_step * preset.num_generations / 2,
+            base.memory_gb,
+            base.source + f"; scaled to {preset.num_generations} generations",
+        )
+    completions = preset.batch_size * preset.grad_accum
+    if gpu == "cpu" or completions == REFERENCE_COMPLETIONS_PER_STEP and preset.batch_size == 2:
+        return figure
+    low, high = figure.memory_gb
+    extra = max(preset.batch_size - 2, 0)
+    return StepFigure(
+        figure.seconds_per_step * completions / REFERENCE_COMPLETIONS_PER_STEP,
+        (low + extra * MEMORY_PER_EXTRA_COMPLETION_GB[0], high + extra * MEMORY_PER_EXTRA_COMPLETION_GB[1]),
+        figure.source + f"; scaled to batch {preset.batch_size} x grad accum {preset.grad_accum}",
+    )
+
+
+def estimate(preset, gpu: str = REFERENCE_GPU, world_size: int = 1) -> Estimate:
+    """Steps, time and peak GPU memory for ``preset`` on ``gpu``.
+
+    Args:
+        preset: a :class:`~chartrvr_nb.presets.Preset` or a preset name.
+        gpu: one of ``a100-40gb``, ``l4``, ``t4``, ``h100``; ignored for CPU presets (smoke).
+        world_size: number of GPUs (data parallel).
+
+    Returns:
+        An :class:`Estimate`; ``note`` explains in one line when the seed's step count differs.
+
+    Example:
+        >>> est = estimate("fast")
+        >>> est.steps, est.seed_steps, est.duration
+        (5000, 2500, '41.7 h')
+    """
+    preset = _preset(preset)
+    if not preset.requires_gpu:
+        gpu = "cpu"
+    elif gpu not in MEMORY_BANDWIDTH_GBPS:
+        raise ValueError(f"Unknown GPU {gpu!r} for preset {preset.name!r}. Choose one of: {', '.join(MEMORY_BANDWIDTH_GBPS)}.")
+    if preset.num_samples <= 0:
+        raise ValueError(
+            f"Preset {preset.name!r} reads {preset.train_data!r}, whose size is unknown: set subset_size "
+            "(--subset-size N) to estimate it."
+        )
+    steps = trainer_steps(
+        preset.num_samples, preset.num_generations, preset.batch_size, preset.grad_accum, preset.num_epochs,
+        world_size, generation_batch_size=preset.generation_batch_size,
+    )
+    seed_steps = seed_formula_steps(preset.num_samples, preset.batch_size, preset.num_epochs, preset.grad_accum)
+    figure = _step_figure(preset, gpu)
+    total = steps * figure.seconds_per_step
+    note = ""
+    if seed_steps != steps:
+        prompts = preset.batch_size * preset.grad_accum * world_size / preset.num_generations
+        note = (
+            f"The seed's formula samples/(batch*2)*epochs gives {seed_steps:,} steps, but TRL's batch counts "
+            f"completions, so a step sees {prompts:g} prompt{'' if prompts == 1 else 's'} "
+            f"x {preset.num_generations} completions "
+            f"and the trainer runs {steps:,} steps."
+        )
+    return Estimate(
+        preset=preset.name,
+        gpu=gpu,
+        steps=steps,
+        seed_steps=seed_steps,
+        seconds_per_step=figure.seconds_per_step,
+        total_seconds=total,
+        duration=format_duration(total),
+        peak_memory_gb=figure.memory_gb,
+        figures_source=figure.source,
+        note=note,
+    )
+
+
+def format_estimate(est: Estimate) -> str:
+    """A short block to print in a notebook or terminal.
+
+    Example:
+        >>> print(format_estimate(estimate("paper")))
+        Preset 'paper' on A100 40GB
+          optimizer steps  136,776 (the seed's formula says 34,194)
+          time per step    60 s
+          total time       ~95.0 days
+          GPU memory       12-13 GB peak
+          figures          seed guide (A100 40GB)
+          note             The seed's formula ... the trainer runs 136,776 steps.
+    """
+    low, high = est.peak_memory_gb
+    memory = "n/a (CPU)" if est.gpu == "cpu" else f"{low:g}-{high:g} GB peak"
+    steps = f"{est.steps:,}" + (f" (the seed's formula says {est.seed_steps:,})" if est.seed_steps != est.steps else "")
+    lines = [
+        f"Preset {est.preset!r} on {GPU_NAMES[est.gpu]}",
+        f"  optimizer steps  {steps}",
+        f"  time per step    {est.seconds_per_step:.3g} s",
+        f"  total time       ~{est.duration}",
+        f"  GPU memory       {memory}",
+        f"  figures          {est.figures_source}",
+    ]
+    if est.note:
+        lines.append(f"  note             {est.note}")
+    return "\n".join(lines)
+
+
+def fits_gpu(preset, gpu_memory_gb: float) -> tuple[bool, str]:
+    """Whether ``preset``'s peak memory (plus ~1 GB CUDA overhead) fits a GPU of that size.
+
+    Args:
+        preset: a :class:`~chartrvr_nb.presets.Preset` or a preset name.
+        gpu_memory_gb: the GPU's total memory, e.g. ``chartrvr_nb.env.gpu_info().memory_gb``.
+
+    Returns:
+        ``(fits, message)``; the message gives the figures and, when it does not fit, what to change.
+
+    Example:
+        >>> fits_gpu("paper", 40.0)
+        (True, "Preset 'paper' needs about 12-13 GB (seed guide (A100 40GB)); 40 GB available.")
+    """
+    preset = _preset(preset)
+    if not preset.requires_gpu:
+        return True, f"Preset {preset.name!r} runs on CPU; no GPU memory needed."
+    figure = _step_figure(preset, REFERENCE_GPU)
+    low, high = figure.memory_gb
+    needs = f"Preset {preset.name!r} needs about {low:g}-{high:g} GB ({figure.source}); {gpu_memory_gb:g} GB available"
+    if high + CUDA_OVERHEAD_GB <= gpu_memory_gb:
+        return True, needs + "."
+    from .env import oom_advice
+
+    verdict = "may not fit" if low + CUDA_OVERHEAD_GB <= gpu_memory_gb else "will not fit"
+    return False, f"{needs}: it {verdict}.\n" + oom_advice(preset).split("\n", 1)[1]

@@ -1,0 +1,267 @@
+"""GRPO training with TRL's ``GRPOTrainer``, LoRA, the seven rewards, and automatic resume.
+
+``train(preset)`` is the whole run: load data and model, map the preset onto the installed
+``GRPOConfig``, resume from the newest complete checkpoint (local or Drive), train, save the
+adapter. Re-running the same call after a crash or a Colab disconnect continues the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .presets import Preset
+
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_FILE = "samples.jsonl"
+RUN_CONFIG_FILE = "run_config.json"
+ADAPTER_DIR = "adapter"
+
+# Fields that may change between the first run and a resumed one without changing what is trained.
+_RESUMABLE_CHANGES = {"save_steps", "logging_steps", "sample_every", "use_vllm", "torch_compile", "eval_dataset"}
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run left its files."""
+
+    output_dir: Path
+    adapter_dir: Path
+    metrics_file: Path
+    samples_file: Path
+    global_step: int
+    resumed_from: Path | None
+
+
+def grpo_config(preset: Preset, output_dir: str | Path, max_steps: int | None = None, **extra: Any):
+    """The preset mapped onto the installed TRL ``GRPOConfig``.
+
+    ``batch_size`` is TRL's ``per_device_train_batch_size``: it counts completions, so a batch of 2
+    with 2 generations holds one prompt, as in the original training script.
+    """
+    import torch
+    from trl import GRPOConfig
+
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    options: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=preset.batch_size,
+        gradient_accumulation_steps=preset.grad_accum,
+        num_generations=preset.num_generations,
+        num_train_epochs=preset.num_epochs,
+        max_steps=max_steps if max_steps is not None else -1,
+        learning_rate=preset.learning_rate,
+        beta=preset.beta,
+        max_completion_length=preset.max_completion_length,
+        gradient_checkpointing=preset.gradient_checkpointing,
+        torch_compile=preset.torch_compile,
+        bf16=bf16,
+        fp16=cuda and not bf16,
+        use_cpu=not cuda,
+        save_strategy="steps",
+        save_steps=preset.save_steps,
+        logging_steps=preset.logging_steps,
+        seed=preset.seed,
+        data_seed=preset.seed,
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+    if preset.generation_batch_size is not None:
+        options["generation_batch_size"] = preset.generation_batch_size
+    if preset.use_vllm:
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise ImportError(
+                "use_vllm (--use-vllm) needs vLLM, which is not installed. Install a version TRL 1.16 "
+                "supports: pip install 'vllm>=0.22,<=0.31' (it brings its own torch build). Or drop "
+                "--use-vllm: generation with Hugging Face transformers is the default and needs nothing extra."
+            )
+        if not cuda:
+            raise RuntimeError(
+                "use_vllm (--use-vllm) needs a CUDA GPU and none is visible. Drop --use-vllm to generate "
+                "with Hugging Face transformers (the default), or switch to a GPU runtime."
+            )
+        total_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+        # vLLM keeps its own copy of the weights plus a KV cache in this fraction of the GPU: the 3B
+        # needs ~7 GiB of bf16 weights and a few GiB of cache, the 7B about twice that. Below 40 GB
+        # vLLM sleeps during the optimizer step, handing that memory back to training.
+        vllm_gib = 24 if preset.model == "qwen2-5-7b" else 12
+        options.update(
+            use_vllm=True,
+            vllm_mode="colocate",  # in the training process, on the training GPU: no server to start
+            # TRL merges the LoRA adapter into the weights it pushes to vLLM before each generation.
+            vllm_gpu_memory_utilization=round(min(0.9, max(0.3, vllm_gib / total_gib)), 2),
+            vllm_enable_sleep_mode=total_gib < 40,
+            # Size the KV cache for our prompts and completions, not Qwen2.5-VL's 128k context.
+            vllm_max_model_length=preset.max_prompt_length + preset.max_completion_length,
+        )
+    options.update(extra)
+    return GRPOConfig(**options)
+
+
+def _check_run_config(output_dir: Path, preset: Preset) -> None:
+    """Refuse to resume a run directory that was started with a different configuration."""
+    path = output_dir / RUN_CONFIG_FILE
+    if not path.is_file():
+        return
+    previous = json.loads(path.read_text())
+    current = preset.to_dict()
+    changed = sorted(
+        k for k in current if k not in _RESUMABLE_CHANGES and k != "name" and previous.get(k) != current[k]
+    )
+    if changed:
+        details = ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
+        raise ValueError(
+            f"{output_dir} holds a run started with a different configuration ({details}). "
+            "Re-run with the original flags to resume it, or pass a new --output-dir to start another run."
+        )
+
+
+def _make_callbacks(output_dir: Path):
+    from transformers import TrainerCallback
+
+    class MetricsFileCallback(TrainerCallback):
+        """Appends every log event (per-reward mean/std, loss, lengths...) to ``metrics.jsonl``."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                record = {"step": state.global_step, **logs}
+                with open(output_dir / METRICS_FILE, "a") as handle:
+                    handle.write(json.dumps(record, default=float) + "\n")
+
+    return [MetricsFileCallback()]
+
+
+def _trainer_class():
+    from trl import GRPOTrainer
+
+    from .answers import completion_text
+
+    class ChartRVRTrainer(GRPOTrainer):
+        """GRPOTrainer that keeps sample completions with their rewards every ``sample_every`` steps."""
+
+        def __init__(self, *args, samples_path: Path, sample_every: int, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._samples_path = samples_path
+            self._sample_every = sample_every
+            self._last_sampled_step = -1
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            step = self.state.global_step
+            if (
+                self.accelerator.is_main_process
+                and step % self._sample_every == 0
+                and step != self._last_sampled_step
+            ):
+                self._last_sampled_step = step
+                values = rewards_per_func.detach().float().cpu().tolist()
+                with open(self._samples_path, "a") as handle:
+                    for example, completion, row in zip(inputs, completions, values):
+                        record = {
+                            "step": step,
+                            "query": example.get("query"),
+                            "label": example.get("label"),
+                            "chart_type": example.get("chart_type"),
+                            "completion": completion_text(completion),
+                            "rewards": dict(zip(self.reward_func_names, row)),
+                        }
+                        handle.write(json.dumps(record, default=str) + "\n")
+            return rewards_per_func
+
+    return ChartRVRTrainer
+
+
+def train(
+    preset: Preset,
+    output_dir: str | Path | None = None,
+    drive_dir: str | Path | None = None,
+    keep_last: int = 3,
+    max_steps: int | None = None,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Train (or resume) a GRPO run for ``preset``.
+
+    Args:
+        preset: the run's configuration (see ``chartrvr_nb.presets``).
+        output_dir: run directory; defaults to the seed's ``grpo-start-ckpts/...-<seed>``.
+        drive_dir: mirror each finished checkpoint here (Google Drive in Colab); resume from it too.
+        keep_last: checkpoints kept on ``drive_dir``.
+        max_steps: stop after this many optimizer steps (the step count otherwise follows the preset).
+        callbacks: extra ``transformers.TrainerCallback`` objects (e.g. live plots in a notebook).
+
+    Returns:
+        A :class:`TrainResult` with the adapter, metrics and samples paths.
+    """
+    from . import checkpoints, env
+    from .data import load_train_dataset, prepare_grpo_dataset
+    from .models import load_model_and_processor, paper_lora_config
+    from .rewards import get_rewards
+
+    env.require_gpu(preset)
+    output_dir = Path(output_dir or preset.output_dir())
+    drive = env.resolve_drive_dir(drive_dir) if drive_dir else None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():  # under accelerate launch, one rank cleans and restores
+        resume_from = checkpoints.prepare_resume(output_dir, drive)
+    _check_run_config(output_dir, preset)
+    if resume_from is None:
+        for stale in (METRICS_FILE, SAMPLES_FILE):  # a fresh run starts fresh logs
+            (output_dir / stale).unlink(missing_ok=True)
+    (output_dir / RUN_CONFIG_FILE).write_text(json.dumps(preset.to_dict(), indent=2) + "\n")
+
+    dataset = load_train_dataset(
+        preset.train_data, subset_size=preset.subset_size, seed=preset.seed, max_pixels=preset.max_pixels
+    )
+    dataset = prepare_grpo_dataset(dataset, max_pixels=preset.max_pixels)
+    model, processor = load_model_and_processor(
+        preset.model, load_in_4bit=preset.load_in_4bit, max_pixels=preset.max_pixels
+    )
+    trainer_callbacks = _make_callbacks(output_dir) + list(callbacks)
+    if drive is not None:
+        trainer_callbacks.append(checkpoints.drive_mirror_callback(drive, keep_last=keep_last))
+    trainer_class = _trainer_class()
+    trainer = trainer_class(
+        model=model,
+        reward_funcs=get_rewards(),
+        args=grpo_config(preset, output_dir, max_steps=max_steps),
+        train_dataset=dataset,
+        processing_class=processor,
+        peft_config=paper_lora_config(r=preset.lora_r, alpha=preset.lora_alpha, dropout=preset.lora_dropout),
+        callbacks=trainer_callbacks,
+        samples_path=output_dir / SAMPLES_FILE,
+        sample_every=preset.sample_every,
+    )
+    with env.explain_oom(preset):
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    adapter_dir = output_dir / ADAPTER_DIR
+    trainer.save_model(str(adapter_dir))
+    if drive is not None and trainer.accelerator.is_main_process:
+        checkpoints.copy_atomic(adapter_dir, drive / ADAPTER_DIR)
+    result = TrainResult(
+        output_dir=output_dir,
+        adapter_dir=adapter_dir,
+        metrics_file=output_dir / METRICS_FILE,
+        samples_file=output_dir / SAMPLES_FILE,
+        global_step=trainer.state.global_step,
+        resumed_from=resume_from,
+    )
+    print(f"Finished {trainer.state.global_step} optimizer steps.")
+    print(f"LoRA adapter: {adapter_dir}")
+    print(f"Reward log:   {result.metrics_file}")
+    print(f"Samples:      {result.samples_file}")
+    return result
+
+
+def preset_summary(preset: Preset) -> str:
+    """One line per field, for notebooks and logs."""
+    return "\n".join(f"{f.name:>24}: {getattr(preset, f.name)}" for f in dataclasses.fields(preset))

@@ -1,0 +1,285 @@
+"""Checkpoint completeness, the atomic Drive mirror and resume, on checkpoints a real Trainer wrote."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from chartrvr_nb.checkpoints import (
+    DriveMirror,
+    checkpoint_step,
+    clean_stale_temporaries,
+    complete_checkpoints,
+    copy_atomic,
+    is_complete_checkpoint,
+    newest_complete_checkpoint,
+    prepare_resume,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _train_tiny(output_dir: Path, max_steps: int, callbacks=(), resume_from_checkpoint=None):
+    """Train a 1-layer GPT-2 (built in code, a few hundred weights) with the real HF Trainer on CPU."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
+
+    class MetricsLogger(TrainerCallback):
+        """Stands in for train.py's logger: one JSON line per logging event in metrics.jsonl."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            with open(Path(args.output_dir) / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": state.global_step, **(logs or {})}) + "\n")
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=16, n_positions=8))
+    rows = [{"input_ids": torch.arange(8) % 16, "labels": torch.arange(8) % 16} for _ in range(64)]
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=2,
+        save_steps=2,
+        logging_steps=1,
+        learning_rate=1e-2,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "run_config.json").write_text(json.dumps({"name": "tiny-test"}))
+    trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[MetricsLogger(), *callbacks])
+    trainer.train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None)
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A run dir with checkpoint-2/4/6 from a real Trainer, mirrored by the callback (keep_last=2)."""
+    from chartrvr_nb.checkpoints import drive_mirror_callback
+
+    root = tmp_path_factory.mktemp("trained")
+    local, drive = root / "run", root / "drive" / "run"
+    _train_tiny(local, max_steps=6, callbacks=[drive_mirror_callback(drive, keep_last=2)])
+    return local, drive
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    local, drive = trained_run
+    shutil.copytree(local, tmp_path / "run")
+    shutil.copytree(drive, tmp_path / "drive")
+    return tmp_path / "run", tmp_path / "drive"
+
+
+def test_real_trainer_checkpoints_are_complete(trained_run):
+    local, _ = trained_run
+    assert [p.name for p in complete_checkpoints(local)] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    assert newest_complete_checkpoint(local) == local / "checkpoint-6"
+    assert json.loads((local / "checkpoint-6" / "trainer_state.json").read_text())["global_step"] == 6
+
+
+def test_every_state_a_kill_mid_save_can_leave_is_incomplete(trained_run, tmp_path):
+    """Replay the Trainer's own write order (file mtimes): stopping after any file, or halfway
+    through one, never yields a complete checkpoint; only the full set does."""
+    real = trained_run[0] / "checkpoint-6"
+    written = sorted(real.iterdir(), key=lambda path: path.stat().st_mtime_ns)
+    assert written[-1].name == "trainer_state.json", "the Trainer no longer writes its state last"
+    for count in range(len(written)):
+        for cut_last_file in (False, True):
+            partial = tmp_path / f"{count}-{cut_last_file}" / "checkpoint-6"
+            partial.mkdir(parents=True)
+            for path in written[:count]:
+                shutil.copy2(path, partial / path.name)
+            if cut_last_file:
+                data = written[count].read_bytes()
+                (partial / written[count].name).write_bytes(data[: len(data) // 2])
+            assert not is_complete_checkpoint(partial), (count, cut_last_file)
+    assert is_complete_checkpoint(real)
+
+
+def test_callback_mirrors_each_save_and_prunes_drive(trained_run):
+    local, drive = trained_run
+    assert sorted(p.name for p in drive.iterdir()) == [
+        "checkpoint-4", "checkpoint-6", "metrics.jsonl", "run_config.json",
+    ]
+    for name in ("checkpoint-4", "checkpoint-6"):
+        assert is_complete_checkpoint(drive / name)
+        local_files = sorted(p.relative_to(local / name) for p in (local / name).rglob("*"))
+        assert sorted(p.relative_to(drive / name) for p in (drive / name).rglob("*")) == local_files
+    # on_train_end copies the log written after the last save, so Drive has every logged step.
+    assert (drive / "metrics.jsonl").read_text() == (local / "metrics.jsonl").read_text()
+
+
+@pytest.mark.parametrize("damage", ["missing state", "truncated state", "missing weights", "wrong step"])
+def test_incomplete_local_checkpoint_is_skipped_for_an_older_complete_one(run_copy, damage, capsys):
+    local, _ = run_copy
+    newest = local / "checkpoint-6"
+    state = newest / "trainer_state.json"
+    if damage == "missing state":
+        state.unlink()
+    elif damage == "truncated state":
+        state.write_text(state.read_text()[: len(state.read_text()) // 2])
+    elif damage == "missing weights":
+        (newest / "model.safetensors").unlink()
+    else:
+        state.write_text(json.dumps({**json.loads(state.read_text()), "global_step": 4}))
+    assert not is_complete_checkpoint(newest)
+    assert newest_complete_checkpoint(local) == local / "checkpoint-4"
+
+    assert prepare_resume(local) == local / "checkpoint-4"
+    assert not newest.exists(), "an unfinished checkpoint must not linger where the next save writes"
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "checkpoint-4" in out and "removed unfinished checkpoint-6" in out
+
+
+def test_resume_restores_from_drive_after_local_dir_is_deleted(run_copy, capsys):
+    local, drive = run_copy
+    shutil.rmtree(local)
+
+    chosen = prepare_resume(local, drive)
+
+    assert chosen == local / "checkpoint-6" and is_complete_checkpoint(chosen)
+    assert "restored from Drive" in capsys.readouterr().out
+    assert (local / "metrics.jsonl").read_text() == (drive / "metrics.jsonl").read_text()
+    assert (local / "run_config.json").is_file()
+    # The restored checkpoint really resumes: the Trainer continues at step 6, not 0.
+    trainer = _train_tiny(local, max_steps=8, resume_from_checkpoint=chosen)
+    assert trainer.state.global_step == 8
+    logged_steps = [json.loads(line)["step"] for line in (local / "metrics.jsonl").read_text().splitlines()]
+    assert logged_steps[-3:] == [7, 8, 8]  # steps 7 and 8, then the end-of-training summary
+
+
+def test_newer_checkpoint_wins_whichever_side_it_is_on(run_copy, capsys):
+    local, drive = run_copy
+    assert prepare_resume(local, drive) == local / "checkpoint-6"  # equal steps: keep local
+    shutil.rmtree(local / "checkpoint-6")
+    assert prepare_resume(local, drive) == local / "checkpoint-6"  # Drive is ahead: restored
+    assert "newer than local checkpoint-4" in capsys.readouterr().out
+    shutil.rmtree(drive / "checkpoint-6")
+    shutil.rmtree(drive / "checkpoint-4")
+    assert prepare_resume(local, drive) == local / "checkpoint-6"
+
+
+def test_no_checkpoint_anywhere_starts_from_scratch(tmp_path, capsys):
+    assert prepare_resume(tmp_path / "run", tmp_path / "drive") is None
+    assert "starting from step 0" in capsys.readouterr().out
+
+
+_SLOW_COPY = textwrap.dedent(
+    """
+    import functools, shutil, sys, time
+    from chartrvr_nb.checkpoints import copy_atomic
+
+    def slow_copy(src, dst, **kwargs):
+        shutil.copy2(src, dst, **kwargs)
+        time.sleep(0.5)
+
+    shutil.copytree = functools.partial(shutil.copytree, copy_function=slow_copy)
+    copy_atomic(sys.argv[1], sys.argv[2])
+    """
+)
+
+
+def test_copy_killed_midway_is_ignored_and_cleaned(run_copy, capsys):
+    local, drive = run_copy
+    shutil.rmtree(drive / "checkpoint-6")
+    target = drive / "checkpoint-6"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_COPY, str(local / "checkpoint-6"), str(target)], cwd=REPO_ROOT
+    )
+    temporary = drive / f".tmp-checkpoint-6-{process.pid}"
+    deadline = time.monotonic() + 60
+    while not (temporary.is_dir() and any(temporary.iterdir())):
+        assert process.poll() is None and time.monotonic() < deadline, "the copy never started"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    assert temporary.is_dir() and not target.exists()
+    assert newest_complete_checkpoint(drive) == drive / "checkpoint-4"
+    shutil.rmtree(local)
+    assert prepare_resume(local, drive) == local / "checkpoint-4"
+    assert not temporary.exists()
+    assert "checkpoint-4" in capsys.readouterr().out
+
+
+def test_temporaries_are_never_complete_and_get_cleaned(run_copy):
+    local, _ = run_copy
+    temporary = local / ".tmp-checkpoint-8-12345"
+    shutil.copytree(local / "checkpoint-6", temporary)
+    (local / ".tmp-metrics.jsonl-12345").write_text("{}\n")
+    (local / "notes.tmp").write_text("not ours")
+    assert not is_complete_checkpoint(temporary)
+    assert newest_complete_checkpoint(local) == local / "checkpoint-6"
+    removed = clean_stale_temporaries(local)
+    assert sorted(p.name for p in removed) == [".tmp-checkpoint-8-12345", ".tmp-metrics.jsonl-12345"]
+    assert (local / "notes.tmp").exists()
+
+
+def test_sharded_weights_need_every_shard(tmp_path):
+    checkpoint = tmp_path / "checkpoint-10"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 10}))
+    index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    (checkpoint / "model.safetensors.index.json").write_text(json.dumps(index))
+    (checkpoint / "model-00001-of-00002.safetensors").write_bytes(b"x")
+    assert not is_complete_checkpoint(checkpoint)
+    (checkpoint / "model-00002-of-00002.safetensors").write_bytes(b"x")
+    assert is_complete_checkpoint(checkpoint)
+
+
+def test_peft_adapter_checkpoint_counts_as_complete(tmp_path):
+    checkpoint = tmp_path / "checkpoint-500"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 500}))
+    assert not is_complete_checkpoint(checkpoint)
+    (checkpoint / "adapter_model.safetensors").write_bytes(b"x")
+    assert is_complete_checkpoint(checkpoint)
+    assert checkpoint_step(checkpoint) == 500
+
+
+def test_copy_atomic_replaces_an_existing_destination(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "new.txt").write_text("new")
+    destination = tmp_path / "out" / "dst"
+    destination.mkdir(parents=True)
+    (destination / "old.txt").write_text("old")
+    copy_atomic(source, destination)
+    assert [p.name for p in destination.iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in destination.parent.iterdir()) == ["dst"]
+
+
+def test_mirror_refuses_an_incomplete_checkpoint(tmp_path):
+    half = tmp_path / "checkpoint-3"
+    half.mkdir()
+    (half / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        DriveMirror(tmp_path / "drive").mirror_checkpoint(half)
+    assert not (tmp_path / "drive" / "checkpoint-3").exists()
+
+
+def test_callback_warns_and_lets_training_continue_when_drive_fails(trained_run, tmp_path):
+    from transformers import TrainerCallback
+
+    from chartrvr_nb.checkpoints import DriveMirrorCallback
+
+    local, _ = trained_run
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the Drive folder should be")
+    callback = DriveMirrorCallback(blocked / "run")
+    assert isinstance(callback, TrainerCallback)
+    args = types.SimpleNamespace(output_dir=str(local))
+    state = types.SimpleNamespace(global_step=6, is_world_process_zero=True)
+    with pytest.warns(UserWarning, match="Could not mirror checkpoint-6 to Drive"):
+        callback.on_save(args, state, control=None)

@@ -1,0 +1,205 @@
+"""Step counts against TRL's real GRPOTrainer, the seed's formula, and the time/memory figures."""
+
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chartrvr_nb.estimate import (
+    STEP_FIGURES,
+    estimate,
+    fits_gpu,
+    format_duration,
+    format_estimate,
+    seed_formula_steps,
+    trainer_steps,
+)
+from chartrvr_nb.presets import PRESETS, get_preset
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.mark.parametrize(
+    "name, steps, seed_steps",
+    [
+        ("paper", 136_776, 34_194),
+        ("safe", 34_194, 8_549),
+        ("moderate", 17_097, 8_549),
+        ("fast", 5_000, 2_500),
+        ("fast-nockpt", 5_000, 2_500),
+        ("ultra-fast", 500, 250),
+        ("colab-t4", 500, 250),
+        ("smoke", 16, 8),
+    ],
+)
+def test_preset_step_counts(name, steps, seed_steps):
+    est = estimate(name)
+    assert (est.steps, est.seed_steps) == (steps, seed_steps)
+    assert f"{seed_steps:,} steps" in est.note and f"runs {steps:,} steps" in est.note
+    assert "\n" not in est.note
+
+
+@pytest.mark.parametrize("gpu", ["a100-40gb", "l4", "t4", "h100"])
+def test_every_preset_has_an_estimate_on_every_gpu(gpu):
+    for name in PRESETS:
+        est = estimate(name, gpu=gpu)
+        assert est.steps > 0 and est.total_seconds > 0 and est.figures_source
+        assert format_estimate(est).startswith(f"Preset {name!r}")
+
+
+def test_seed_figures_are_reproduced_for_the_reference_gpu():
+    paper, moderate, nockpt = estimate("paper"), estimate("moderate"), estimate("fast-nockpt")
+    assert (paper.seconds_per_step, moderate.seconds_per_step, nockpt.seconds_per_step) == (60, 30, 21)
+    assert paper.peak_memory_gb == (12, 13) and nockpt.peak_memory_gb == (15, 18)
+    assert paper.figures_source == "seed guide (A100 40GB)"
+    # The seed's own arithmetic (its step formula x its step time) gives its "~24 days".
+    assert seed_formula_steps(34_194, 2, 4) * 60 / 86400 == pytest.approx(23.7, abs=0.05)
+    assert paper.total_seconds == 136_776 * 60 and paper.duration == "95.0 days"
+
+
+def test_other_gpus_are_scaled_and_labelled_as_such():
+    a100, l4, h100 = (estimate("fast", gpu=g) for g in ("a100-40gb", "l4", "h100"))
+    assert l4.seconds_per_step > a100.seconds_per_step > h100.seconds_per_step
+    for est in (l4, h100, estimate("colab-t4", gpu="t4")):
+        assert est.figures_source.startswith("scaled from A100 figures, not measured")
+    assert l4.steps == h100.steps == a100.steps
+    assert l4.peak_memory_gb == a100.peak_memory_gb
+    sources = {figure.source for key, figure in STEP_FIGURES.items() if key[0] != "a100-40gb" and key[0] != "cpu"}
+    assert all("not measured" in source for source in sources)
+
+
+def test_four_bit_needs_less_memory_and_cpu_presets_ignore_the_gpu():
+    assert estimate("colab-t4").peak_memory_gb[1] < estimate("ultra-fast").peak_memory_gb[0]
+    smoke = estimate("smoke", gpu="t4")
+    assert smoke.gpu == "cpu" and smoke.total_seconds < 60
+    with pytest.raises(ValueError, match="Unknown GPU 'v100'"):
+        estimate("fast", gpu="v100")
+
+
+def test_batch_size_changes_steps_time_per_step_and_memory():
+    base, big = estimate("fast"), estimate(get_preset("fast", batch_size=4))
+    assert big.steps == base.steps // 2
+    assert big.seconds_per_step == 2 * base.seconds_per_step
+    assert big.peak_memory_gb == (15, 20)  # the seed's batch-4 figure
+    assert "scaled to batch 4" in big.figures_source
+
+
+def test_unknown_generation_count_scales_from_two():
+    est = estimate(get_preset("fast", num_generations=4, batch_size=4, grad_accum=1))
+    assert est.steps == trainer_steps(10_000, 4, 4, 1, 1)
+    three = estimate(get_preset("fast", num_generations=3, batch_size=3, grad_accum=2))
+    assert "scaled to 3 generations" in three.figures_source
+
+
+def test_format_estimate_block():
+    text = format_estimate(estimate("fast"))
+    lines = text.splitlines()
+    assert lines[0] == "Preset 'fast' on A100 40GB"
+    assert "5,000 (the seed's formula says 2,500)" in lines[1]
+    assert any(line.split()[:2] == ["total", "time"] and "41.7 h" in line for line in lines)
+    assert lines[-1].lstrip().startswith("note")
+
+
+@pytest.mark.parametrize(
+    "name, memory, fits",
+    [("paper", 40.0, True), ("fast-nockpt", 15.0, False), ("colab-t4", 15.0, True), ("smoke", 0.0, True)],
+)
+def test_fits_gpu(name, memory, fits):
+    ok, message = fits_gpu(name, memory)
+    assert ok is fits
+    assert name in message
+    if not fits:
+        assert "re-enable gradient checkpointing" in message
+
+
+@given(
+    prompts_per_round=st.integers(1, 8),
+    num_generations=st.sampled_from([2, 4, 8]),
+    rounds=st.integers(1, 500),
+    epochs=st.integers(1, 4),
+)
+def test_divisible_sizes_follow_the_closed_form(prompts_per_round, num_generations, rounds, epochs):
+    # batch 1 x grad_accum (prompts * gens): a generation batch is exactly one optimizer step.
+    grad_accum = prompts_per_round * num_generations
+    samples = rounds * prompts_per_round
+    expected = samples * num_generations // (1 * grad_accum) * epochs
+    assert trainer_steps(samples, num_generations, 1, grad_accum, epochs) == expected
+
+
+def test_impossible_configurations_explain_themselves():
+    with pytest.raises(ValueError, match="divisible by num_generations"):
+        trainer_steps(100, 4, 1, 2, 1)
+    with pytest.raises(ValueError, match="do not fill one generation batch"):
+        trainer_steps(1, 2, 2, 2, 1)
+
+
+def test_format_duration_units():
+    assert [format_duration(s) for s in (5, 3600, 3 * 86400)] == ["5 s", "60 min", "3.0 days"]
+
+
+def _grpo_max_steps(num_samples, num_generations, batch_size, grad_accum, num_epochs, **config):
+    """``trainer.state.max_steps`` of a real TRL GRPOTrainer (tiny text Qwen2 built in code).
+
+    Training is stopped in ``on_train_begin``, after the Trainer has fixed max_steps and
+    before any generation, so this costs well under a second per call once TRL is imported.
+    """
+    from datasets import Dataset
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    vocab = {"<pad>": 0, "<eos>": 1, **{word: i + 2 for i, word in enumerate("a b c d".split())}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>")
+    model = Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=8, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32,
+    ))
+
+    class Stop(Exception):
+        pass
+
+    class RecordMaxSteps(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.max_steps = state.max_steps
+            raise Stop
+
+    recorder = RecordMaxSteps()
+    args = GRPOConfig(
+        output_dir="unused", num_generations=num_generations, per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum, num_train_epochs=num_epochs, max_completion_length=4,
+        report_to=[], use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True, **config,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[lambda completions, **kwargs: [0.0] * len(completions)],
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": ["a b c"] * num_samples}),
+        processing_class=tokenizer,
+        callbacks=[recorder],
+    )
+    with pytest.raises(Stop):
+        trainer.train()
+    return recorder.max_steps
+
+
+@pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")  # GRPOConfig's own default
+@pytest.mark.parametrize(
+    "samples, generations, batch, accum, epochs, config",
+    [
+        (10, 2, 2, 2, 1, {}),  # the fast preset's shape
+        (7, 4, 2, 2, 2, {}),  # the paper preset's shape: one prompt per step
+        (7, 2, 2, 2, 1.5, {}),  # the last half-filled generation batch is dropped; fractional epochs round up
+        (10, 2, 2, 3, 1, {}),
+        (10, 2, 2, 2, 1, {"generation_batch_size": 8}),
+        (10, 2, 2, 2, 1, {"generation_batch_size": 6}),  # 3 micro-batches per round, grad accum 2
+        (10, 2, 2, 2, 1, {"num_iterations": 2}),
+    ],
+)
+def test_trainer_steps_matches_a_real_grpo_trainer(samples, generations, batch, accum, epochs, config, tmp_path,
+                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    expected = _grpo_max_steps(samples, generations, batch, accum, epochs, **config)
+    assert trainer_steps(samples, generations, batch, accum, epochs, **config) == expected

@@ -1,0 +1,177 @@
+"""End-to-end GRPO on the tiny model: weights move, checkpoints are written, runs resume.
+
+One short run (4 optimizer steps, a checkpoint every 2) is shared by the tests that only read
+its files; the resume tests train for real again.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chartrvr_nb.checkpoints import complete_checkpoints, newest_complete_checkpoint
+from chartrvr_nb.estimate import trainer_steps
+from chartrvr_nb.presets import get_preset
+from chartrvr_nb.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+# 8 prompts x 2 generations / (batch 2 x grad_accum 2) = 4 optimizer steps.
+QUICK = dict(subset_size=8, save_steps=2, sample_every=2, max_completion_length=48)
+
+
+def lora_tensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(path) / "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("run")
+    result = train(get_preset("smoke", **QUICK), output_dir=root / "out", drive_dir=root / "drive")
+    return result, root
+
+
+def test_training_moves_the_lora_weights(run):
+    result, _ = run
+    assert result.global_step == 4
+    trained = lora_tensors(result.adapter_dir)
+    lora_b = {k: v for k, v in trained.items() if "lora_B" in k}
+    assert lora_b, "the adapter has no LoRA B matrices"
+    # LoRA B starts at exactly zero, so any non-zero entry was learned.
+    assert sum(int(v.abs().sum() > 0) for v in lora_b.values()) > len(lora_b) // 2
+    assert any(".visual." in k for k in lora_b), "vision MLPs should carry LoRA too"
+
+
+def test_checkpoints_metrics_and_samples_are_written(run):
+    result, root = run
+    steps = [int(p.name.split("-")[1]) for p in complete_checkpoints(result.output_dir)]
+    assert steps == [2, 4]
+    records = [json.loads(line) for line in result.metrics_file.read_text().splitlines()]
+    logged = [r for r in records if "rewards/format_reward/mean" in r]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    for name in ("format", "count", "accuracy", "length", "chart_type", "table_style", "process"):
+        assert f"rewards/{name}_reward/mean" in logged[0] and f"rewards/{name}_reward/std" in logged[0]
+    assert "frac_reward_zero_std" in logged[0]
+    samples = [json.loads(line) for line in result.samples_file.read_text().splitlines()]
+    assert {s["step"] for s in samples} == {0, 2}
+    assert set(samples[0]["rewards"]) == {
+        "format_reward", "count_reward", "accuracy_reward", "length_reward",
+        "chart_type_reward", "table_style_reward", "process_reward",
+    }
+    assert json.loads((result.output_dir / "run_config.json").read_text())["subset_size"] == 8
+
+
+def test_drive_holds_complete_checkpoints_and_the_adapter(run):
+    result, root = run
+    drive = root / "drive"
+    assert [p.name for p in complete_checkpoints(drive)] == ["checkpoint-2", "checkpoint-4"]
+    assert (drive / "adapter" / "adapter_model.safetensors").is_file()
+    assert (drive / "metrics.jsonl").read_text() == result.metrics_file.read_text()
+
+
+def test_reward_curves_render_from_the_real_log(run, tmp_path):
+    from chartrvr_nb.plots import plot_reward_curves
+
+    result, _ = run
+    figure = plot_reward_curves(result.output_dir)
+    figure.savefig(tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert len(figure.axes) >= 8  # total + seven rewards
+
+
+def test_resume_from_drive_after_the_local_run_is_lost(run, tmp_path):
+    import shutil
+
+    result, root = run
+    local = tmp_path / "local"
+    preset = get_preset("smoke", **QUICK)
+    # A fresh runtime: nothing local, the Drive copy of the first run stopped at step 2.
+    drive = tmp_path / "drive"
+    shutil.copytree(root / "drive", drive)
+    shutil.rmtree(drive / "checkpoint-4")
+    resumed = train(preset, output_dir=local, drive_dir=drive)
+    assert resumed.resumed_from is not None and resumed.resumed_from.name == "checkpoint-2"
+    assert resumed.global_step == 4
+    assert newest_complete_checkpoint(local).name == "checkpoint-4"
+    logged = [json.loads(line)["step"] for line in resumed.metrics_file.read_text().splitlines()]
+    assert sorted({s for s in logged if s}) == [1, 2, 3, 4]  # one continuous curve
+
+
+def test_a_run_directory_refuses_a_different_configuration(run):
+    result, _ = run
+    with pytest.raises(ValueError, match=r"num_generations: 2 -> 4.*new --output-dir"):
+        train(get_preset("smoke", **{**QUICK, "num_generations": 4}), output_dir=result.output_dir)
+
+
+def test_a_dataset_without_reward_columns_is_rejected(tmp_path, tiny_model_dir):
+    from chartrvr_nb.data import make_synthetic_dataset
+
+    path = tmp_path / "data"
+    make_synthetic_dataset(4, seed=1).remove_columns(["table"]).save_to_disk(str(path))
+    with pytest.raises(ValueError, match="table"):
+        train(get_preset("smoke", train_data=str(path), subset_size=4), output_dir=tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "preset_name, overrides",
+    [
+        ("paper", {}),  # 4 generations, 4 epochs
+        ("moderate", {}),
+        ("fast", {"batch_size": 4}),
+        ("smoke", {"num_generations": 4, "generation_batch_size": 8}),
+    ],
+)
+def test_estimator_matches_the_trainers_max_steps(preset_name, overrides, tmp_path, tiny_model_dir):
+    from transformers import TrainerCallback
+
+    class Stop(Exception):
+        pass
+
+    class RecordAndStop(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            seen["max_steps"] = state.max_steps
+            raise Stop  # the count is known before the first step: no need to train
+
+    base = get_preset(preset_name, **overrides)
+    preset = get_preset(
+        "smoke", subset_size=12, num_epochs=base.num_epochs, num_generations=base.num_generations,
+        batch_size=base.batch_size, generation_batch_size=base.generation_batch_size,
+    )
+    seen = {}
+    with pytest.raises(Stop):
+        train(preset, output_dir=tmp_path / "out", callbacks=[RecordAndStop()])
+    expected = trainer_steps(
+        preset.num_samples, preset.num_generations, preset.batch_size, preset.grad_accum, preset.num_epochs,
+        generation_batch_size=preset.generation_batch_size,
+    )
+    assert seen["max_steps"] == expected > 0
+
+
+def test_killed_run_resumes_to_the_same_step_count(tmp_path, tiny_model_dir):
+    """kill -9 after the first checkpoint, re-run the same command: it ends at the same step."""
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "chartrvr_nb", "grpo", "--preset", "smoke", "--output-dir", str(out),
+        "--subset-size", "8", "--save-steps", "2", "--max-completion-length", "48",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while newest_complete_checkpoint(out) is None and process.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    assert newest_complete_checkpoint(out) is not None, "the first run never wrote a checkpoint"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert re.search(r"Resuming from \S*checkpoint-[24]", finished.stdout + finished.stderr)
+    assert "Finished 4 optimizer steps." in finished.stdout
+    assert newest_complete_checkpoint(out).name == "checkpoint-4"
