@@ -248,6 +248,15 @@ def _distinct_values(rng: random.Random, count: int, low: int, high: int, decima
     return [str(p) for p in rng.sample(range(low, high), count)]
 
 
+def _percent_shares(rng: random.Random, count: int) -> list[str]:
+    """``count`` different whole percentages (each at least 3) that add up to 100, for pie charts."""
+    while True:
+        cuts = [0, *sorted(rng.sample(range(1, 100), count - 1)), 100]
+        shares = [high - low for low, high in zip(cuts, cuts[1:])]
+        if len(set(shares)) == count and min(shares) >= 3:
+            return [str(share) for share in shares]
+
+
 def _ordered_labels(rng: random.Random, label_column: str, count: int) -> list[str]:
     names = _CATEGORIES[label_column]
     start = rng.randrange(len(names) - count + 1)
@@ -299,10 +308,15 @@ def make_table(chart_type: str, rng: random.Random) -> dict[str, Any]:
         labels = rng.sample(_CATEGORIES[label_column], count)
         columns = [label_column, "X", "Y", "Size"]
         series = [_distinct_values(rng, count, 1, 50, decimals=False) for _ in range(3)]
-    else:  # bar, pie, treemap: categories with one measure
+    elif chart_type == "pie":
         label_column = rng.choice(["Country", "Product", "Department"])
         labels = rng.sample(_CATEGORIES[label_column], count)
-        columns = [label_column, "Share" if chart_type == "pie" else rng.choice(_MEASURES)]
+        columns = [label_column, "Share"]
+        series = [_percent_shares(rng, count)]
+    else:  # bar, treemap: categories with one measure
+        label_column = rng.choice(["Country", "Product", "Department"])
+        labels = rng.sample(_CATEGORIES[label_column], count)
+        columns = [label_column, rng.choice(_MEASURES)]
         series = [_distinct_values(rng, count, 3, 90, decimals and chart_type == "bar")]
     rows = [[label, *(values[i] for values in series)] for i, label in enumerate(labels)]
     return {"columns": columns, "rows": rows}
@@ -345,8 +359,8 @@ def make_synthetic_example(chart_type: str, kind: str, rng: random.Random) -> di
 
     Example:
         >>> row = make_synthetic_example("bar", "sum", random.Random(3))
-        >>> row["reasoning"].startswith("<step-1>: Read")
-        True
+        >>> row["reasoning"], row["label"]
+        ('<step-1>: Add up Revenue: 63 + 36 + 73 = 172.', '172')
     """
     table = make_table(chart_type, rng)
     spec = make_question(table, kind, rng)
@@ -413,24 +427,25 @@ def _draw_chart(ax, chart_type: str, table: dict[str, Any]) -> None:
         ax.stackplot(positions, series[0], series[1], labels=columns[1:], alpha=0.8)
         ax.legend(fontsize=6, loc="upper left")
     elif chart_type == "pie":
-        ax.pie(series[0], labels=[f"{k} ({v})" for k, v in zip(labels, (r[1] for r in rows))], textprops={"fontsize": 6})
+        wedge_labels = [f"{row[0]} ({row[1]}%)" for row in rows]
+        ax.pie(series[0], labels=wedge_labels, textprops={"fontsize": 6})
     elif chart_type == "scatterplot":
         ax.scatter([float(k) for k in labels], series[0])
         ax.set_xlabel(columns[0], fontsize=7)
     elif chart_type == "bubble":
         xs, ys, sizes = series
         ax.scatter(xs, ys, s=[s * 15 for s in sizes], alpha=0.5)
-        for name, x, y, size in zip(labels, xs, ys, (r[3] for r in rows)):
-            ax.annotate(f"{name} ({size})", (x, y), fontsize=6, ha="center")
+        for row, x, y in zip(rows, xs, ys):
+            ax.annotate(f"{row[0]} ({row[3]})", (x, y), fontsize=6, ha="center")  # the size, as written
         ax.set_xlabel("X", fontsize=7)
         ax.set_ylabel("Y", fontsize=7)
     elif chart_type == "treemap":
         from matplotlib.patches import Rectangle
 
         rectangles = _treemap_rectangles(series[0], 0.0, 0.0, 1.0, 1.0)
-        for (x, y, w, h), name, value, colour in zip(rectangles, labels, (r[1] for r in rows), range(len(rows))):
+        for colour, ((x, y, w, h), row) in enumerate(zip(rectangles, rows)):
             ax.add_patch(Rectangle((x, y), w, h, facecolor=f"C{colour}", edgecolor="white", linewidth=2))
-            ax.text(x + w / 2, y + h / 2, f"{name}\n{value}", ha="center", va="center", fontsize=6)
+            ax.text(x + w / 2, y + h / 2, f"{row[0]}\n{row[1]}", ha="center", va="center", fontsize=6)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.axis("off")

@@ -32,6 +32,9 @@ MODEL_REGISTRY: dict[str, str] = {
     "tiny": "chartrvr-nb/tiny-qwen2.5-vl (built offline by code)",
 }
 TINY_MODEL = "tiny"
+# The Qwen2.5-VL image processor's own pixel bounds, used where a caller sets only one side.
+QWEN_MIN_PIXELS = 56 * 56
+QWEN_MAX_PIXELS = 28 * 28 * 1280
 
 # The paper's adapter: these names match the language model's attention and MLP projections and
 # also the vision tower's MLPs (gate/up/down_proj), which is why the count includes 3,609,600
@@ -94,15 +97,15 @@ QWEN2_5_VL_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-# The tiny model. Bump TINY_MODEL_VERSION whenever the recipe changes: it names the cache folder,
-# so an old build is never mistaken for a new one.
+# The tiny model. A saved build whose recipe (``_tiny_recipe``) differs is rebuilt; bump
+# TINY_MODEL_VERSION, which names the cache folder, for changes the recipe does not capture.
 TINY_MODEL_VERSION = "tiny-qwen2.5-vl-v1"
 TINY_MIN_PIXELS = 56 * 56
 TINY_MAX_PIXELS = 224 * 224
-TINY_BPE_SIZE = 1024  # byte-level BPE entries; embeddings dominate the parameter count
+TINY_BPE_SIZE = 1024  # at most this many byte-level BPE entries: embeddings dominate the parameters
 TINY_SEED = 1234
-WARM_START_ROWS = 256  # rendered synthetic charts; fewer and the model memorises them instead
-WARM_START_STEPS = 400
+WARM_START_ROWS = 192  # rendered synthetic charts; with far fewer the model memorises them instead
+WARM_START_STEPS = 300
 WARM_START_BATCH = 8
 WARM_START_LR = 1e-2
 _BUILD_INFO = "build_info.json"  # written last inside the temporary folder: marks a complete build
@@ -158,7 +161,7 @@ def default_dtype(load_in_4bit: bool = False):
     import torch
 
     if torch.cuda.is_available():
-        if torch.cuda.is_bf16_supported():
+        if torch.cuda.is_bf16_supported(including_emulation=False):  # a T4 only emulates bf16
             return torch.bfloat16
         if load_in_4bit:
             return torch.float16
@@ -232,9 +235,13 @@ def load_model_and_processor(
         device_map = device_map or {"": torch.cuda.current_device()}
     if device_map is not None:
         model_kwargs["device_map"] = device_map
-    processor_kwargs = {
-        key: value for key, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if value is not None
-    }
+    processor_kwargs = {}
+    if min_pixels is not None or max_pixels is not None:
+        # transformers 5 bounds Qwen2-VL images through `size` (min/max_pixels kwargs are deprecated).
+        processor_kwargs["size"] = {
+            "shortest_edge": min_pixels or QWEN_MIN_PIXELS,
+            "longest_edge": max_pixels or QWEN_MAX_PIXELS,
+        }
     try:
         processor = AutoProcessor.from_pretrained(path, **processor_kwargs)
         model = AutoModelForImageTextToText.from_pretrained(path, **model_kwargs)
@@ -452,7 +459,7 @@ def build_tiny_tokenizer():
     merges = [tuple(pair) for pair in json.loads(bpe.to_str())["model"]["merges"]]
     for token, _ in QWEN2_5_ADDED_TOKENS:
         vocab[token] = len(vocab)
-    extra = [token for token, special in QWEN2_5_ADDED_TOKENS[1:14] if special]
+    extra = [token for token, special in QWEN2_5_ADDED_TOKENS[1:] if special]  # <|im_start|> ... <|video_pad|>
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
@@ -465,7 +472,9 @@ def build_tiny_tokenizer():
         split_special_tokens=False,
         model_max_length=32768,
     )
-    tokenizer.add_tokens([AddedToken(token, special=special, normalized=False) for token, special in QWEN2_5_ADDED_TOKENS])
+    tokenizer.add_tokens(
+        [AddedToken(token, special=special, normalized=False) for token, special in QWEN2_5_ADDED_TOKENS]
+    )
     tokenizer.chat_template = QWEN2_5_VL_CHAT_TEMPLATE
     return tokenizer
 
@@ -543,7 +552,8 @@ def _warm_start_examples(model, processor, rows: list[dict]) -> list[dict]:
     for row in rows:
         prompt = processor.apply_chat_template(build_messages(row["query"]), add_generation_prompt=True, tokenize=False)
         encoded = processor(text=[prompt], images=[row["image"]], return_tensors="pt")
-        target = torch.tensor(tokenizer(synthetic_completion(row), add_special_tokens=False)["input_ids"] + [end_of_turn])
+        completion_ids = tokenizer(synthetic_completion(row), add_special_tokens=False)["input_ids"]
+        target = torch.tensor(completion_ids + [end_of_turn])
         prompt_ids = encoded["input_ids"][0]
         with torch.no_grad():
             image_features = model.get_image_features(encoded["pixel_values"], encoded["image_grid_thw"]).pooler_output
@@ -551,6 +561,9 @@ def _warm_start_examples(model, processor, rows: list[dict]) -> list[dict]:
             {
                 "input_ids": torch.cat([prompt_ids, target]),
                 "labels": torch.cat([torch.full_like(prompt_ids, -100), target]),
+                # Marks image tokens; without it the model falls back to 1-D positions, unlike
+                # generation (and TRL), which use the 3-D multimodal rotary positions.
+                "mm_token_type_ids": torch.cat([encoded["mm_token_type_ids"][0], torch.zeros_like(target)]),
                 "image_grid_thw": encoded["image_grid_thw"],
                 "image_features": image_features[0],
             }
@@ -567,13 +580,16 @@ def _collate(examples: list[dict], pad_id: int) -> dict:
     input_ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), length), -100, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
+    mm_token_type_ids = torch.zeros((len(examples), length), dtype=examples[0]["mm_token_type_ids"].dtype)
     for i, example in enumerate(examples):
         n = len(example["input_ids"])
         input_ids[i, :n], labels[i, :n], attention_mask[i, :n] = example["input_ids"], example["labels"], 1
+        mm_token_type_ids[i, :n] = example["mm_token_type_ids"]
     return {
         "input_ids": input_ids,
         "labels": labels,
         "attention_mask": attention_mask,
+        "mm_token_type_ids": mm_token_type_ids,
         "image_grid_thw": torch.cat([e["image_grid_thw"] for e in examples]),
         "mm_encoder_outputs": {
             "image": BaseModelOutputWithPooling(pooler_output=[e["image_features"] for e in examples])
@@ -599,7 +615,13 @@ def warm_start(model, processor, rows: list[dict], steps: int = WARM_START_STEPS
     to answer ``<think>\\n<type>...</type>\\n<table>...</table>\\n<step-1>: ...</think>\\n
     <answer>...</answer>`` and then end its turn. The vision tower stays frozen at its random
     initialisation, so each image is encoded once and only the language model trains: that keeps
-    the whole build well inside two minutes on two CPU cores.
+    the whole first build to about a minute on two CPU cores.
+
+    Args:
+        model / processor: a fresh tiny Qwen2.5-VL and its processor.
+        rows: examples from :func:`chartrvr_nb.data.make_synthetic_example`, each with an ``image``.
+        steps: optimizer steps (batches of ``WARM_START_BATCH`` rows drawn at random).
+        seed: the batch-sampling seed.
 
     Returns:
         ``{"steps", "first_loss", "last_loss", "seconds"}``.

@@ -172,10 +172,10 @@ def table_style_reward(completions: Sequence[Any], table: Sequence[Any] | None =
 _EMBEDDER = None
 _REFERENCE_CACHE: OrderedDict[str, Any] = OrderedDict()
 _REFERENCE_CACHE_SIZE = 50_000  # more than the 34,194 training rows: from epoch 2 on, no reference is re-encoded
-# Padded tokens per forward pass (texts x longest text): on CPU, passes over ~2k tokens run slower
-# per text (bench/rewards.py measured 64 texts of 256 tokens at 2-3x the cost per text of 8); a GPU
-# wants them wide.
-_EMBED_TOKENS_PER_PASS = {"cpu": 2048, "cuda": 65536}
+# Padded tokens per forward pass (texts x longest text). On CPU, passes over ~2k tokens run slower
+# per text (measured: 64 texts of up to 256 tokens cost 2-3x as much per text as 8); on a GPU, 16k
+# tokens already fill the device while the attention buffers stay small next to the policy model.
+_EMBED_TOKENS_PER_PASS = {"cpu": 2048, "cuda": 16384}
 # MiniLM reads at most max_seq_length (256) WordPiece tokens, and a WordPiece token spans far fewer
 # characters than this on average, so cutting a longer text (whitespace collapsed, which WordPiece
 # ignores) at max_seq_length * 16 characters keeps every token the model reads while sparing the
@@ -243,6 +243,8 @@ def embed_texts(texts: Sequence[str]):
 
     embedder = load_embedder()
     texts = list(texts)
+    if not texts:
+        return np.zeros((0, embedder.get_embedding_dimension()), dtype=np.float32)
     distinct = list(dict.fromkeys(texts))
     max_tokens = embedder.max_seq_length or 512
     bounded = [_bounded(text, max_tokens * _MAX_CHARS_PER_TOKEN) for text in distinct]

@@ -21,7 +21,7 @@ RUN_CONFIG_FILE = "run_config.json"
 ADAPTER_DIR = "adapter"
 
 # Fields that may change between the first run and a resumed one without changing what is trained.
-_RESUMABLE_CHANGES = {"save_steps", "logging_steps", "sample_every", "use_vllm", "torch_compile", "eval_dataset"}
+_RESUMABLE_CHANGES = {"save_steps", "save_total_limit", "logging_steps", "sample_every", "use_vllm", "torch_compile", "eval_dataset"}
 
 
 @dataclass
@@ -46,7 +46,7 @@ def grpo_config(preset: Preset, output_dir: str | Path, max_steps: int | None = 
     from trl import GRPOConfig
 
     cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
+    bf16 = cuda and torch.cuda.is_bf16_supported(including_emulation=False)  # a T4 only emulates bf16
     options: dict[str, Any] = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=preset.batch_size,
@@ -64,6 +64,7 @@ def grpo_config(preset: Preset, output_dir: str | Path, max_steps: int | None = 
         use_cpu=not cuda,
         save_strategy="steps",
         save_steps=preset.save_steps,
+        save_total_limit=preset.save_total_limit,
         logging_steps=preset.logging_steps,
         seed=preset.seed,
         data_seed=preset.seed,
@@ -113,7 +114,8 @@ def _check_run_config(output_dir: Path, preset: Preset) -> None:
     previous = json.loads(path.read_text())
     current = preset.to_dict()
     changed = sorted(
-        k for k in current if k not in _RESUMABLE_CHANGES and k != "name" and previous.get(k) != current[k]
+        k for k in current
+        if k in previous and k not in _RESUMABLE_CHANGES and k != "name" and previous[k] != current[k]
     )
     if changed:
         details = ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
@@ -218,10 +220,8 @@ def train(
             (output_dir / stale).unlink(missing_ok=True)
     (output_dir / RUN_CONFIG_FILE).write_text(json.dumps(preset.to_dict(), indent=2) + "\n")
 
-    dataset = load_train_dataset(
-        preset.train_data, subset_size=preset.subset_size, seed=preset.seed, max_pixels=preset.max_pixels
-    )
-    dataset = prepare_grpo_dataset(dataset, max_pixels=preset.max_pixels)
+    dataset = load_train_dataset(preset.train_data, subset_size=preset.subset_size, seed=preset.seed)
+    dataset = prepare_grpo_dataset(dataset, max_pixels=preset.max_pixels)  # resizes each image once
     model, processor = load_model_and_processor(
         preset.model, load_in_4bit=preset.load_in_4bit, max_pixels=preset.max_pixels
     )

@@ -30,6 +30,17 @@ def tiny(tiny_model_dir):
     return model, processor
 
 
+@pytest.fixture
+def one_thread():
+    """Generation with a 0.2M model is all thread overhead; one thread is fastest on a busy CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def chart_rows():
     from chartrvr_nb.data import make_synthetic_rows
@@ -59,7 +70,8 @@ def test_tiny_model_is_a_quarter_million_parameter_qwen2_5_vl(tiny, tiny_model_d
     assert 150_000 < total < 300_000
     assert trainable == total
     text = model.config.text_config
-    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (64, 2, 4, 2)
+    shape = (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads)
+    assert shape == (64, 2, 4, 2)
     assert sum(text.rope_parameters["mrope_section"]) == text.hidden_size // text.num_attention_heads // 2
     info = json.loads((tiny_model_dir / "build_info.json").read_text())
     assert info["parameters"] == total
@@ -74,12 +86,14 @@ def test_tiny_tokenizer_has_qwen_special_tokens_in_order(tiny):
     assert model.config.image_token_id == tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert model.config.text_config.vocab_size >= len(tokenizer)
     assert model.generation_config.eos_token_id[0] == tokenizer.eos_token_id
-    assert tokenizer.decode(tokenizer("<think>\n<type>bar</type> 42.5")["input_ids"]) == "<think>\n<type>bar</type> 42.5"
+    text = "<think>\n<type>bar</type> 42.5"
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
 
 
 def test_chat_template_renders_the_qwen_layout(tiny):
     _, processor = tiny
-    text = processor.apply_chat_template(build_messages("Which bar is tallest?"), add_generation_prompt=True, tokenize=False)
+    messages = build_messages("Which bar is tallest?")
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert text == (
         f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
         "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Which bar is tallest?<|im_end|>\n"
@@ -92,7 +106,7 @@ def test_chat_template_renders_the_qwen_layout(tiny):
     )
 
 
-def test_prompt_with_image_expands_to_one_pad_token_per_merged_patch_and_generates(tiny, chart_rows):
+def test_prompt_with_image_expands_to_one_pad_token_per_merged_patch_and_generates(tiny, chart_rows, one_thread):
     import torch
 
     model, processor = tiny
@@ -110,7 +124,7 @@ def test_prompt_with_image_expands_to_one_pad_token_per_merged_patch_and_generat
     assert output.shape[1] > inputs["input_ids"].shape[1]
 
 
-def test_warm_start_makes_sampled_completions_earn_the_format_reward(tiny, chart_rows):
+def test_warm_start_makes_sampled_completions_earn_the_format_reward(tiny, chart_rows, one_thread):
     import torch
 
     from chartrvr_nb.rewards import format_reward
@@ -135,7 +149,7 @@ def test_load_model_and_processor_loads_tiny_in_fp32_on_cpu_with_the_pixel_budge
     import torch
 
     model, processor = load_model_and_processor("tiny", max_pixels=112 * 112)
-    assert model.dtype == (torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32)
+    assert model.dtype == (models.default_dtype() if torch.cuda.is_available() else torch.float32)
     assert processor.image_processor.size["longest_edge"] == 112 * 112
     _, default_processor = load_model_and_processor("tiny")
     assert default_processor.image_processor.size["longest_edge"] == models.TINY_MAX_PIXELS
@@ -193,10 +207,12 @@ def test_paper_lora_config():
 def test_3b_config_matches_the_hub_config():
     config = qwen2_5_vl_3b_config()
     text, vision = config.text_config, config.vision_config
-    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (2048, 36, 16, 2)
+    shape = (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads)
+    assert shape == (2048, 36, 16, 2)
     assert (text.intermediate_size, text.vocab_size, config.tie_word_embeddings) == (11008, 151936, True)
     assert text.rope_parameters["mrope_section"] == [16, 24, 24]
-    assert (vision.depth, vision.hidden_size, vision.intermediate_size, vision.out_hidden_size) == (32, 1280, 3420, 2048)
+    assert (vision.depth, vision.hidden_size, vision.intermediate_size) == (32, 1280, 3420)
+    assert vision.out_hidden_size == 2048
     assert (list(vision.fullatt_block_indexes), vision.window_size) == ([7, 15, 23, 31], 112)
 
 

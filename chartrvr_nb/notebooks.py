@@ -1,0 +1,773 @@
+"""The notebook suite: run the five notebooks headless, and the helpers their cells call.
+
+The notebooks hold no functions of their own; each cell is a few calls into ``chartrvr_nb``. What
+they need that has no other home lives here: example completions and explanations for reward
+inspection, scoring a JSONL batch, where Drive is, finding runs to resume, and
+:func:`run_notebooks`, which executes all five with papermill in order, sharing one training run so
+that ``03_resume_from_drive`` continues what ``02_train`` started.
+
+Heavy libraries (papermill, pandas, matplotlib, datasets, torch) are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from .widgets import HEADLESS_ENV
+
+NOTEBOOKS: tuple[str, ...] = (
+    "00_setup",
+    "01_reward_inspection",
+    "02_train",
+    "03_resume_from_drive",
+    "04_evaluate",
+)
+# The GPUs Colab offers, smallest first (keys of estimate.GPU_NAMES).
+COLAB_GPUS: tuple[str, ...] = ("t4", "l4", "a100-40gb")
+# Outside Colab, "Drive" is this local folder, so the Drive mirror and resume work the same way.
+LOCAL_DRIVE_STANDIN = "runs/drive"
+# Extra papermill parameters for the smoke preset: 02 stops halfway through the 16-step run so that
+# 03 has a run to resume, 03 stops at step 12 so that the run can be resumed once more (as after a
+# second disconnect), and 04 evaluates a handful of examples.
+SMOKE_PARAMETERS: dict[str, dict[str, Any]] = {
+    "02_train": {"max_steps": 8},
+    "03_resume_from_drive": {"max_steps": 12},
+    "04_evaluate": {"limit": 8},
+}
+# The highest score each reward can give (table_style has no fixed maximum).
+REWARD_MAXIMA: dict[str, float | None] = {
+    "format": 2.0, "count": 2.0, "accuracy": 1.0, "length": 2.5, "chart_type": 1.0, "table_style": None, "process": 1.0,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Running the suite
+# --------------------------------------------------------------------------------------------
+
+
+def notebook_dir() -> Path:
+    """The ``notebooks/`` folder of a checkout: next to the package, else in the current directory.
+
+    Raises:
+        FileNotFoundError: neither holds the five notebooks (e.g. the package was pip-installed).
+    """
+    for candidate in (Path(__file__).resolve().parent.parent / "notebooks", Path.cwd() / "notebooks"):
+        if all((candidate / f"{name}.ipynb").is_file() for name in NOTEBOOKS):
+            return candidate
+    raise FileNotFoundError(
+        "No notebooks/ folder with the five notebooks next to the chartrvr_nb package or in the current "
+        "directory. Run this from a clone of the repository (git clone https://github.com/<org>/chartrvr-nb)."
+    )
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables (inherited by the kernels papermill starts), then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def shared_parameters(preset: str, out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The parameters every notebook of one suite run gets (each takes those it declares).
+
+    Example:
+        >>> params = shared_parameters("smoke", "/tmp/suite")
+        >>> params["run_dir"], params["drive_root"]
+        ('/tmp/suite/run', '/tmp/suite/drive')
+    """
+    out = Path(out_dir)
+    return {
+        "preset": preset,
+        "run_dir": str(out / "run"),  # 02 trains here, 03 resumes here, 04 evaluates its adapter
+        "use_drive": True,
+        "drive_root": str(out / "drive"),  # the Drive stand-in: 02 mirrors to it, 03 finds runs in it
+        "work_dir": str(out / "reward_inspection"),
+        "eval_dir": str(out / "eval"),
+    }
+
+
+def run_notebooks(
+    preset: str = "smoke",
+    out_dir: str | os.PathLike = "runs/notebooks",
+    notebooks: list[str] | None = None,
+    parameters: Mapping[str, Mapping[str, Any]] | None = None,
+    kernel_name: str | None = None,
+) -> dict[str, float]:
+    """Execute the numbered notebooks in order with papermill, as CI and ``notebooks run`` do.
+
+    All notebooks share one folder: ``run/`` (02 trains there, 03 resumes it, 04 evaluates its
+    adapter), ``drive/`` (a stand-in for Google Drive: 02 mirrors checkpoints to it and 03 finds
+    runs in it), ``reward_inspection/`` and ``eval/``; the executed notebooks are written beside
+    them. Widgets stay hidden (the kernels run with ``CHARTRVR_NB_HEADLESS=1``); for the smoke preset
+    the kernels use one CPU thread (``OMP_NUM_THREADS=1``) unless you set it.
+
+    Args:
+        preset: the ``preset`` parameter of every notebook.
+        out_dir: where the executed notebooks and the shared folders go.
+        notebooks: names to run, in the given order (default: all five).
+        parameters: extra parameters by notebook name, e.g. ``{"02_train": {"max_steps": 4}}``.
+        kernel_name: the Jupyter kernel (default: the one the notebooks name, ``python3``).
+
+    Returns:
+        Seconds each notebook took, by name.
+
+    Raises:
+        ValueError: an unknown notebook name.
+        RuntimeError: a cell failed; the message names the executed notebook holding the traceback.
+    """
+    import papermill
+
+    names = list(notebooks or NOTEBOOKS)
+    unknown = [name for name in names if name not in NOTEBOOKS]
+    if unknown:
+        raise ValueError(f"Unknown notebook(s) {unknown}; choose from {', '.join(NOTEBOOKS)}.")
+    source_dir = notebook_dir()
+    out = Path(out_dir).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    shared = shared_parameters(preset, out)
+    environment = {HEADLESS_ENV: "1"}
+    if preset == "smoke" and "OMP_NUM_THREADS" not in os.environ:
+        # The tiny model's matrices are too small for threads to pay off, and on a busy CPU the
+        # threads mostly wait for each other: 2 s per GRPO step with 1 thread, 17 s with 2,
+        # measured on 2 shared cores.
+        environment["OMP_NUM_THREADS"] = "1"
+    timings: dict[str, float] = {}
+    with _environment(**environment):
+        for name in names:
+            source = source_dir / f"{name}.ipynb"
+            executed = out / f"{name}.ipynb"
+            declared = papermill.inspect_notebook(str(source))
+            values = {key: value for key, value in shared.items() if key in declared}
+            if preset == "smoke":
+                values.update(SMOKE_PARAMETERS.get(name, {}))
+            values.update((parameters or {}).get(name, {}))
+            print(f"Running {name} with {values}", flush=True)
+            started = time.perf_counter()
+            try:
+                papermill.execute_notebook(
+                    str(source), str(executed), parameters=values, cwd=str(out),
+                    kernel_name=kernel_name, progress_bar=False,
+                )
+            except papermill.PapermillExecutionError as error:
+                raise RuntimeError(
+                    f"{name} failed in cell {error.exec_count} ({error.ename}: {error.evalue}). "
+                    f"Open {executed} to see the traceback in place."
+                ) from error
+            timings[name] = round(time.perf_counter() - started, 1)
+            print(f"{name}: {timings[name]:.0f} s -> {executed}", flush=True)
+    print(f"All {len(names)} notebooks ran in {sum(timings.values()):.0f} s; outputs in {out}")
+    return timings
+
+
+# --------------------------------------------------------------------------------------------
+# Setup: Drive, GPU fit and estimates
+# --------------------------------------------------------------------------------------------
+
+
+def drive_root_dir(drive_root: str | os.PathLike = "", use_drive: bool = True) -> Path | None:
+    """The folder runs are mirrored to and resumed from.
+
+    Args:
+        drive_root: a folder to use; empty for the default: in Colab ``MyDrive/chartrvr-nb``
+            (Drive is mounted, which asks for permission once), elsewhere ``runs/drive``, a local
+            stand-in that behaves the same.
+        use_drive: False keeps checkpoints only in the run folder.
+
+    Returns:
+        The folder (created), or None when Drive is off.
+    """
+    from . import env
+
+    if not use_drive:
+        print("Drive is off: checkpoints stay in the run folder only (a recycled Colab runtime loses them).")
+        return None
+    mounted = env.mount_drive() if env.in_colab() else None
+    if drive_root:
+        folder = env.resolve_drive_dir(drive_root)
+    else:
+        folder = mounted or env.resolve_drive_dir(LOCAL_DRIVE_STANDIN)
+    where = "on Google Drive" if env.in_colab() and folder.is_relative_to(env.DRIVE_MOUNT_POINT) else "(local stand-in for Drive)"
+    print(f"Runs are mirrored to {folder} {where}.")
+    return folder
+
+
+def run_dirs(preset, run_dir: str | os.PathLike = "", drive_root: str | os.PathLike | None = None) -> tuple[Path, Path | None]:
+    """The local run folder and its mirror on Drive.
+
+    Args:
+        preset: a Preset or preset name; the run folder defaults to ``runs/<preset name>``.
+        run_dir: the local run folder, if given.
+        drive_root: the Drive folder (:func:`drive_root_dir`), or None without Drive.
+
+    Returns:
+        ``(run_dir, drive_dir)``; ``drive_dir`` is ``drive_root/<run folder name>`` or None.
+
+    Example:
+        >>> run_dirs("smoke", drive_root="/drive")
+        (PosixPath('runs/smoke'), PosixPath('/drive/smoke'))
+    """
+    name = preset if isinstance(preset, str) else preset.name
+    local = Path(run_dir or f"runs/{name}")
+    return local, (Path(drive_root) / local.name if drive_root else None)
+
+
+def local_gpu_key() -> str:
+    """The estimator's key for this machine's GPU; the A100 figures for an unknown GPU or none."""
+    from . import env
+    from .estimate import REFERENCE_GPU, gpu_key
+
+    gpu = env.gpu_info()
+    return (gpu_key(gpu.name) if gpu else None) or REFERENCE_GPU
+
+
+def check_preset(preset) -> str:
+    """Whether ``preset`` can run on this machine, and what to change when it cannot.
+
+    Args:
+        preset: a Preset or preset name.
+
+    Returns:
+        One or more lines starting with ``OK`` or ``PROBLEM``.
+    """
+    from . import env
+    from .estimate import fits_gpu
+    from .presets import get_preset
+
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    gpu = env.gpu_info()
+    if not preset.requires_gpu:
+        return f"OK: preset {preset.name!r} trains the tiny model on CPU; it runs anywhere in a few minutes."
+    if gpu is None:
+        return (
+            f"PROBLEM: preset {preset.name!r} needs a CUDA GPU and this runtime has none. In Colab: Runtime > "
+            "Change runtime type > T4 (preset colab-t4) or L4/A100 (the others). Without a GPU use preset 'smoke'."
+        )
+    fits, message = fits_gpu(preset, gpu.memory_gb)
+    lines = [("OK: " if fits else "PROBLEM: ") + message]
+    if not gpu.bf16 and not preset.load_in_4bit:
+        lines.append(
+            f"NOTE: the {gpu.name} has no native bfloat16 (compute capability "
+            f"{'.'.join(map(str, gpu.compute_capability))}), so 16-bit math is emulated and slow here; "
+            "preset colab-t4 (4-bit weights) is the one made for this GPU."
+        )
+    return "\n".join(lines)
+
+
+def estimate_table(preset, gpus: tuple[str, ...] = COLAB_GPUS):
+    """Steps, time and memory of ``preset`` on each GPU, with whether it fits (a DataFrame).
+
+    A CPU preset (smoke) gives one CPU row.
+    """
+    import pandas as pd
+
+    from .estimate import CUDA_OVERHEAD_GB, GPU_MEMORY_GB, GPU_NAMES, estimate
+    from .presets import get_preset
+
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    rows = []
+    for gpu in gpus if preset.requires_gpu else ("cpu",):
+        est = estimate(preset, gpu=gpu)
+        low, high = est.peak_memory_gb
+        fits = "yes" if gpu == "cpu" or high + CUDA_OVERHEAD_GB <= GPU_MEMORY_GB[gpu] else (
+            "maybe" if low + CUDA_OVERHEAD_GB <= GPU_MEMORY_GB[gpu] else "no")
+        rows.append({
+            "GPU": GPU_NAMES[gpu],
+            "optimizer steps": est.steps,
+            "seed formula steps": est.seed_steps,
+            "s / step": round(est.seconds_per_step, 2),
+            "total time": est.duration,
+            "GPU memory (GB)": "n/a" if gpu == "cpu" else f"{low:g}-{high:g}",
+            "fits": fits,
+        })
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Reward inspection
+# --------------------------------------------------------------------------------------------
+
+
+def training_examples(source: str = "synthetic", n: int = 32, seed: int = 0, max_pixels: int | None = None) -> list[dict]:
+    """A few training rows to look at, with their images.
+
+    Args:
+        source: ``"synthetic"``, a local dataset path, or a hub id such as
+            ``sanchit97/chart-rvr-grpo-train`` (streamed: only ``n`` rows are downloaded).
+        n: number of rows.
+        seed: the synthetic generator's seed (and the local subset's shuffle).
+        max_pixels: resize images to this budget, as training does.
+
+    Returns:
+        Dicts in the training schema.
+    """
+    from .data import REQUIRED_COLUMNS, load_train_dataset, make_synthetic_rows, resize_to_pixel_budget
+
+    if source == "synthetic":
+        return make_synthetic_rows(n, seed=seed, max_pixels=max_pixels)
+    if os.path.exists(source):
+        return list(load_train_dataset(source, subset_size=n, seed=seed, max_pixels=max_pixels))
+    import datasets
+
+    try:
+        rows = list(datasets.load_dataset(source, split="train", streaming=True).take(n))
+    except Exception as error:  # the hub client raises many types (offline, gated, missing)
+        raise RuntimeError(
+            f"Could not stream {source!r} from the Hugging Face Hub ({type(error).__name__}: {error}). "
+            "Check the id and the connection, or use source='synthetic'."
+        ) from error
+    missing = [column for column in REQUIRED_COLUMNS if rows and column not in rows[0]]
+    if missing:
+        raise ValueError(f"{source!r} lacks the training columns {missing}; it needs {list(REQUIRED_COLUMNS)}.")
+    if max_pixels is not None:
+        rows = [{**row, "image": resize_to_pixel_budget(row["image"], max_pixels)} for row in rows]
+    return rows
+
+
+def _short(text: Any, limit: int) -> str:
+    """``text`` on one line, cut to ``limit`` characters.
+
+    Example:
+        >>> _short("a\\nb  c", 10), _short("abcdefghijkl", 6)
+        ('a b c', 'abcde…')
+    """
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def plot_example(row: Mapping[str, Any]):
+    """The example's chart as the model sees it, titled with its type, question and label.
+
+    Returns:
+        A matplotlib Figure.
+    """
+    import textwrap
+
+    from matplotlib.figure import Figure
+
+    image = row["image"]
+    width, height = image.size
+    figure = Figure(figsize=(6.0, 6.0 * height / width + 1.0), layout="constrained")
+    ax = figure.subplots()
+    ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel(f"{width}x{height} px ({width * height:,} pixels), chart type: {row['chart_type']}")
+    question = "\n".join(textwrap.wrap(f"Q: {row['query']}", 70))
+    ax.set_title(f"{question}\nlabel: {_short(row['label'], 60)}", fontsize=10)
+    return figure
+
+
+def example_summary(row: Mapping[str, Any]) -> str:
+    """Question, label, chart type and the reference reasoning, one step per line.
+
+    Example:
+        >>> print(example_summary({"query": "Max?", "label": "5", "chart_type": "bar",
+        ...                        "reasoning": "<step-1>: Read. <step-2>: Pick 5."}))
+        question    Max?
+        label       5
+        chart type  bar
+        reference reasoning:
+          <step-1>: Read.
+          <step-2>: Pick 5.
+    """
+    steps = re.split(r"\s+(?=<step-\d+>)", str(row.get("reasoning") or "").strip())
+    return "\n".join([
+        f"question    {row['query']}",
+        f"label       {row['label']}",
+        f"chart type  {row['chart_type']}",
+        "reference reasoning:",
+        *(f"  {step}" for step in steps if step),
+    ])
+
+
+def table_frame(table: Mapping[str, Any]):
+    """A ``{"columns": [...], "rows": [[...]]}`` table as a DataFrame (short rows padded)."""
+    import pandas as pd
+
+    columns = [str(c) for c in table.get("columns", [])]
+    rows = [list(row)[: len(columns)] + [""] * (len(columns) - len(row)) for row in table.get("rows", [])]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def text_table(frame, *text_columns: str, decimals: int = 3):
+    """``frame`` styled for reading: the given text columns left-aligned with their line breaks,
+    numbers rounded, no index (a pandas Styler; display it as a cell's last expression).
+    """
+    wrapped = {"text-align": "left", "white-space": "pre-wrap", "font-family": "monospace", "min-width": "24em"}
+    styler = frame.style.format(precision=decimals, escape="html").hide(axis="index")  # show <tags> as text
+    return styler.set_properties(subset=list(text_columns), **wrapped) if text_columns else styler
+
+
+def _reference_steps(reasoning: Any) -> list[str]:
+    """The step texts of a ``<step-1>: ... <step-2>: ...`` string.
+
+    Example:
+        >>> _reference_steps("<step-1>: Read a. <step-2>: Add 1.")
+        ['Read a.', 'Add 1.']
+    """
+    parts = re.split(r"<step-\d+>\s*:?\s*", str(reasoning or ""))
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _wrong_answer(label: Any) -> str:
+    """An answer that does not match ``label`` under the relaxed rule (a number at least 100% off).
+
+    Example:
+        >>> _wrong_answer("40"), _wrong_answer("-2.5"), _wrong_answer("0"), _wrong_answer("Yes"), _wrong_answer("Oct")
+        ('80', '0', '1', 'No', 'none of them')
+    """
+    text = str(label).strip()
+    if text.lower() in ("yes", "no"):
+        return "No" if text.lower() == "yes" else "Yes"
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        return "none of them"
+    if not math.isfinite(value):
+        return "0"
+    wrong = value + max(1.0, abs(value))
+    return str(int(wrong)) if wrong == int(wrong) and abs(wrong) < 1e15 else repr(wrong)
+
+
+def example_completions(row: Mapping[str, Any]) -> dict[str, str]:
+    """A correct completion for ``row`` and six broken ones, each failing different rewards.
+
+    Returns:
+        Name -> completion text, the correct one first.
+
+    Example:
+        >>> row = {"label": "7", "chart_type": "bar", "reasoning": "<step-1>: Read 7.",
+        ...        "table": {"columns": ["x", "y"], "rows": [["a", "7"]]}}
+        >>> list(example_completions(row))  # doctest: +NORMALIZE_WHITESPACE
+        ['correct', 'wrong answer', 'wrong chart type', 'broken table JSON', 'steps without markers',
+         'answer outside the tags', 'text after the answer']
+    """
+    from .prompts import CHART_TYPES, format_completion, table_to_json
+
+    chart_type = str(row["chart_type"])
+    table = row["table"]
+    steps = _reference_steps(row.get("reasoning")) or ["Read the value from the chart."]
+    label = str(row["label"])
+    correct = format_completion(chart_type, table, steps, label)
+    other_type = CHART_TYPES[(CHART_TYPES.index(chart_type) + 1) % len(CHART_TYPES)] if chart_type in CHART_TYPES else "bar"
+    table_json = table_to_json(table)
+    marked_steps = "\n".join(f"<step-{i}>: {step}" for i, step in enumerate(steps, start=1))
+    return {
+        "correct": correct,
+        "wrong answer": format_completion(chart_type, table, steps, _wrong_answer(label)),
+        "wrong chart type": format_completion(other_type, table, steps, label),
+        "broken table JSON": correct.replace(table_json, table_json[: max(1, len(table_json) - 12)]),
+        "steps without markers": correct.replace(marked_steps, " ".join(steps)),
+        "answer outside the tags": correct.replace(f"<answer>{label}</answer>", f"The answer is {label}."),
+        "text after the answer": correct + "\nI hope this helps!",
+    }
+
+
+def _columns(rows: list[Mapping[str, Any]]) -> dict[str, list]:
+    return {name: [row.get(name) for row in rows] for name in ("label", "chart_type", "table", "reasoning")}
+
+
+def score_examples(completions: Mapping[str, str], row: Mapping[str, Any]):
+    """Score named completions of one example with the seven rewards (a DataFrame, one row each)."""
+    from .rewards import score_completions
+
+    table = score_completions(list(completions.values()), **_columns([row] * len(completions))).round(3)
+    table.index = list(completions)
+    return table
+
+
+def explain_completion(completion: Any, row: Mapping[str, Any]):
+    """Each reward's score for one completion, and what it read to get there.
+
+    Args:
+        completion: the text (or chat messages) to score.
+        row: the training example (label, chart_type, table, reasoning).
+
+    Returns:
+        A DataFrame with columns reward, score, max and "what it read", plus a total row.
+    """
+    import pandas as pd
+
+    from .rewards import REWARDS, inspect_completion, score_completions
+
+    info = inspect_completion(completion, label=row.get("label"), chart_type=row.get("chart_type"), table=row.get("table"))
+    scores = score_completions([completion], **_columns([row])).iloc[0]
+    off_counts = {tag: n for tag, n in info["tag_counts"].items() if n != 1}
+    parsed = info["table"]
+    if isinstance(parsed, dict) and isinstance(parsed.get("columns"), list) and isinstance(parsed.get("rows"), list):
+        table_text = (f"parsed: {len(parsed['columns'])} columns, {len(parsed['rows'])} rows, "
+                      f"keys {sorted(parsed)}; match with the true table {info['table_similarity']:.2f}")
+    elif parsed is not None:
+        table_text = f"parsed, but not a {{columns, rows}} object: {_short(parsed, 60)}"
+    else:
+        table_text = "no <table> block that parses as JSON"
+    read = {
+        "format": "the whole text has the exact layout" if info["format_ok"]
+        else "layout differs from <think>\\n<type>…</type>\\n<table>…</table>…</think>\\n<answer>…</answer> (nothing after)",
+        "count": "every tag exactly once" if not off_counts
+        else "not exactly once: " + ", ".join(f"{tag!r} x{n}" for tag, n in off_counts.items()),
+        "accuracy": "no <answer> block" if info["answer"] is None
+        else f"answer {info['answer']!r} vs label {row.get('label')!r}: "
+        + ("match" if info["answer_matches_label"] else "no match"),
+        "length": f"reasoning of {info['reasoning_chars']} characters (bonus for 71-250), {info['steps']} step marker(s)",
+        "chart_type": f"type {info['type']!r} vs {row.get('chart_type')!r}",
+        "table_style": table_text,
+        "process": f"steps {_short(info['process_text'], 70)!r} vs the reference reasoning"
+        if info["process_text"] else "no text between </table> and </think>",
+    }
+    rows = [
+        {"reward": name, "score": round(float(scores[name]), 3),
+         "max": "open" if REWARD_MAXIMA[name] is None else REWARD_MAXIMA[name], "what it read": read[name]}
+        for name in REWARDS
+    ]
+    rows.append({"reward": "total", "score": round(float(scores["total"]), 3), "max": "", "what it read": ""})
+    return pd.DataFrame(rows)
+
+
+def write_demo_batch(path: str | os.PathLike, n: int = 8, seed: int = 0) -> Path:
+    """Write a JSONL batch to score: every :func:`example_completions` variant of ``n`` synthetic rows.
+
+    Each line has ``completion``, ``label``, ``chart_type``, ``table``, ``reasoning`` (the
+    columns ``python -m chartrvr_nb rewards`` reads), plus ``example`` and ``variant``.
+
+    Returns:
+        The file written.
+    """
+    from .data import make_synthetic_rows
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for index, row in enumerate(make_synthetic_rows(n, seed=seed, render=False)):
+            for variant, completion in example_completions(row).items():
+                record = {"example": index, "variant": variant, "completion": completion,
+                          **{name: row[name] for name in ("label", "chart_type", "table", "reasoning")}}
+                out.write(json.dumps(record) + "\n")
+    return path
+
+
+def read_completions(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSONL file of completions (each needs a ``completion`` field).
+
+    Raises:
+        FileNotFoundError / ValueError: a missing file, or a line that is not a JSON object with a completion.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; give a JSONL file with one completion per line.")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as error:
+            raise ValueError(f"{path}:{number} is not valid JSON ({error}); fix or remove that line.") from error
+        if not isinstance(record, dict) or "completion" not in record:
+            raise ValueError(f"{path}:{number} has no 'completion' field; each line needs one.")
+        records.append(record)
+    return records
+
+
+def score_jsonl(path: str | os.PathLike):
+    """Score every completion of a JSONL file with the seven rewards.
+
+    Returns:
+        A DataFrame: ``example``/``variant`` when the file has them, one column per reward, ``total``.
+    """
+    from .rewards import score_completions
+
+    records = read_completions(path)
+    table = score_completions([record["completion"] for record in records], **_columns(records))
+    for position, name in enumerate(name for name in ("example", "variant") if name in records[0]):
+        table.insert(position, name, [record.get(name) for record in records])
+    return table
+
+
+def mean_rewards(scores):
+    """Mean of each reward, per kind of completion when the batch says (``variant``), else overall.
+
+    Example:
+        >>> import pandas as pd
+        >>> mean_rewards(pd.DataFrame({"variant": ["a", "a", "b"], "format": [2.0, 0.0, 2.0]}))
+                 format
+        variant
+        a           1.0
+        b           2.0
+    """
+    numeric = scores.drop(columns=[name for name in ("example", "variant") if name in scores.columns])
+    if "variant" in scores.columns:
+        return numeric.groupby(scores["variant"], sort=False).mean().round(3)
+    return numeric.mean().round(3).to_frame("mean").T
+
+
+def plot_reward_histograms(scores, bins: int = 12):
+    """One histogram per reward (and the total) over a scored batch.
+
+    Args:
+        scores: a DataFrame from :func:`score_jsonl` or ``rewards.score_completions``.
+        bins: histogram bins.
+
+    Returns:
+        A matplotlib Figure.
+    """
+    from matplotlib.figure import Figure
+
+    names = [name for name in (*REWARD_MAXIMA, "total") if name in scores.columns]
+    if not names:
+        raise ValueError(f"No reward columns in the table (columns: {list(scores.columns)}); score a batch first.")
+    columns = min(4, len(names))
+    rows = math.ceil(len(names) / columns)
+    figure = Figure(figsize=(3.4 * columns, 2.6 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, name in zip(axes, names):
+        values = [float(v) for v in scores[name]]
+        ax.hist(values, bins=bins, color="C1" if name == "total" else "C0", edgecolor="white")
+        maximum = REWARD_MAXIMA.get(name)
+        ax.set_title(f"{name} (max {maximum:g})" if maximum else name)
+        ax.set_xlabel("reward")
+        ax.set_ylabel("completions")
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    figure.suptitle(f"Rewards over {len(scores)} completions")
+    return figure
+
+
+# --------------------------------------------------------------------------------------------
+# Runs: samples, finding runs on Drive, resuming
+# --------------------------------------------------------------------------------------------
+
+
+def samples_frame(run_dir_or_file: str | os.PathLike, steps: int = 2):
+    """The sample completions of the last ``steps`` sampled steps, with their rewards (a DataFrame)."""
+    import pandas as pd
+
+    from .plots import load_samples
+
+    records = load_samples(run_dir_or_file)
+    kept = sorted({record["step"] for record in records})[-steps:]
+    rows = []
+    for record in (r for r in records if r["step"] in kept):
+        rewards = {name.removesuffix("_reward"): round(float(value), 2) for name, value in (record.get("rewards") or {}).items()}
+        rows.append({"step": record["step"], "label": record.get("label"), "completion": record.get("completion"),
+                     "total": round(sum(rewards.values()), 2), **rewards})
+    return pd.DataFrame(rows)
+
+
+def preset_from_run(run_dir: str | os.PathLike):
+    """The Preset a run was started with, rebuilt from its ``run_config.json``.
+
+    Raises:
+        FileNotFoundError: the folder has no run_config.json (it is not a training run).
+    """
+    from .presets import get_preset
+
+    path = Path(run_dir) / "run_config.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No run_config.json in {run_dir}: not a training run folder (train() writes it when a run starts). "
+            "Pick a folder listed by find_runs()."
+        )
+    config = json.loads(path.read_text())
+    return get_preset(config["name"], **{key: value for key, value in config.items() if key != "name"})
+
+
+def _is_run(folder: Path) -> bool:
+    from .checkpoints import checkpoint_step
+
+    return (folder / "run_config.json").is_file() or any(
+        checkpoint_step(child) is not None and child.is_dir() for child in folder.iterdir()
+    )
+
+
+def find_runs(root: str | os.PathLike):
+    """The training runs in ``root`` (a Drive folder, or any folder of run folders), newest first.
+
+    Returns:
+        A DataFrame with run (folder name, ``.`` for ``root`` itself), preset, model, newest
+        complete checkpoint, its step, the last logged step, the last total reward and when the
+        run was last written; empty when there are none.
+    """
+    import pandas as pd
+
+    from .checkpoints import checkpoint_step, newest_complete_checkpoint
+    from .plots import load_metrics
+
+    root = Path(root)
+    columns = ["run", "preset", "model", "newest checkpoint", "checkpoint step", "logged steps", "last reward", "updated"]
+    folders = [root] + sorted(child for child in root.iterdir() if child.is_dir()) if root.is_dir() else []
+    rows = []
+    for folder in (f for f in folders if _is_run(f)):
+        config_file = folder / "run_config.json"
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        newest = newest_complete_checkpoint(folder)
+        metrics = load_metrics(folder) if (folder / "metrics.jsonl").is_file() else []
+        rewards = [record["reward"] for record in metrics if isinstance(record.get("reward"), (int, float))]
+        updated = max(path.stat().st_mtime for path in [folder, *folder.iterdir()])
+        rows.append({
+            "run": "." if folder == root else folder.name,
+            "preset": config.get("name"),
+            "model": config.get("model"),
+            "newest checkpoint": newest.name if newest else None,
+            "checkpoint step": checkpoint_step(newest) if newest else 0,
+            "logged steps": metrics[-1]["step"] if metrics else 0,
+            "last reward": round(float(rewards[-1]), 3) if rewards else None,
+            "updated": datetime.fromtimestamp(updated).strftime("%Y-%m-%d %H:%M:%S"),
+            "mtime": updated,
+        })
+    frame = pd.DataFrame(rows, columns=[*columns, "mtime"]).sort_values("mtime", ascending=False, ignore_index=True)
+    return frame.drop(columns="mtime")
+
+
+def default_run(runs, preset: str | None = None) -> str:
+    """The run to resume by default: the newest run of ``preset``, else the newest run.
+
+    Args:
+        runs: the table from :func:`find_runs`.
+        preset: a preset name to prefer.
+
+    Raises:
+        ValueError: there is no run at all.
+    """
+    if len(runs) == 0:
+        raise ValueError(
+            "No training runs found. Train one with 02_train.ipynb (with use_drive on) first, or set "
+            "drive_root to the folder that holds your runs."
+        )
+    same = runs[runs["preset"] == preset]
+    return str((same if len(same) else runs)["run"].iloc[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def benchmark_data_dir(data_root: str | os.PathLike, benchmark: str) -> str | None:
+    """``data_root/<benchmark>`` when that folder exists (a local copy of the benchmark), else None.
+
+    Example:
+        >>> benchmark_data_dir("", "plotqa") is None
+        True
+    """
+    if not data_root:
+        return None
+    folder = Path(data_root).expanduser() / benchmark
+    return str(folder) if folder.is_dir() else None

@@ -1,0 +1,212 @@
+"""data: synthetic charts with verifiable answers, pixel budgets, loaders, GRPO preparation."""
+
+import random
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chartrvr_nb.answers import count_steps, relaxed_match
+from chartrvr_nb.data import (
+    QUESTION_KINDS,
+    REQUIRED_COLUMNS,
+    answer_question,
+    check_columns,
+    load_train_dataset,
+    make_synthetic_dataset,
+    make_synthetic_example,
+    make_synthetic_rows,
+    prepare_grpo_dataset,
+    resize_to_pixel_budget,
+)
+from chartrvr_nb.prompts import CHART_TYPES, build_messages
+
+
+def _oracle(table, spec):
+    """The answer recomputed independently, with floats, from the table alone."""
+    index = table["columns"].index(spec.column)
+    values = {row[0]: float(row[index]) for row in table["rows"]}
+    if spec.kind == "value":
+        return table["rows"][[r[0] for r in table["rows"]].index(spec.first)][index]
+    if spec.kind == "max":
+        return max(values, key=values.get)
+    if spec.kind == "min":
+        return min(values, key=values.get)
+    if spec.kind == "difference":
+        return f"{abs(values[spec.first] - values[spec.second]):.6g}"
+    if spec.kind == "sum":
+        return f"{sum(values.values()):.6g}"
+    if spec.kind == "count":
+        return str(sum(v > float(spec.threshold) for v in values.values()))
+    return "Yes" if values[spec.first] > values[spec.second] else "No"
+
+
+@pytest.mark.parametrize("chart_type", CHART_TYPES)
+@pytest.mark.parametrize("kind", QUESTION_KINDS)
+def test_every_chart_type_and_question_kind_has_the_answer_its_table_gives(chart_type, kind):
+    for seed in range(5):
+        row = make_synthetic_example(chart_type, kind, random.Random(seed))
+        table, spec = row["table"], row["spec"]
+        assert row["chart_type"] == chart_type and row["question_kind"] == kind
+        assert all(isinstance(cell, str) for r in table["rows"] for cell in r)
+        assert answer_question(table, spec) == (row["label"], row["steps"])
+        expected = _oracle(table, spec)
+        if kind in ("difference", "sum"):  # numbers: equal up to float noise in the oracle
+            assert relaxed_match(row["label"], expected, max_relative_change=1e-9)
+        else:
+            assert row["label"] == expected
+        assert count_steps(row["reasoning"]) == len(row["steps"]) >= 1
+        assert row["reasoning"].startswith("<step-1>: ")
+        assert row["label"] in row["steps"][-1]  # the last step states the answer it derives
+
+
+def test_pie_shares_are_percentages_adding_up_to_100():
+    rng = random.Random(1)
+    for _ in range(50):
+        table = make_synthetic_example("pie", "sum", rng)["table"]
+        assert sum(int(row[1]) for row in table["rows"]) == 100
+
+
+def test_numeric_columns_have_distinct_values_so_questions_are_unambiguous():
+    rng = random.Random(0)
+    for chart_type in CHART_TYPES * 20:
+        row = make_synthetic_example(chart_type, "max", rng)
+        for index in range(1, len(row["table"]["columns"])):
+            column = [Decimal(r[index]) for r in row["table"]["rows"]]
+            assert len(set(column)) == len(column)
+
+
+def test_synthetic_rows_are_deterministic_by_seed():
+    first, again, other = make_synthetic_rows(4, seed=3), make_synthetic_rows(4, seed=3), make_synthetic_rows(4, seed=4)
+    for a, b in zip(first, again):
+        assert a["image"].tobytes() == b["image"].tobytes()
+        assert {k: v for k, v in a.items() if k != "image"} == {k: v for k, v in b.items() if k != "image"}
+    assert [r["query"] for r in first] != [r["query"] for r in other]
+    assert [r["table"] for r in make_synthetic_rows(2, seed=3, render=False)] == [r["table"] for r in first[:2]]
+
+
+def test_synthetic_dataset_has_the_training_schema_all_chart_types_and_fits_the_budget():
+    budget = 160 * 120
+    dataset = make_synthetic_dataset(10, seed=0, max_pixels=budget)
+    assert set(REQUIRED_COLUMNS) <= set(dataset.column_names)
+    assert sorted(dataset["chart_type"]) == sorted(CHART_TYPES)
+    for row in dataset:
+        assert row["image"].mode == "RGB" and row["image"].width * row["image"].height <= budget
+        assert set(row["table"]) == {"columns", "rows"}
+        assert row["question_kind"] in QUESTION_KINDS
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    width=st.integers(1, 1500),
+    height=st.integers(1, 1500),
+    max_pixels=st.integers(28 * 28, 400_000),
+)
+def test_resize_to_pixel_budget_shrinks_within_budget_keeping_aspect(width, height, max_pixels):
+    from PIL import Image
+
+    image = Image.new("RGB", (width, height))
+    resized = resize_to_pixel_budget(image, max_pixels)
+    new_width, new_height = resized.size
+    assert new_width <= width and new_height <= height  # never upscaled, never cropped larger
+    if width * height <= max_pixels:
+        assert resized is image
+        return
+    at_floor = new_width == min(28, width) or new_height == min(28, height)
+    assert new_width * new_height <= max_pixels or at_floor
+    assert new_width >= min(28, width) and new_height >= min(28, height)
+    if not at_floor:  # each side is within 2 px of the exact scaled size
+        assert abs(new_width / new_height - width / height) <= (width / height) * (2 / new_width + 2 / new_height)
+        assert new_width * new_height >= max_pixels - 2 * (new_width + new_height) - 4  # no smaller than needed
+
+
+def test_resize_rejects_a_non_positive_budget():
+    from PIL import Image
+
+    with pytest.raises(ValueError, match="positive"):
+        resize_to_pixel_budget(Image.new("RGB", (10, 10)), 0)
+
+
+def test_check_columns_names_what_is_missing_and_the_fix():
+    with pytest.raises(ValueError, match=r"missing the column\(s\) \['label', 'reasoning'\]") as error:
+        check_columns(["image", "query", "chart_type", "table"], name="my-data")
+    assert "rename_column" in str(error.value) and "synthetic" in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def hub_schema_rows():
+    """Six rows in the hub dataset's schema (no extra columns)."""
+    from datasets import Dataset
+
+    rows = make_synthetic_rows(6, seed=5)
+    return Dataset.from_list([{k: r[k] for k in REQUIRED_COLUMNS} for r in rows])
+
+
+def test_loads_a_saved_dataset_folder_shuffles_and_subsets(hub_schema_rows, tmp_path):
+    folder = tmp_path / "saved"
+    hub_schema_rows.save_to_disk(str(folder))
+    dataset = load_train_dataset(str(folder), subset_size=4, seed=2025)
+    assert len(dataset) == 4 and set(REQUIRED_COLUMNS) <= set(dataset.column_names)
+    assert set(dataset["query"]) < set(hub_schema_rows["query"])
+    assert dataset["query"] == load_train_dataset(str(folder), subset_size=4, seed=2025)["query"]
+    assert len(load_train_dataset(str(folder))) == 6
+
+
+def test_loads_parquet_with_images_and_resizes(hub_schema_rows, tmp_path):
+    path = tmp_path / "train.parquet"
+    hub_schema_rows.to_parquet(str(path))
+    dataset = load_train_dataset(str(path), max_pixels=100 * 80)
+    image = dataset[0]["image"]
+    assert image.width * image.height <= 100 * 80
+    assert dataset[0]["table"]["columns"] == hub_schema_rows[0]["table"]["columns"]
+
+
+def test_subset_larger_than_the_dataset_is_a_clear_error(hub_schema_rows, tmp_path):
+    hub_schema_rows.save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(ValueError, match="subset_size=7 is larger than .* 6 rows"):
+        load_train_dataset(str(tmp_path / "saved"), subset_size=7)
+
+
+def test_a_dataset_without_a_needed_column_names_it(hub_schema_rows, tmp_path):
+    hub_schema_rows.remove_columns("reasoning").save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(ValueError, match=r"\['reasoning'\]"):
+        load_train_dataset(str(tmp_path / "saved"))
+
+
+def test_synthetic_source_generates_subset_size_rows():
+    dataset = load_train_dataset("synthetic", subset_size=3, seed=1, max_pixels=112 * 112)
+    assert len(dataset) == 3 and dataset[0]["query"] == make_synthetic_rows(1, seed=1, render=False)[0]["query"]
+
+
+def test_unreachable_hub_dataset_says_what_to_do():
+    with pytest.raises(RuntimeError, match="synthetic"):
+        load_train_dataset("nobody/no-such-chart-dataset")
+
+
+def test_prepare_grpo_dataset_gives_trl_conversational_prompts_with_the_image(tiny_model_dir):
+    from transformers import AutoProcessor
+    from trl.data_utils import prepare_multimodal_messages
+
+    budget = 112 * 112
+    prepared = prepare_grpo_dataset(make_synthetic_dataset(3, seed=2), max_pixels=budget)
+    row = prepared[0]
+    assert {"prompt", "image", "label", "chart_type", "table", "reasoning"} <= set(prepared.column_names)
+    assert row["image"].width * row["image"].height <= budget
+    assert [m["role"] for m in row["prompt"]] == ["system", "user"]
+    assert row["prompt"][1]["content"][1]["text"] == row["query"]
+    assert [p["type"] for p in row["prompt"][1]["content"]] == [p["type"] for p in build_messages("q")[1]["content"]]
+
+    # What GRPOTrainer does with a row: fill the placeholder with the image, apply the template.
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    messages = prepare_multimodal_messages(row["prompt"], images=[row["image"]])
+    inputs = processor.apply_chat_template(
+        [messages], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    image_token = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert int((inputs["input_ids"] == image_token).sum()) == int(inputs["image_grid_thw"].prod()) // 4 > 0
+
+
+def test_prepare_rejects_an_unknown_prompt_style():
+    with pytest.raises(ValueError, match="Unknown prompt style"):
+        prepare_grpo_dataset(make_synthetic_dataset(1), max_pixels=50_000, style="fancy")
