@@ -190,8 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .notebooks import run_notebooks
 
             run_notebooks(preset=args.preset, out_dir=args.out)
-    except (ValueError, RuntimeError, FileNotFoundError) as error:
-        # Our errors name the fix (bad preset, missing GPU, hub unreachable, out of memory);
+    except (ValueError, RuntimeError, FileNotFoundError, ImportError) as error:
+        # Our errors name the fix (bad preset, missing GPU or vLLM, hub unreachable, out of memory);
         # a traceback would bury it. The cause, if any, is shown on one line.
         print(f"error: {error}", file=sys.stderr)
         if error.__cause__ is not None:

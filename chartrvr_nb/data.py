@@ -106,6 +106,29 @@ def resize_to_pixel_budget(image: Image, max_pixels: int) -> Image:
     return image.resize((new_width, new_height), PILImage.Resampling.BICUBIC)
 
 
+def snap_to_patch_grid(image: Image, max_pixels: int, min_pixels: int = 56 * 56) -> Image:
+    """Resize an image to the size Qwen2.5-VL's processor would pick (sides multiples of 28).
+
+    The HF processor and vLLM each round an image to the 28-pixel grid on their own, and for an
+    off-grid image under a budget they can land on different sizes, so the image-token counts
+    disagree. An image already on the grid is left alone by both.
+
+    Example:
+        >>> from PIL import Image
+        >>> snap_to_patch_grid(Image.new("RGB", (230, 170)), 224 * 224).size
+        (224, 168)
+    """
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    width, height = image.size
+    new_height, new_width = smart_resize(height, width, factor=28, min_pixels=min_pixels, max_pixels=max_pixels)
+    if (new_width, new_height) == (width, height):
+        return image
+    from PIL import Image as PILImage
+
+    return image.resize((new_width, new_height), PILImage.Resampling.BICUBIC)
+
+
 # --------------------------------------------------------------------------------------------
 # Questions and their verifiable answers
 # --------------------------------------------------------------------------------------------
@@ -663,7 +686,7 @@ def prepare_grpo_dataset(dataset: Dataset, max_pixels: int, style: str = "rvr") 
         style: the prompt style of :func:`chartrvr_nb.prompts.build_messages`.
 
     Returns:
-        The dataset with ``prompt`` added and ``image`` resized.
+        The dataset with ``prompt`` added and ``image`` resized to the budget and the 28-pixel grid.
     """
     check_columns(dataset, required=("image", "query"), name="the dataset to prepare")
     build_messages("", style)  # fails now, with the valid styles listed, rather than inside map
@@ -671,7 +694,7 @@ def prepare_grpo_dataset(dataset: Dataset, max_pixels: int, style: str = "rvr") 
     def prepare(row: dict[str, Any]) -> dict[str, Any]:
         return {
             "prompt": build_messages(row["query"], style),
-            "image": resize_to_pixel_budget(row["image"], max_pixels),
+            "image": snap_to_patch_grid(resize_to_pixel_budget(row["image"], max_pixels), max_pixels),
         }
 
     return dataset.map(prepare, desc="Preparing GRPO prompts")

@@ -83,7 +83,11 @@ def _build_step_figures() -> dict[tuple[str, int, bool, bool], StepFigure]:
                     f"scaled from A100 figures, not measured (x{factor:.2f}, memory-bandwidth ratio; "
                     f"A100 figure: {figure.source})",
                 )
-    cpu = StepFigure(0.14, (0.0, 0.0), "rough figure for the tiny model on 2 CPU cores (model compute, no startup)")
+    cpu = StepFigure(
+        1.3, (0.0, 0.0),
+        "measured: smoke run of the tiny model on 2 CPU cores, 1 torch thread, ~100-token completions "
+        "(2026-11-25; plus ~1 min start-up and the first-time model build)",
+    )
     for generations in (2, 4):
         for checkpointing in (True, False):
             table[("cpu", generations, checkpointing, False)] = cpu

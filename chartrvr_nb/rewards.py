@@ -10,7 +10,8 @@ Defects of the original reward code that these definitions fix on purpose: a neg
 every number correct and label 0 could never be matched (both fixed in ``answers.relaxed_match``);
 an unparseable table was scored with the previous completion's table (every completion is parsed
 on its own here); the similarity model was put on CUDA at import and encoded one text at a time
-(it is loaded on first use and encodes each call in one batch).
+(it is loaded on first use and encodes a call's distinct texts together, in passes sized by
+token count, each reference once).
 """
 
 from __future__ import annotations
@@ -281,7 +282,7 @@ def process_reward(completions: Sequence[Any], reasoning: Sequence[Any] | None =
 
     The steps are the text after the last ``</table>`` up to the next ``</think>``, stripped.
     Completions without steps, or rows without a reference, score 0. All completions of a call
-    are encoded in one batch and each distinct reference once (the G completions of a prompt
+    are encoded together (in passes bounded by padded token count) and each distinct reference once (the G completions of a prompt
     share one).
 
     Example:

@@ -210,3 +210,18 @@ def test_prepare_grpo_dataset_gives_trl_conversational_prompts_with_the_image(ti
 def test_prepare_rejects_an_unknown_prompt_style():
     with pytest.raises(ValueError, match="Unknown prompt style"):
         prepare_grpo_dataset(make_synthetic_dataset(1), max_pixels=50_000, style="fancy")
+
+
+@settings(max_examples=40, deadline=None)
+@given(width=st.integers(28, 900), height=st.integers(28, 900))
+def test_prepared_images_sit_on_the_processor_grid(width, height):
+    """The HF processor and vLLM must agree on image-token counts: sides are multiples of 28."""
+    from PIL import Image
+
+    from chartrvr_nb.data import resize_to_pixel_budget, snap_to_patch_grid
+
+    budget = 320 * 28 * 28
+    image = snap_to_patch_grid(resize_to_pixel_budget(Image.new("RGB", (width, height)), budget), budget)
+    assert image.size[0] % 28 == 0 and image.size[1] % 28 == 0
+    assert image.size[0] * image.size[1] <= budget
+    assert snap_to_patch_grid(image, budget) is image  # already on the grid: untouched

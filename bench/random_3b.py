@@ -1,0 +1,183 @@
+"""Qwen2.5-VL-3B with random weights and a processor built here: the real architecture, no download.
+
+Step time and memory depend on the architecture, the vocabulary size, the image-token count and
+the sequence lengths, not on the weights' values, so a random-initialised model measures what
+the real one would. Neither the weights nor the real tokenizer can be downloaded here, so:
+
+- the model comes from ``chartrvr_nb.models.qwen2_5_vl_3b_config()`` (the hub config.json);
+- the tokenizer is the tiny model's locally trained byte-level BPE, padded with filler entries to
+  Qwen2.5's 151,643 regular tokens, followed by Qwen2.5's 22 added tokens, so every special token
+  has its real id (``<|image_pad|>`` = 151655, ``<|im_end|>`` = 151645) and the model's config
+  needs no change; texts tokenise into more pieces than with the real vocabulary, which only
+  matters for prompt text (completion lengths are fixed by the benches);
+- the image processor has the 3B's settings (14 px patches, 2x2 merge, min_pixels 3136) with
+  the preset's pixel budget, as ``load_model_and_processor(..., max_pixels=...)`` sets it.
+
+The model and processor are saved once to ``<cache>/bench-qwen2.5-vl-3b-random-v1`` (about
+7.5 GB in bf16) because vLLM loads a model from a folder, then loaded from there like any
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+QWEN2_5_REGULAR_TOKENS = 151_643  # ids below <|endoftext|>, the first added token of Qwen2.5
+QWEN2_5_VL_3B_MIN_PIXELS = 3136  # preprocessor_config.json of Qwen2.5-VL-3B-Instruct
+QWEN2_5_VL_3B_MAX_PIXELS = 12_845_056
+FOLDER_VERSION = "bench-qwen2.5-vl-3b-random-v1"
+_COMPLETE = "bench_build.json"
+
+
+def full_vocab_tokenizer():
+    """A ``Qwen2Tokenizer`` with Qwen2.5's vocabulary size and special-token ids (see module doc)."""
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    from chartrvr_nb.models import QWEN2_5_ADDED_TOKENS, QWEN2_5_VL_CHAT_TEMPLATE, build_tiny_tokenizer
+
+    added = [token for token, _ in QWEN2_5_ADDED_TOKENS]
+    bpe = json.loads(build_tiny_tokenizer().backend_tokenizer.to_str())["model"]
+    vocab = {token: index for token, index in bpe["vocab"].items() if token not in added}
+    filler = 0
+    while len(vocab) < QWEN2_5_REGULAR_TOKENS:
+        token = f"filler{filler}"
+        filler += 1
+        vocab.setdefault(token, len(vocab))
+    for offset, token in enumerate(added):
+        vocab[token] = QWEN2_5_REGULAR_TOKENS + offset
+    merges = [tuple(pair.split(" ")) if isinstance(pair, str) else tuple(pair) for pair in bpe["merges"]]
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=[token for token, special in QWEN2_5_ADDED_TOKENS[1:14] if special],
+        errors="replace",
+        split_special_tokens=False,
+        model_max_length=32768,
+    )
+    tokenizer.add_tokens([AddedToken(token, special=special, normalized=False) for token, special in QWEN2_5_ADDED_TOKENS])
+    tokenizer.chat_template = QWEN2_5_VL_CHAT_TEMPLATE
+    return tokenizer
+
+
+def processor_3b(tokenizer=None):
+    """A ``Qwen2_5_VLProcessor`` with the 3B's image settings and :func:`full_vocab_tokenizer`."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    from chartrvr_nb.models import QWEN2_5_VL_CHAT_TEMPLATE
+
+    bounds = {"min_pixels": QWEN2_5_VL_3B_MIN_PIXELS, "max_pixels": QWEN2_5_VL_3B_MAX_PIXELS}
+    return Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**bounds),
+        tokenizer=tokenizer or full_vocab_tokenizer(),
+        video_processor=Qwen2VLVideoProcessor(**bounds),
+        chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
+    )
+
+
+def config_3b(layers: int | None = None):
+    """The 3B config; ``layers`` cuts text layers and vision depth (only to check the code on a small machine)."""
+    from chartrvr_nb.models import qwen2_5_vl_3b_config
+
+    config = qwen2_5_vl_3b_config()
+    if layers is not None:
+        config.text_config.num_hidden_layers = layers
+        config.text_config.layer_types = config.text_config.layer_types[:layers]
+        config.vision_config.depth = layers
+        config.vision_config.fullatt_block_indexes = [layers - 1]
+    return config
+
+
+def model_folder(layers: int | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the random model is saved: ``<cache>/bench-qwen2.5-vl-3b-random-v1[-<layers>layers]``."""
+    root = cache_dir or os.environ.get("CHARTRVR_NB_CACHE") or Path.home() / ".cache" / "chartrvr_nb"
+    suffix = f"-{layers}layers" if layers is not None else ""
+    return Path(root).expanduser() / f"{FOLDER_VERSION}{suffix}"
+
+
+def build_random_3b(layers: int | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Save the random-weight 3B and its processor once; return the folder (reused afterwards).
+
+    Written to a temporary folder and renamed when complete, so an interrupted build is never
+    loaded. Weights are bf16 on a bf16 GPU, fp32 elsewhere (as ``models.default_dtype``).
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
+    from chartrvr_nb.models import default_dtype
+
+    target = model_folder(layers, cache_dir)
+    if (target / _COMPLETE).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-building-", dir=target.parent))
+    try:
+        torch.manual_seed(0)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        with torch.device(device):
+            model = AutoModelForImageTextToText.from_config(config_3b(layers), dtype=default_dtype())
+        model.generation_config = GenerationConfig(  # Qwen2.5-VL-Instruct's special ids
+            bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643
+        )
+        model.save_pretrained(staging)
+        processor_3b().save_pretrained(staging)
+        parameters = sum(p.numel() for p in model.parameters())
+        (staging / _COMPLETE).write_text(json.dumps({"parameters": parameters, "layers": layers}) + "\n")
+        del model
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not (target / _COMPLETE).exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def load_random_3b(max_pixels: int, layers: int | None = None):
+    """``(model, processor)`` of the random 3B, loaded like ``models.load_model_and_processor`` loads the real one."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from chartrvr_nb.models import default_dtype
+
+    folder = build_random_3b(layers)
+    processor = AutoProcessor.from_pretrained(folder, max_pixels=max_pixels)
+    device_map = {"": torch.cuda.current_device()} if torch.cuda.is_available() else None
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=default_dtype(), device_map=device_map)
+    return model, processor
+
+
+def fill_pixel_budget(image, max_pixels: int, patch: int = 28):
+    """Resize ``image`` to the largest size within ``max_pixels`` whose sides are multiples of ``patch``.
+
+    Real charts are larger than the budget and get resized down to it, so a bench image should
+    fill it too (the paper's 320*28*28 pixels are 320 visual tokens). Sides on the 28 px grid are
+    left unchanged by every Qwen2-VL image processor whose bounds contain them, so the trainer's
+    processor and vLLM's count the same image tokens.
+
+    Example:
+        >>> from PIL import Image
+        >>> fill_pixel_budget(Image.new("RGB", (320, 240)), 320 * 28 * 28).size
+        (560, 420)
+    """
+    from PIL import Image
+
+    width, height = image.size
+    scale = (max_pixels / (width * height)) ** 0.5
+    new_width = max(patch, int(width * scale) // patch * patch)
+    new_height = max(patch, int(height * scale) // patch * patch)
+    while new_width * new_height > max_pixels and max(new_width, new_height) > patch:
+        if new_width >= new_height:
+            new_width -= patch
+        else:
+            new_height -= patch
+    return image.resize((new_width, new_height), Image.Resampling.BICUBIC)
