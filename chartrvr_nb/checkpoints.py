@@ -14,6 +14,9 @@ and the weights it needs are present. Copies that this module makes (to and from
 go to a temporary name ``.tmp-<name>-<pid>`` and are renamed into place when finished,
 so a half-copied directory never carries a checkpoint name.
 
+It also lists the runs in a folder of run folders (:func:`find_runs`, e.g. the runs on Drive to
+resume) and rebuilds the preset a run was started with (:func:`preset_from_run`).
+
 Only the callback needs transformers: :func:`drive_mirror_callback` (or the first access of
 ``chartrvr_nb.checkpoints.DriveMirrorCallback``) builds the class, so importing this module
 stays light.
@@ -27,6 +30,7 @@ import os
 import re
 import shutil
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 TRAINER_STATE_NAME = "trainer_state.json"
@@ -363,3 +367,70 @@ def prepare_resume(output_dir: str | os.PathLike, drive_dir: str | os.PathLike |
     where = str(output_dir) + (f" or {drive_dir}" if drive_dir is not None else "")
     print(f"No complete checkpoint in {where}: starting from step 0{skipped}.", flush=True)
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# Finding runs (a Drive folder of run folders) and the preset a run was started with
+# --------------------------------------------------------------------------------------------
+
+
+def preset_from_run(run_dir: str | os.PathLike):
+    """The Preset a run was started with, rebuilt from its ``run_config.json``.
+
+    Raises:
+        FileNotFoundError: the folder has no run_config.json (it is not a training run).
+    """
+    from .presets import get_preset
+
+    path = Path(run_dir) / "run_config.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No run_config.json in {run_dir}: not a training run folder (train() writes it when a run starts). "
+            "Pick a folder listed by find_runs()."
+        )
+    config = json.loads(path.read_text())
+    return get_preset(config["name"], **{key: value for key, value in config.items() if key != "name"})
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / "run_config.json").is_file() or any(
+        checkpoint_step(child) is not None and child.is_dir() for child in folder.iterdir()
+    )
+
+
+def find_runs(root: str | os.PathLike):
+    """The training runs in ``root`` (a Drive folder, or any folder of run folders), newest first.
+
+    Returns:
+        A DataFrame with run (folder name, ``.`` for ``root`` itself), preset, model, newest
+        complete checkpoint, its step, the last logged step, the last total reward and when the
+        run was last written; empty when there are none.
+    """
+    import pandas as pd
+
+    from .plots import load_metrics
+
+    root = Path(root)
+    columns = ["run", "preset", "model", "newest checkpoint", "checkpoint step", "logged steps", "last reward", "updated"]
+    folders = [root] + sorted(child for child in root.iterdir() if child.is_dir()) if root.is_dir() else []
+    rows = []
+    for folder in (f for f in folders if _is_run(f)):
+        config_file = folder / "run_config.json"
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        newest = newest_complete_checkpoint(folder)
+        metrics = load_metrics(folder) if (folder / "metrics.jsonl").is_file() else []
+        rewards = [record["reward"] for record in metrics if isinstance(record.get("reward"), (int, float))]
+        updated = max(path.stat().st_mtime for path in [folder, *folder.iterdir()])
+        rows.append({
+            "run": "." if folder == root else folder.name,
+            "preset": config.get("name"),
+            "model": config.get("model"),
+            "newest checkpoint": newest.name if newest else None,
+            "checkpoint step": checkpoint_step(newest) if newest else 0,
+            "logged steps": metrics[-1]["step"] if metrics else 0,
+            "last reward": round(float(rewards[-1]), 3) if rewards else None,
+            "updated": datetime.fromtimestamp(updated).strftime("%Y-%m-%d %H:%M:%S"),
+            "mtime": updated,
+        })
+    frame = pd.DataFrame(rows, columns=[*columns, "mtime"]).sort_values("mtime", ascending=False, ignore_index=True)
+    return frame.drop(columns="mtime")

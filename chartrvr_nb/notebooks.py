@@ -2,7 +2,7 @@
 
 The notebooks hold no functions of their own; each cell is a few calls into ``chartrvr_nb``. What
 they need that has no other home lives here: example completions and explanations for reward
-inspection, scoring a JSONL batch, where Drive is, finding runs to resume, and
+inspection, scoring a JSONL batch, where Drive is, which run to resume, and
 :func:`run_notebooks`, which executes all five with papermill in order, sharing one training run so
 that ``03_resume_from_drive`` continues what ``02_train`` started.
 
@@ -17,7 +17,6 @@ import math
 import os
 import re
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -41,10 +40,6 @@ SMOKE_PARAMETERS: dict[str, dict[str, Any]] = {
     "02_train": {"max_steps": 8},
     "03_resume_from_drive": {"max_steps": 12},
     "04_evaluate": {"limit": 8},
-}
-# The highest score each reward can give (table_style has no fixed maximum).
-REWARD_MAXIMA: dict[str, float | None] = {
-    "format": 2.0, "count": 2.0, "accuracy": 1.0, "length": 2.5, "chart_type": 1.0, "table_style": None, "process": 1.0,
 }
 
 
@@ -339,40 +334,6 @@ def training_examples(source: str = "synthetic", n: int = 32, seed: int = 0, max
     return rows
 
 
-def _short(text: Any, limit: int) -> str:
-    """``text`` on one line, cut to ``limit`` characters.
-
-    Example:
-        >>> _short("a\\nb  c", 10), _short("abcdefghijkl", 6)
-        ('a b c', 'abcde…')
-    """
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def plot_example(row: Mapping[str, Any]):
-    """The example's chart as the model sees it, titled with its type, question and label.
-
-    Returns:
-        A matplotlib Figure.
-    """
-    import textwrap
-
-    from matplotlib.figure import Figure
-
-    image = row["image"]
-    width, height = image.size
-    figure = Figure(figsize=(6.0, 6.0 * height / width + 1.0), layout="constrained")
-    ax = figure.subplots()
-    ax.imshow(image)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_xlabel(f"{width}x{height} px ({width * height:,} pixels), chart type: {row['chart_type']}")
-    question = "\n".join(textwrap.wrap(f"Q: {row['query']}", 70))
-    ax.set_title(f"{question}\nlabel: {_short(row['label'], 60)}", fontsize=10)
-    return figure
-
-
 def example_summary(row: Mapping[str, Any]) -> str:
     """Question, label, chart type and the reference reasoning, one step per line.
 
@@ -504,7 +465,8 @@ def explain_completion(completion: Any, row: Mapping[str, Any]):
     """
     import pandas as pd
 
-    from .rewards import REWARDS, inspect_completion, score_completions
+    from .plots import _short
+    from .rewards import REWARD_MAXIMA, REWARDS, inspect_completion, score_completions
 
     info = inspect_completion(completion, label=row.get("label"), chart_type=row.get("chart_type"), table=row.get("table"))
     scores = score_completions([completion], **_columns([row])).iloc[0]
@@ -617,41 +579,8 @@ def mean_rewards(scores):
     return numeric.mean().round(3).to_frame("mean").T
 
 
-def plot_reward_histograms(scores, bins: int = 12):
-    """One histogram per reward (and the total) over a scored batch.
-
-    Args:
-        scores: a DataFrame from :func:`score_jsonl` or ``rewards.score_completions``.
-        bins: histogram bins.
-
-    Returns:
-        A matplotlib Figure.
-    """
-    from matplotlib.figure import Figure
-
-    names = [name for name in (*REWARD_MAXIMA, "total") if name in scores.columns]
-    if not names:
-        raise ValueError(f"No reward columns in the table (columns: {list(scores.columns)}); score a batch first.")
-    columns = min(4, len(names))
-    rows = math.ceil(len(names) / columns)
-    figure = Figure(figsize=(3.4 * columns, 2.6 * rows), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for ax, name in zip(axes, names):
-        values = [float(v) for v in scores[name]]
-        ax.hist(values, bins=bins, color="C1" if name == "total" else "C0", edgecolor="white")
-        maximum = REWARD_MAXIMA.get(name)
-        ax.set_title(f"{name} (max {maximum:g})" if maximum else name)
-        ax.set_xlabel("reward")
-        ax.set_ylabel("completions")
-        ax.grid(axis="y", alpha=0.3)
-    for ax in axes[len(names):]:
-        ax.set_visible(False)
-    figure.suptitle(f"Rewards over {len(scores)} completions")
-    return figure
-
-
 # --------------------------------------------------------------------------------------------
-# Runs: samples, finding runs on Drive, resuming
+# Runs: samples, picking the run to resume
 # --------------------------------------------------------------------------------------------
 
 
@@ -671,76 +600,11 @@ def samples_frame(run_dir_or_file: str | os.PathLike, steps: int = 2):
     return pd.DataFrame(rows)
 
 
-def preset_from_run(run_dir: str | os.PathLike):
-    """The Preset a run was started with, rebuilt from its ``run_config.json``.
-
-    Raises:
-        FileNotFoundError: the folder has no run_config.json (it is not a training run).
-    """
-    from .presets import get_preset
-
-    path = Path(run_dir) / "run_config.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No run_config.json in {run_dir}: not a training run folder (train() writes it when a run starts). "
-            "Pick a folder listed by find_runs()."
-        )
-    config = json.loads(path.read_text())
-    return get_preset(config["name"], **{key: value for key, value in config.items() if key != "name"})
-
-
-def _is_run(folder: Path) -> bool:
-    from .checkpoints import checkpoint_step
-
-    return (folder / "run_config.json").is_file() or any(
-        checkpoint_step(child) is not None and child.is_dir() for child in folder.iterdir()
-    )
-
-
-def find_runs(root: str | os.PathLike):
-    """The training runs in ``root`` (a Drive folder, or any folder of run folders), newest first.
-
-    Returns:
-        A DataFrame with run (folder name, ``.`` for ``root`` itself), preset, model, newest
-        complete checkpoint, its step, the last logged step, the last total reward and when the
-        run was last written; empty when there are none.
-    """
-    import pandas as pd
-
-    from .checkpoints import checkpoint_step, newest_complete_checkpoint
-    from .plots import load_metrics
-
-    root = Path(root)
-    columns = ["run", "preset", "model", "newest checkpoint", "checkpoint step", "logged steps", "last reward", "updated"]
-    folders = [root] + sorted(child for child in root.iterdir() if child.is_dir()) if root.is_dir() else []
-    rows = []
-    for folder in (f for f in folders if _is_run(f)):
-        config_file = folder / "run_config.json"
-        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-        newest = newest_complete_checkpoint(folder)
-        metrics = load_metrics(folder) if (folder / "metrics.jsonl").is_file() else []
-        rewards = [record["reward"] for record in metrics if isinstance(record.get("reward"), (int, float))]
-        updated = max(path.stat().st_mtime for path in [folder, *folder.iterdir()])
-        rows.append({
-            "run": "." if folder == root else folder.name,
-            "preset": config.get("name"),
-            "model": config.get("model"),
-            "newest checkpoint": newest.name if newest else None,
-            "checkpoint step": checkpoint_step(newest) if newest else 0,
-            "logged steps": metrics[-1]["step"] if metrics else 0,
-            "last reward": round(float(rewards[-1]), 3) if rewards else None,
-            "updated": datetime.fromtimestamp(updated).strftime("%Y-%m-%d %H:%M:%S"),
-            "mtime": updated,
-        })
-    frame = pd.DataFrame(rows, columns=[*columns, "mtime"]).sort_values("mtime", ascending=False, ignore_index=True)
-    return frame.drop(columns="mtime")
-
-
 def default_run(runs, preset: str | None = None) -> str:
     """The run to resume by default: the newest run of ``preset``, else the newest run.
 
     Args:
-        runs: the table from :func:`find_runs`.
+        runs: the table from :func:`chartrvr_nb.checkpoints.find_runs`.
         preset: a preset name to prefer.
 
     Raises:

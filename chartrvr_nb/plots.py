@@ -13,6 +13,7 @@ import os
 import re
 import warnings
 from pathlib import Path
+from typing import Any, Mapping
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
@@ -155,6 +156,17 @@ def _title(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
+def _short(text: Any, limit: int) -> str:
+    """``text`` on one line, cut to ``limit`` characters.
+
+    Example:
+        >>> _short("a\\nb  c", 10), _short("abcdefghijkl", 6)
+        ('a b c', 'abcde…')
+    """
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def plot_reward_curves(
     run_dir_or_file: str | os.PathLike,
     rewards: list[str] | None = None,
@@ -236,6 +248,69 @@ def plot_reward_curves(
         ax.set_visible(False)
     run_name = source.name if source.is_dir() else source.parent.name
     figure.suptitle(title or f"GRPO training: {run_name} (to step {records[-1]['step']})")
+    return figure
+
+
+# --------------------------------------------------------------------------------------------
+# Reward inspection plots (a training example, reward histograms over a scored batch)
+# --------------------------------------------------------------------------------------------
+
+
+def plot_example(row: Mapping[str, Any]):
+    """The example's chart as the model sees it, titled with its type, question and label.
+
+    Returns:
+        A matplotlib Figure.
+    """
+    import textwrap
+
+    from matplotlib.figure import Figure
+
+    image = row["image"]
+    width, height = image.size
+    figure = Figure(figsize=(6.0, 6.0 * height / width + 1.0), layout="constrained")
+    ax = figure.subplots()
+    ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel(f"{width}x{height} px ({width * height:,} pixels), chart type: {row['chart_type']}")
+    question = "\n".join(textwrap.wrap(f"Q: {row['query']}", 70))
+    ax.set_title(f"{question}\nlabel: {_short(row['label'], 60)}", fontsize=10)
+    return figure
+
+
+def plot_reward_histograms(scores, bins: int = 12):
+    """One histogram per reward (and the total) over a scored batch.
+
+    Args:
+        scores: a DataFrame from :func:`chartrvr_nb.notebooks.score_jsonl` or ``rewards.score_completions``.
+        bins: histogram bins.
+
+    Returns:
+        A matplotlib Figure.
+    """
+    from matplotlib.figure import Figure
+
+    from .rewards import REWARD_MAXIMA
+
+    names = [name for name in (*REWARD_MAXIMA, "total") if name in scores.columns]
+    if not names:
+        raise ValueError(f"No reward columns in the table (columns: {list(scores.columns)}); score a batch first.")
+    columns = min(4, len(names))
+    rows = math.ceil(len(names) / columns)
+    figure = Figure(figsize=(3.4 * columns, 2.6 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, name in zip(axes, names):
+        values = [float(v) for v in scores[name]]
+        ax.hist(values, bins=bins, color="C1" if name == "total" else "C0", edgecolor="white")
+        maximum = REWARD_MAXIMA.get(name)
+        ax.set_title(f"{name} (max {maximum:g})" if maximum else name)
+        ax.set_xlabel("reward")
+        ax.set_ylabel("completions")
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    figure.suptitle(f"Rewards over {len(scores)} completions")
     return figure
 
 
@@ -328,10 +403,6 @@ def plot_mistakes(predictions, n: int = 8, columns: int = 4, title: str | None =
         ax.set_title(title or "Wrong answers")
         return figure
 
-    def short(text, limit):
-        text = " ".join(str(text).split())
-        return text if len(text) <= limit else text[: limit - 1] + "…"
-
     columns = max(1, min(columns, len(wrong)))
     rows = math.ceil(len(wrong) / columns)
     figure = Figure(figsize=(3.6 * columns, 4.4 * rows), layout="constrained")
@@ -349,11 +420,11 @@ def plot_mistakes(predictions, n: int = 8, columns: int = 4, title: str | None =
             ax.text(0.5, 0.5, "(image not kept)", ha="center", va="center", color="gray", transform=ax.transAxes)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title("\n".join(textwrap.wrap(short(record.get("question", ""), 110), 42)), fontsize=7)
-        caption = [f"gold: {short(record.get('answer', ''), 40)}",
-                   f"predicted: {short(record.get('prediction') or '(none)', 40)}"]
+        ax.set_title("\n".join(textwrap.wrap(_short(record.get("question", ""), 110), 42)), fontsize=7)
+        caption = [f"gold: {_short(record.get('answer', ''), 40)}",
+                   f"predicted: {_short(record.get('prediction') or '(none)', 40)}"]
         if record.get("reasoning"):
-            caption += textwrap.wrap("reasoning: " + short(record["reasoning"], 180), 50)
+            caption += textwrap.wrap("reasoning: " + _short(record["reasoning"], 180), 50)
         ax.set_xlabel("\n".join(caption), fontsize=7, loc="left")
     for ax in axes[len(wrong):]:
         ax.set_visible(False)

@@ -315,6 +315,10 @@ REWARDS: dict[str, RewardFn] = {
     "table_style": table_style_reward,
     "process": process_reward,
 }
+# The highest score each reward can give (table_style has no fixed maximum).
+REWARD_MAXIMA: dict[str, float | None] = {
+    "format": 2.0, "count": 2.0, "accuracy": 1.0, "length": 2.5, "chart_type": 1.0, "table_style": None, "process": 1.0,
+}
 
 
 def get_rewards(names: Sequence[str] | None = None) -> list[RewardFn]:

@@ -19,10 +19,13 @@ from chartrvr_nb.checkpoints import (
     clean_stale_temporaries,
     complete_checkpoints,
     copy_atomic,
+    find_runs,
     is_complete_checkpoint,
     newest_complete_checkpoint,
     prepare_resume,
+    preset_from_run,
 )
+from chartrvr_nb.presets import get_preset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -283,3 +286,44 @@ def test_callback_warns_and_lets_training_continue_when_drive_fails(trained_run,
     state = types.SimpleNamespace(global_step=6, is_world_process_zero=True)
     with pytest.warns(UserWarning, match="Could not mirror checkpoint-6 to Drive"):
         callback.on_save(args, state, control=None)
+
+
+def _fake_run(root: Path, name: str, preset: str, checkpoints_done=(4,), unfinished=(8,), logged=6) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "run_config.json").write_text(json.dumps(get_preset(preset).to_dict()))
+    for step in checkpoints_done:
+        checkpoint = run / f"checkpoint-{step}"
+        checkpoint.mkdir()
+        (checkpoint / "adapter_model.safetensors").write_bytes(b"0")
+        (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    for step in unfinished:
+        (run / f"checkpoint-{step}").mkdir()  # a save cut short: no trainer_state.json
+    with open(run / "metrics.jsonl", "w") as out:
+        for step in range(1, logged + 1):
+            out.write(json.dumps({"step": step, "reward": float(step)}) + "\n")
+    return run
+
+
+def test_find_runs_lists_complete_checkpoints_newest_first(tmp_path):
+    smoke = _fake_run(tmp_path, "older-smoke", "smoke")
+    fast = _fake_run(tmp_path, "fast-run", "fast", checkpoints_done=(500, 1000), unfinished=(), logged=1200)
+    (tmp_path / "not-a-run").mkdir()
+    for age, run in ((100, smoke), (10, fast)):  # seconds since the last write
+        for path in [run, *run.iterdir()]:
+            os.utime(path, (path.stat().st_atime, path.stat().st_mtime - age))
+    runs = find_runs(tmp_path)
+    assert runs["run"].tolist() == ["fast-run", "older-smoke"]
+    row = runs.set_index("run").loc["older-smoke"]
+    assert row["newest checkpoint"] == "checkpoint-4" and row["checkpoint step"] == 4
+    assert row["logged steps"] == 6 and row["last reward"] == 6.0
+    assert row["preset"] == "smoke" and runs.set_index("run").loc["fast-run", "checkpoint step"] == 1000
+    empty = find_runs(tmp_path / "not-a-run")
+    assert empty.empty and list(empty.columns) == list(runs.columns)
+
+
+def test_preset_from_run_rebuilds_the_exact_preset(tmp_path):
+    run = _fake_run(tmp_path, "r", "colab-t4")
+    assert preset_from_run(run) == get_preset("colab-t4")
+    with pytest.raises(FileNotFoundError, match="not a training run folder"):
+        preset_from_run(tmp_path)

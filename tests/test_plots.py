@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from chartrvr_nb.plots import load_metrics, load_samples, plot_reward_curves, reward_names
+from chartrvr_nb.plots import (
+    load_metrics,
+    load_samples,
+    plot_example,
+    plot_reward_curves,
+    plot_reward_histograms,
+    reward_names,
+)
 
 REWARDS = ("format", "count", "accuracy", "length", "chart_type", "table_style", "process")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -135,3 +142,30 @@ def test_plots_render_headless_without_pyplot(resumed_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
     assert (tmp_path / "headless.png").stat().st_size > 0
+
+
+def test_plot_example_labels_the_chart():
+    from chartrvr_nb.data import make_synthetic_rows
+
+    row = make_synthetic_rows(2, seed=0, max_pixels=112 * 112)[1]
+    figure = plot_example(row)
+    ax = figure.axes[0]
+    assert row["query"][:20] in ax.get_title() and "label:" in ax.get_title()
+    assert row["chart_type"] in ax.get_xlabel()
+
+
+def test_reward_histograms_one_panel_per_reward_and_the_total():
+    import pandas as pd
+
+    rng = random.Random(0)
+    scores = pd.DataFrame([
+        {"example": example, "variant": f"v{variant}", **{name: rng.uniform(0, 2) for name in (*REWARDS, "total")}}
+        for example in range(2) for variant in range(7)
+    ])
+    figure = plot_reward_histograms(scores)
+    visible = [ax for ax in figure.axes if ax.get_visible()]
+    assert len(visible) == 8 and figure.get_suptitle() == "Rewards over 14 completions"
+    assert all(ax.get_title() and ax.get_xlabel() == "reward" and ax.get_ylabel() == "completions" for ax in visible)
+    assert visible[0].get_title() == "format (max 2)" and visible[5].get_title() == "table_style"
+    with pytest.raises(ValueError, match="No reward columns"):
+        plot_reward_histograms(scores[["example", "variant"]])
