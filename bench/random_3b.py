@@ -35,10 +35,7 @@ _COMPLETE = "bench_build.json"
 
 def full_vocab_tokenizer():
     """A ``Qwen2Tokenizer`` with Qwen2.5's vocabulary size and special-token ids (see module doc)."""
-    from tokenizers import AddedToken
-    from transformers import Qwen2Tokenizer
-
-    from chartrvr_nb.models import QWEN2_5_ADDED_TOKENS, QWEN2_5_VL_CHAT_TEMPLATE, build_tiny_tokenizer
+    from chartrvr_nb.models import QWEN2_5_ADDED_TOKENS, build_tiny_tokenizer, qwen2_5_tokenizer
 
     added = [token for token, _ in QWEN2_5_ADDED_TOKENS]
     bpe = json.loads(build_tiny_tokenizer().backend_tokenizer.to_str())["model"]
@@ -51,21 +48,7 @@ def full_vocab_tokenizer():
     for offset, token in enumerate(added):
         vocab[token] = QWEN2_5_REGULAR_TOKENS + offset
     merges = [tuple(pair.split(" ")) if isinstance(pair, str) else tuple(pair) for pair in bpe["merges"]]
-    tokenizer = Qwen2Tokenizer(
-        vocab=vocab,
-        merges=merges,
-        unk_token=None,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_special_tokens=[token for token, special in QWEN2_5_ADDED_TOKENS[1:14] if special],
-        errors="replace",
-        split_special_tokens=False,
-        model_max_length=32768,
-    )
-    tokenizer.add_tokens([AddedToken(token, special=special, normalized=False) for token, special in QWEN2_5_ADDED_TOKENS])
-    tokenizer.chat_template = QWEN2_5_VL_CHAT_TEMPLATE
-    return tokenizer
+    return qwen2_5_tokenizer(vocab, merges)
 
 
 def processor_3b(tokenizer=None):

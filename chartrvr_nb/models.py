@@ -441,7 +441,7 @@ def build_tiny_tokenizer():
     The BPE vocabulary comes first, then Qwen2.5's added tokens in their usual order; the end of
     turn ``<|im_end|>`` is the eos token and ``<|endoftext|>`` pads, as in Qwen2.5-VL-Instruct.
     """
-    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
     # Train with exactly the normaliser and pre-tokeniser Qwen2Tokenizer will use.
@@ -459,6 +459,18 @@ def build_tiny_tokenizer():
     merges = [tuple(pair) for pair in json.loads(bpe.to_str())["model"]["merges"]]
     for token, _ in QWEN2_5_ADDED_TOKENS:
         vocab[token] = len(vocab)
+    return qwen2_5_tokenizer(vocab, merges)
+
+
+def qwen2_5_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]):
+    """A ``Qwen2Tokenizer`` over a byte-level BPE that already holds Qwen2.5's added tokens.
+
+    ``<|im_end|>`` ends a turn (eos) and ``<|endoftext|>`` pads, as in Qwen2.5-VL-Instruct; the
+    chat template is :data:`QWEN2_5_VL_CHAT_TEMPLATE`.
+    """
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
     extra = [token for token, special in QWEN2_5_ADDED_TOKENS[1:] if special]  # <|im_start|> ... <|video_pad|>
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
