@@ -111,6 +111,15 @@ class Preset:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def summary(self) -> str:
+        """One line per field, for notebooks and logs.
+
+        Example:
+            >>> print(get_preset("smoke").summary().splitlines()[1])
+                               model: tiny
+        """
+        return "\n".join(f"{f.name:>24}: {getattr(self, f.name)}" for f in dataclasses.fields(self))
+
 
 _3B = Preset()
 PRESETS: dict[str, Preset] = {

@@ -7,7 +7,6 @@ adapter. Re-running the same call after a crash or a Colab disconnect continues 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,7 +260,3 @@ def train(
     print(f"Samples:      {result.samples_file}")
     return result
 
-
-def preset_summary(preset: Preset) -> str:
-    """One line per field, for notebooks and logs."""
-    return "\n".join(f"{f.name:>24}: {getattr(preset, f.name)}" for f in dataclasses.fields(preset))
