@@ -47,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_threads(args.threads)
     import torch
 
-    from chartrvr_nb.evaluate import generate_answers, load_examples, load_image
+    from chartrvr_nb.benchmark_data import load_examples, load_image
+    from chartrvr_nb.evaluate import generate_answers
     from chartrvr_nb.presets import PAPER_MAX_PIXELS
 
     from bench.random_3b import fill_pixel_budget
@@ -58,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     started = time.perf_counter()
     if args.dry:
-        from chartrvr_nb.models import TINY_MAX_PIXELS, load_model_and_processor
+        from chartrvr_nb.models import load_model_and_processor
+        from chartrvr_nb.tiny import TINY_MAX_PIXELS
 
         max_pixels = TINY_MAX_PIXELS
         model, processor = load_model_and_processor("tiny", max_pixels=max_pixels)

@@ -35,7 +35,7 @@ _COMPLETE = "bench_build.json"
 
 def full_vocab_tokenizer():
     """A ``Qwen2Tokenizer`` with Qwen2.5's vocabulary size and special-token ids (see module doc)."""
-    from chartrvr_nb.models import QWEN2_5_ADDED_TOKENS, build_tiny_tokenizer, qwen2_5_tokenizer
+    from chartrvr_nb.tiny import QWEN2_5_ADDED_TOKENS, build_tiny_tokenizer, qwen2_5_tokenizer
 
     added = [token for token, _ in QWEN2_5_ADDED_TOKENS]
     bpe = json.loads(build_tiny_tokenizer().backend_tokenizer.to_str())["model"]
@@ -55,7 +55,7 @@ def processor_3b(tokenizer=None):
     """A ``Qwen2_5_VLProcessor`` with the 3B's image settings and :func:`full_vocab_tokenizer`."""
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-    from chartrvr_nb.models import QWEN2_5_VL_CHAT_TEMPLATE
+    from chartrvr_nb.tiny import QWEN2_5_VL_CHAT_TEMPLATE
 
     bounds = {"min_pixels": QWEN2_5_VL_3B_MIN_PIXELS, "max_pixels": QWEN2_5_VL_3B_MAX_PIXELS}
     return Qwen2_5_VLProcessor(

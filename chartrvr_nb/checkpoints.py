@@ -14,8 +14,8 @@ and the weights it needs are present. Copies that this module makes (to and from
 go to a temporary name ``.tmp-<name>-<pid>`` and are renamed into place when finished,
 so a half-copied directory never carries a checkpoint name.
 
-It also lists the runs in a folder of run folders (:func:`find_runs`, e.g. the runs on Drive to
-resume) and rebuilds the preset a run was started with (:func:`preset_from_run`).
+It also lists the runs in a folder of run folders with their newest checkpoint (:func:`find_runs`,
+e.g. the runs on Drive to resume); the run's own files are read and written by :mod:`chartrvr_nb.runfiles`.
 
 Only the callback needs transformers: :func:`drive_mirror_callback` (or the first access of
 ``chartrvr_nb.checkpoints.DriveMirrorCallback``) builds the class, so importing this module
@@ -33,8 +33,9 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 
+from .runfiles import METRICS_FILE, RUN_CONFIG_FILE, RUN_FILES, load_metrics, read_run_config
+
 TRAINER_STATE_NAME = "trainer_state.json"
-RUN_FILES = ("metrics.jsonl", "samples.jsonl", "run_config.json")
 TEMP_PREFIX = ".tmp-"
 
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -370,30 +371,12 @@ def prepare_resume(output_dir: str | os.PathLike, drive_dir: str | os.PathLike |
 
 
 # --------------------------------------------------------------------------------------------
-# Finding runs (a Drive folder of run folders) and the preset a run was started with
+# Finding runs to resume (a Drive folder of run folders)
 # --------------------------------------------------------------------------------------------
 
 
-def preset_from_run(run_dir: str | os.PathLike):
-    """The Preset a run was started with, rebuilt from its ``run_config.json``.
-
-    Raises:
-        FileNotFoundError: the folder has no run_config.json (it is not a training run).
-    """
-    from .presets import get_preset
-
-    path = Path(run_dir) / "run_config.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No run_config.json in {run_dir}: not a training run folder (train() writes it when a run starts). "
-            "Pick a folder listed by find_runs()."
-        )
-    config = json.loads(path.read_text())
-    return get_preset(config["name"], **{key: value for key, value in config.items() if key != "name"})
-
-
 def _is_run(folder: Path) -> bool:
-    return (folder / "run_config.json").is_file() or any(
+    return (folder / RUN_CONFIG_FILE).is_file() or any(
         checkpoint_step(child) is not None and child.is_dir() for child in folder.iterdir()
     )
 
@@ -408,17 +391,14 @@ def find_runs(root: str | os.PathLike):
     """
     import pandas as pd
 
-    from .plots import load_metrics
-
     root = Path(root)
     columns = ["run", "preset", "model", "newest checkpoint", "checkpoint step", "logged steps", "last reward", "updated"]
     folders = [root] + sorted(child for child in root.iterdir() if child.is_dir()) if root.is_dir() else []
     rows = []
     for folder in (f for f in folders if _is_run(f)):
-        config_file = folder / "run_config.json"
-        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        config = read_run_config(folder) or {}
         newest = newest_complete_checkpoint(folder)
-        metrics = load_metrics(folder) if (folder / "metrics.jsonl").is_file() else []
+        metrics = load_metrics(folder) if (folder / METRICS_FILE).is_file() else []
         rewards = [record["reward"] for record in metrics if isinstance(record.get("reward"), (int, float))]
         updated = max(path.stat().st_mtime for path in [folder, *folder.iterdir()])
         rows.append({

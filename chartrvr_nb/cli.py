@@ -7,7 +7,6 @@ every flag given on top of it overrides that field (unknown flags are errors, as
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -125,32 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise SystemExit(f"error: {path} does not exist; give a JSONL file with one completion per line.")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise SystemExit(f"error: {path}:{number} is not valid JSON ({error.msg}); fix or remove that line.")
-        if not isinstance(row, dict) or "completion" not in row:
-            raise SystemExit(f"error: {path}:{number} has no 'completion' field; each line needs one.")
-        rows.append(row)
-    return rows
-
-
 def _run_rewards(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from .rewards import score_completions
+    from .inspection import reward_columns, score_completions
+    from .notebooks import read_completions
 
-    rows = _read_jsonl(args.file)
+    try:
+        rows = read_completions(args.file)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from error
     names = [n.strip() for n in args.rewards.split(",") if n.strip()]
-    columns = {c: [row.get(c) for row in rows] for c in ("label", "chart_type", "table", "reasoning")}
-    table = score_completions([row["completion"] for row in rows], rewards=names, **columns)
+    table = score_completions([row["completion"] for row in rows], rewards=names, **reward_columns(rows))
     with pd.option_context("display.max_rows", 200, "display.width", 160, "display.precision", 3):
         print(table.to_string())
         print()

@@ -1,10 +1,11 @@
 """The notebook suite: run the five notebooks headless, and the helpers their cells call.
 
 The notebooks hold no functions of their own; each cell is a few calls into ``chartrvr_nb``. What
-they need that has no other home lives here: example completions and explanations for reward
-inspection, scoring a JSONL batch, where Drive is, which run to resume, and
+they need that has no other home lives here: where Drive and the run folders are, whether a preset
+fits this machine, training rows and JSONL batches to look at, which run to resume, and
 :func:`run_notebooks`, which executes all five with papermill in order, sharing one training run so
-that ``03_resume_from_drive`` continues what ``02_train`` started.
+that ``03_resume_from_drive`` continues what ``02_train`` started. Reward inspection itself (what
+each reward read, the starting completions) is :mod:`chartrvr_nb.inspection`.
 
 Heavy libraries (papermill, pandas, matplotlib, datasets, torch) are imported inside functions.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 import time
@@ -366,142 +366,6 @@ def table_frame(table: Mapping[str, Any]):
     return pd.DataFrame(rows, columns=columns)
 
 
-def text_table(frame, *text_columns: str, decimals: int = 3):
-    """``frame`` styled for reading: the given text columns left-aligned with their line breaks,
-    numbers rounded, no index (a pandas Styler; display it as a cell's last expression).
-    """
-    wrapped = {"text-align": "left", "white-space": "pre-wrap", "font-family": "monospace", "min-width": "24em"}
-    styler = frame.style.format(precision=decimals, escape="html").hide(axis="index")  # show <tags> as text
-    return styler.set_properties(subset=list(text_columns), **wrapped) if text_columns else styler
-
-
-def _reference_steps(reasoning: Any) -> list[str]:
-    """The step texts of a ``<step-1>: ... <step-2>: ...`` string.
-
-    Example:
-        >>> _reference_steps("<step-1>: Read a. <step-2>: Add 1.")
-        ['Read a.', 'Add 1.']
-    """
-    parts = re.split(r"<step-\d+>\s*:?\s*", str(reasoning or ""))
-    return [part.strip() for part in parts if part.strip()]
-
-
-def _wrong_answer(label: Any) -> str:
-    """An answer that does not match ``label`` under the relaxed rule (a number at least 100% off).
-
-    Example:
-        >>> _wrong_answer("40"), _wrong_answer("-2.5"), _wrong_answer("0"), _wrong_answer("Yes"), _wrong_answer("Oct")
-        ('80', '0', '1', 'No', 'none of them')
-    """
-    text = str(label).strip()
-    if text.lower() in ("yes", "no"):
-        return "No" if text.lower() == "yes" else "Yes"
-    try:
-        value = float(text.rstrip("%"))
-    except ValueError:
-        return "none of them"
-    if not math.isfinite(value):
-        return "0"
-    wrong = value + max(1.0, abs(value))
-    return str(int(wrong)) if wrong == int(wrong) and abs(wrong) < 1e15 else repr(wrong)
-
-
-def example_completions(row: Mapping[str, Any]) -> dict[str, str]:
-    """A correct completion for ``row`` and six broken ones, each failing different rewards.
-
-    Returns:
-        Name -> completion text, the correct one first.
-
-    Example:
-        >>> row = {"label": "7", "chart_type": "bar", "reasoning": "<step-1>: Read 7.",
-        ...        "table": {"columns": ["x", "y"], "rows": [["a", "7"]]}}
-        >>> list(example_completions(row))  # doctest: +NORMALIZE_WHITESPACE
-        ['correct', 'wrong answer', 'wrong chart type', 'broken table JSON', 'steps without markers',
-         'answer outside the tags', 'text after the answer']
-    """
-    from .prompts import CHART_TYPES, format_completion, table_to_json
-
-    chart_type = str(row["chart_type"])
-    table = row["table"]
-    steps = _reference_steps(row.get("reasoning")) or ["Read the value from the chart."]
-    label = str(row["label"])
-    correct = format_completion(chart_type, table, steps, label)
-    other_type = CHART_TYPES[(CHART_TYPES.index(chart_type) + 1) % len(CHART_TYPES)] if chart_type in CHART_TYPES else "bar"
-    table_json = table_to_json(table)
-    marked_steps = "\n".join(f"<step-{i}>: {step}" for i, step in enumerate(steps, start=1))
-    return {
-        "correct": correct,
-        "wrong answer": format_completion(chart_type, table, steps, _wrong_answer(label)),
-        "wrong chart type": format_completion(other_type, table, steps, label),
-        "broken table JSON": correct.replace(table_json, table_json[: max(1, len(table_json) - 12)]),
-        "steps without markers": correct.replace(marked_steps, " ".join(steps)),
-        "answer outside the tags": correct.replace(f"<answer>{label}</answer>", f"The answer is {label}."),
-        "text after the answer": correct + "\nI hope this helps!",
-    }
-
-
-def _columns(rows: list[Mapping[str, Any]]) -> dict[str, list]:
-    return {name: [row.get(name) for row in rows] for name in ("label", "chart_type", "table", "reasoning")}
-
-
-def score_examples(completions: Mapping[str, str], row: Mapping[str, Any]):
-    """Score named completions of one example with the seven rewards (a DataFrame, one row each)."""
-    from .rewards import score_completions
-
-    table = score_completions(list(completions.values()), **_columns([row] * len(completions))).round(3)
-    table.index = list(completions)
-    return table
-
-
-def explain_completion(completion: Any, row: Mapping[str, Any]):
-    """Each reward's score for one completion, and what it read to get there.
-
-    Args:
-        completion: the text (or chat messages) to score.
-        row: the training example (label, chart_type, table, reasoning).
-
-    Returns:
-        A DataFrame with columns reward, score, max and "what it read", plus a total row.
-    """
-    import pandas as pd
-
-    from .plots import _short
-    from .rewards import REWARD_MAXIMA, REWARDS, inspect_completion, score_completions
-
-    info = inspect_completion(completion, label=row.get("label"), chart_type=row.get("chart_type"), table=row.get("table"))
-    scores = score_completions([completion], **_columns([row])).iloc[0]
-    off_counts = {tag: n for tag, n in info["tag_counts"].items() if n != 1}
-    parsed = info["table"]
-    if isinstance(parsed, dict) and isinstance(parsed.get("columns"), list) and isinstance(parsed.get("rows"), list):
-        table_text = (f"parsed: {len(parsed['columns'])} columns, {len(parsed['rows'])} rows, "
-                      f"keys {sorted(parsed)}; match with the true table {info['table_similarity']:.2f}")
-    elif parsed is not None:
-        table_text = f"parsed, but not a {{columns, rows}} object: {_short(parsed, 60)}"
-    else:
-        table_text = "no <table> block that parses as JSON"
-    read = {
-        "format": "the whole text has the exact layout" if info["format_ok"]
-        else "layout differs from <think>\\n<type>…</type>\\n<table>…</table>…</think>\\n<answer>…</answer> (nothing after)",
-        "count": "every tag exactly once" if not off_counts
-        else "not exactly once: " + ", ".join(f"{tag!r} x{n}" for tag, n in off_counts.items()),
-        "accuracy": "no <answer> block" if info["answer"] is None
-        else f"answer {info['answer']!r} vs label {row.get('label')!r}: "
-        + ("match" if info["answer_matches_label"] else "no match"),
-        "length": f"reasoning of {info['reasoning_chars']} characters (bonus for 71-250), {info['steps']} step marker(s)",
-        "chart_type": f"type {info['type']!r} vs {row.get('chart_type')!r}",
-        "table_style": table_text,
-        "process": f"steps {_short(info['process_text'], 70)!r} vs the reference reasoning"
-        if info["process_text"] else "no text between </table> and </think>",
-    }
-    rows = [
-        {"reward": name, "score": round(float(scores[name]), 3),
-         "max": "open" if REWARD_MAXIMA[name] is None else REWARD_MAXIMA[name], "what it read": read[name]}
-        for name in REWARDS
-    ]
-    rows.append({"reward": "total", "score": round(float(scores["total"]), 3), "max": "", "what it read": ""})
-    return pd.DataFrame(rows)
-
-
 def write_demo_batch(path: str | os.PathLike, n: int = 8, seed: int = 0) -> Path:
     """Write a JSONL batch to score: every :func:`example_completions` variant of ``n`` synthetic rows.
 
@@ -511,13 +375,14 @@ def write_demo_batch(path: str | os.PathLike, n: int = 8, seed: int = 0) -> Path
     Returns:
         The file written.
     """
+    from . import inspection
     from .data import make_synthetic_rows
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as out:
         for index, row in enumerate(make_synthetic_rows(n, seed=seed, render=False)):
-            for variant, completion in example_completions(row).items():
+            for variant, completion in inspection.example_completions(row).items():
                 record = {"example": index, "variant": variant, "completion": completion,
                           **{name: row[name] for name in ("label", "chart_type", "table", "reasoning")}}
                 out.write(json.dumps(record) + "\n")
@@ -553,10 +418,10 @@ def score_jsonl(path: str | os.PathLike):
     Returns:
         A DataFrame: ``example``/``variant`` when the file has them, one column per reward, ``total``.
     """
-    from .rewards import score_completions
+    from .inspection import reward_columns, score_completions
 
     records = read_completions(path)
-    table = score_completions([record["completion"] for record in records], **_columns(records))
+    table = score_completions([record["completion"] for record in records], **reward_columns(records))
     for position, name in enumerate(name for name in ("example", "variant") if name in records[0]):
         table.insert(position, name, [record.get(name) for record in records])
     return table
@@ -588,7 +453,7 @@ def samples_frame(run_dir_or_file: str | os.PathLike, steps: int = 2):
     """The sample completions of the last ``steps`` sampled steps, with their rewards (a DataFrame)."""
     import pandas as pd
 
-    from .plots import load_samples
+    from .runfiles import load_samples
 
     records = load_samples(run_dir_or_file)
     kept = sorted({record["step"] for record in records})[-steps:]

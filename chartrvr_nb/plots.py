@@ -1,4 +1,4 @@
-"""Figures for notebooks and reports: training curves from a run directory's logs, eval plots.
+"""Figures drawn from data handed to them: training curves, reward histograms, evaluation plots.
 
 Every plotting function returns a :class:`matplotlib.figure.Figure` built without pyplot,
 so it works headless (Agg, papermill, CI), shows once when it is a cell's last expression in
@@ -7,95 +7,15 @@ Jupyter/Colab, and saves with ``fig.savefig(path)``. matplotlib is imported insi
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-METRICS_FILE = "metrics.jsonl"
-SAMPLES_FILE = "samples.jsonl"
+from .inspection import shorten
+
 _REWARD_MEAN = re.compile(r"^rewards/(.+)/mean$")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    """JSON objects, one per line; a line cut short by a killed process is skipped with a warning."""
-    records, broken = [], 0
-    with open(path, encoding="utf-8") as lines:
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                broken += 1
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    if broken:
-        warnings.warn(f"Skipped {broken} unreadable line(s) in {path} (a write cut short by a crash).", stacklevel=3)
-    return records
-
-
-def _log_file(run_dir_or_file: str | os.PathLike, name: str) -> Path:
-    path = Path(run_dir_or_file)
-    if path.is_dir():
-        path = path / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No {name} at {path}. Pass the training run directory (the --output-dir of a GRPO run) "
-            f"or the {name} file itself."
-        )
-    return path
-
-
-def load_metrics(run_dir_or_file: str | os.PathLike) -> list[dict]:
-    """A run's logged metrics, one record per optimizer step, in step order.
-
-    A resumed run appends to the same ``metrics.jsonl`` and re-logs the steps after its last
-    checkpoint, and the end-of-training summary shares the last step; so records of one step
-    are merged, the later value of each key winning. The curve is one continuous line.
-
-    Args:
-        run_dir_or_file: the run directory or its ``metrics.jsonl``.
-
-    Returns:
-        A list of dicts, each with ``"step"`` and the Trainer/TRL keys logged at that step.
-    """
-    by_step: dict[int, dict] = {}
-    for record in _read_jsonl(_log_file(run_dir_or_file, METRICS_FILE)):
-        if isinstance(record.get("step"), int):
-            by_step.setdefault(record["step"], {}).update(record)
-    return [by_step[step] for step in sorted(by_step)]
-
-
-def load_samples(run_dir_or_file: str | os.PathLike) -> list[dict]:
-    """Sample completions with their rewards (``samples.jsonl``), in step order.
-
-    When a resumed run logged a step again, only its latest block of samples is kept. A block
-    ends where the step changes, or where the optional ``"run"`` field (an id of the training
-    process that wrote the row) changes: without it, a resumed run that re-logs the very step
-    the crashed run logged last cannot be told apart from it.
-
-    Args:
-        run_dir_or_file: the run directory or its ``samples.jsonl``.
-
-    Returns:
-        A list of dicts with ``step``, ``prompt``, ``completion``, ``label`` and ``rewards``.
-    """
-    groups: dict[int, list[dict]] = {}
-    previous = None
-    for record in _read_jsonl(_log_file(run_dir_or_file, SAMPLES_FILE)):
-        step = record.get("step")
-        if not isinstance(step, int):
-            continue
-        if (step, record.get("run")) != previous:
-            groups[step] = []  # a new block replaces an earlier block of the same step
-            previous = (step, record.get("run"))
-        groups[step].append(record)
-    return [row for step in sorted(groups) for row in groups[step]]
 
 
 def _moving_average(values: list[float], window: int) -> list[float]:
@@ -156,22 +76,12 @@ def _title(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
-def _short(text: Any, limit: int) -> str:
-    """``text`` on one line, cut to ``limit`` characters.
-
-    Example:
-        >>> _short("a\\nb  c", 10), _short("abcdefghijkl", 6)
-        ('a b c', 'abcde…')
-    """
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def plot_reward_curves(
-    run_dir_or_file: str | os.PathLike,
+    records: Sequence[Mapping[str, Any]],
     rewards: list[str] | None = None,
     smooth: int | None = None,
     title: str | None = None,
+    run_name: str | None = None,
 ):
     """One panel per reward (mean with a +-std band), plus total reward and training health.
 
@@ -180,18 +90,20 @@ def plot_reward_curves(
     (``frac_reward_zero_std``: those groups give GRPO no learning signal).
 
     Args:
-        run_dir_or_file: the run directory or its ``metrics.jsonl``.
+        records: the run's metrics, one dict per step (``runfiles.load_metrics(run_dir)``).
         rewards: reward names to show (``"format"``, ``"format_reward"``); None for all.
         smooth: moving-average window in steps; None picks about 1/50 of the run, 1 disables.
-        title: figure title; defaults to the run directory's name.
+        title: figure title; defaults to "GRPO training: <run_name> (to step N)".
+        run_name: the run's name for the default title.
 
     Returns:
         A matplotlib Figure.
     """
     from matplotlib.figure import Figure
 
-    source = Path(run_dir_or_file)
-    records = load_metrics(source)
+    records = list(records)
+    if not records:
+        raise ValueError("No metrics to plot yet: the run has not logged a step.")
     if smooth is None:
         smooth = max(1, len(records) // 50)
     panels = []  # (title, mean key, band, y label); band is ("std", key) or ("range", low key, high key)
@@ -210,7 +122,7 @@ def plot_reward_curves(
     if not panels:
         keys = sorted({key for record in records for key in record})
         raise ValueError(
-            f"No reward metrics in {source}: expected GRPO keys such as 'reward' or 'rewards/<name>/mean', "
+            "No reward metrics in the records: expected GRPO keys such as 'reward' or 'rewards/<name>/mean', "
             f"found {keys}."
         )
 
@@ -246,8 +158,8 @@ def plot_reward_curves(
             ax.legend(fontsize="small", loc="best")  # the other panels repeat the first one's key
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    run_name = source.name if source.is_dir() else source.parent.name
-    figure.suptitle(title or f"GRPO training: {run_name} (to step {records[-1]['step']})")
+    run = f": {run_name}" if run_name else ""
+    figure.suptitle(title or f"GRPO training{run} (to step {records[-1]['step']})")
     return figure
 
 
@@ -275,7 +187,7 @@ def plot_example(row: Mapping[str, Any]):
     ax.set_yticks([])
     ax.set_xlabel(f"{width}x{height} px ({width * height:,} pixels), chart type: {row['chart_type']}")
     question = "\n".join(textwrap.wrap(f"Q: {row['query']}", 70))
-    ax.set_title(f"{question}\nlabel: {_short(row['label'], 60)}", fontsize=10)
+    ax.set_title(f"{question}\nlabel: {shorten(row['label'], 60)}", fontsize=10)
     return figure
 
 
@@ -283,7 +195,7 @@ def plot_reward_histograms(scores, bins: int = 12):
     """One histogram per reward (and the total) over a scored batch.
 
     Args:
-        scores: a DataFrame from :func:`chartrvr_nb.notebooks.score_jsonl` or ``rewards.score_completions``.
+        scores: a DataFrame from :func:`chartrvr_nb.notebooks.score_jsonl` or ``inspection.score_completions``.
         bins: histogram bins.
 
     Returns:
@@ -319,33 +231,30 @@ def plot_reward_histograms(scores, bins: int = 12):
 # --------------------------------------------------------------------------------------------
 
 
-def plot_benchmark_accuracy(summary_or_table, title: str | None = None):
+_TABLE_COLUMNS = ("benchmark", "metric", "n", "ours", "vs paper")  # the rest are the paper's models
+
+
+def plot_benchmark_accuracy(table, title: str | None = None):
     """Grouped bars per benchmark: our headline accuracy beside the paper's numbers.
 
     Args:
-        summary_or_table: a ``results_table`` DataFrame (:func:`chartrvr_nb.evaluate.results_table`),
-            a ``summary.json`` dict, an ``EvaluationResult``, or a list / dict of them.
+        table: a results table (``eval_results.results_table``): one row per reported number,
+            the first of each benchmark its headline, with ``ours`` and one column per paper model.
         title: figure title.
 
     Returns:
-        A matplotlib Figure: one group per benchmark with bars for ours, Qwen2.5-VL-3B (direct)
-        and Chart-RVR-3B where the paper reports a number, each bar labelled with its value.
+        A matplotlib Figure: one group per benchmark with bars for ours and for each of the paper's
+        models where it reports a number, each bar labelled with its value.
     """
     from matplotlib.figure import Figure
 
-    from .benchmarks import CHART_RVR, QWEN_DIRECT
-    from .evaluate import results_table
-
-    table = summary_or_table
-    if hasattr(table, "summary") and not hasattr(table, "columns"):
-        table = table.summary
-    if not hasattr(table, "columns"):
-        table = results_table(table)
     if table.empty:
         raise ValueError("Nothing to plot: the results table is empty; evaluate at least one benchmark first.")
     headline = table.groupby("benchmark", sort=False).head(1)  # the first row of each benchmark is its headline
-    series = [("ours", "ours", "C0"), (QWEN_DIRECT, f"paper: {QWEN_DIRECT}", "C7"),
-              (CHART_RVR, f"paper: {CHART_RVR}", "C1")]
+    paper_models = [column for column in table.columns if column not in _TABLE_COLUMNS]
+    series = [("ours", "ours", "C0")] + [
+        (column, f"paper: {column}", color) for column, color in zip(paper_models, ("C7", "C1", "C2", "C3"))
+    ]
     series = [s for s in series if s[0] in headline and headline[s[0]].notna().any()]
     width = 0.8 / len(series)
     figure = Figure(figsize=(max(5.0, 1.6 * len(headline) + 2.0), 4.0), layout="constrained")
@@ -374,10 +283,9 @@ def plot_mistakes(predictions, n: int = 8, columns: int = 4, title: str | None =
     """A gallery of wrong answers: the chart, the question, gold vs predicted, and the reasoning.
 
     Args:
-        predictions: prediction records (``EvaluationResult.predictions``, an
-            ``EvaluationResult``, or the path of a ``predictions.jsonl``). Records from memory
-            carry the chart image of the first wrong answers; from a file, or past those, the
-            panel shows the text only.
+        predictions: prediction records (``EvaluationResult.predictions``, an ``EvaluationResult``,
+            or ``eval_results.read_predictions(path)``). Records from memory carry the chart image
+            of the first wrong answers; from a file, or past those, the panel shows the text only.
         n: at most this many wrong answers, in evaluation order.
         columns: panels per row.
         title: figure title.
@@ -391,8 +299,6 @@ def plot_mistakes(predictions, n: int = 8, columns: int = 4, title: str | None =
 
     if hasattr(predictions, "predictions"):
         predictions = predictions.predictions
-    if isinstance(predictions, (str, os.PathLike)):
-        predictions = _read_jsonl(Path(predictions))
     records = list(predictions)
     wrong = [record for record in records if not record.get("correct")][: max(0, n)]
     if not wrong:
@@ -420,11 +326,11 @@ def plot_mistakes(predictions, n: int = 8, columns: int = 4, title: str | None =
             ax.text(0.5, 0.5, "(image not kept)", ha="center", va="center", color="gray", transform=ax.transAxes)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title("\n".join(textwrap.wrap(_short(record.get("question", ""), 110), 42)), fontsize=7)
-        caption = [f"gold: {_short(record.get('answer', ''), 40)}",
-                   f"predicted: {_short(record.get('prediction') or '(none)', 40)}"]
+        ax.set_title("\n".join(textwrap.wrap(shorten(record.get("question", ""), 110), 42)), fontsize=7)
+        caption = [f"gold: {shorten(record.get('answer', ''), 40)}",
+                   f"predicted: {shorten(record.get('prediction') or '(none)', 40)}"]
         if record.get("reasoning"):
-            caption += textwrap.wrap("reasoning: " + _short(record["reasoning"], 180), 50)
+            caption += textwrap.wrap("reasoning: " + shorten(record["reasoning"], 180), 50)
         ax.set_xlabel("\n".join(caption), fontsize=7, loc="left")
     for ax in axes[len(wrong):]:
         ax.set_visible(False)

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 from .models import MODEL_REGISTRY
 
-TRAIN_DATASET = "sanchit97/chart-rvr-grpo-train"
-TRAIN_DATASET_ROWS = 34_194
+# The paper's training set and its size. It is ``data.TRAIN_DATASET``, written out here because
+# presets are plain data and import no data code (a test checks that the two agree).
+PAPER_TRAIN_DATA = "sanchit97/chart-rvr-grpo-train"
+PAPER_TRAIN_ROWS = 34_194
 PAPER_MAX_PIXELS = 320 * 28 * 28
 
 
@@ -29,7 +31,7 @@ class Preset:
 
     name: str = "paper"
     model: str = "qwen2-5-3b"
-    train_data: str = TRAIN_DATASET  # a hub id, a local path, or "synthetic"
+    train_data: str = PAPER_TRAIN_DATA  # a hub id, a local path, or "synthetic"
     subset_size: int | None = None  # None: every row of the training set
     num_epochs: int = 4
     num_generations: int = 4
@@ -102,7 +104,7 @@ class Preset:
         """Training rows the run will use."""
         if self.subset_size is not None:
             return self.subset_size
-        return TRAIN_DATASET_ROWS if self.train_data == TRAIN_DATASET else 0
+        return PAPER_TRAIN_ROWS if self.train_data == PAPER_TRAIN_DATA else 0
 
     def output_dir(self) -> str:
         """The seed's run directory: ``grpo-start-ckpts/<model>-prm-large-train-v2-<seed>``."""

@@ -7,17 +7,12 @@ adapter. Re-running the same call after a crash or a Colab disconnect continues 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from .presets import Preset
-
-METRICS_FILE = "metrics.jsonl"
-SAMPLES_FILE = "samples.jsonl"
-RUN_CONFIG_FILE = "run_config.json"
-ADAPTER_DIR = "adapter"
+from .runfiles import ADAPTER_DIR, METRICS_FILE, SAMPLES_FILE, append_jsonl, read_run_config, write_run_config
 
 # Fields that may change between the first run and a resumed one without changing what is trained.
 _RESUMABLE_CHANGES = {"save_steps", "save_total_limit", "logging_steps", "sample_every", "use_vllm", "torch_compile", "eval_dataset"}
@@ -107,10 +102,9 @@ def grpo_config(preset: Preset, output_dir: str | Path, max_steps: int | None = 
 
 def _check_run_config(output_dir: Path, preset: Preset) -> None:
     """Refuse to resume a run directory that was started with a different configuration."""
-    path = output_dir / RUN_CONFIG_FILE
-    if not path.is_file():
+    previous = read_run_config(output_dir)
+    if previous is None:
         return
-    previous = json.loads(path.read_text())
     current = preset.to_dict()
     changed = sorted(
         k for k in current
@@ -132,9 +126,7 @@ def _make_callbacks(output_dir: Path):
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
-                record = {"step": state.global_step, **logs}
-                with open(output_dir / METRICS_FILE, "a") as handle:
-                    handle.write(json.dumps(record, default=float) + "\n")
+                append_jsonl(output_dir / METRICS_FILE, [{"step": state.global_step, **logs}])
 
     return [MetricsFileCallback()]
 
@@ -163,17 +155,17 @@ def _trainer_class():
             ):
                 self._last_sampled_step = step
                 values = rewards_per_func.detach().float().cpu().tolist()
-                with open(self._samples_path, "a") as handle:
-                    for example, completion, row in zip(inputs, completions, values):
-                        record = {
-                            "step": step,
-                            "query": example.get("query"),
-                            "label": example.get("label"),
-                            "chart_type": example.get("chart_type"),
-                            "completion": completion_text(completion),
-                            "rewards": dict(zip(self.reward_func_names, row)),
-                        }
-                        handle.write(json.dumps(record, default=str) + "\n")
+                append_jsonl(self._samples_path, (
+                    {
+                        "step": step,
+                        "query": example.get("query"),
+                        "label": example.get("label"),
+                        "chart_type": example.get("chart_type"),
+                        "completion": completion_text(completion),
+                        "rewards": dict(zip(self.reward_func_names, row)),
+                    }
+                    for example, completion, row in zip(inputs, completions, values)
+                ))
             return rewards_per_func
 
     return ChartRVRTrainer
@@ -217,7 +209,7 @@ def train(
     if resume_from is None:
         for stale in (METRICS_FILE, SAMPLES_FILE):  # a fresh run starts fresh logs
             (output_dir / stale).unlink(missing_ok=True)
-    (output_dir / RUN_CONFIG_FILE).write_text(json.dumps(preset.to_dict(), indent=2) + "\n")
+    write_run_config(output_dir, preset.to_dict())
 
     dataset = load_train_dataset(preset.train_data, subset_size=preset.subset_size, seed=preset.seed)
     dataset = prepare_grpo_dataset(dataset, max_pixels=preset.max_pixels)  # resizes each image once

@@ -166,13 +166,13 @@ def reward_inspector(row: dict, completions: dict[str, str] | None = None):
 
     Args:
         row: a training example (``label``, ``chart_type``, ``table``, ``reasoning``).
-        completions: starting texts by name (default :func:`chartrvr_nb.notebooks.example_completions`).
+        completions: starting texts by name (default :func:`chartrvr_nb.inspection.example_completions`).
 
     Returns:
         Interactive: the widget (a dropdown of starting texts, a text area, the explanation).
         Headless: a DataFrame scoring every starting text with the seven rewards.
     """
-    from .notebooks import example_completions, explain_completion, score_examples, text_table
+    from .inspection import example_completions, explain_completion, score_examples
 
     completions = completions or example_completions(row)
     if not is_interactive():
@@ -224,9 +224,10 @@ def _live_curves_class() -> type:
 
         def _redraw(self) -> None:
             from .plots import plot_reward_curves
+            from .runfiles import load_metrics
 
             try:
-                figure = plot_reward_curves(self.run_dir, rewards=self.rewards)
+                figure = plot_reward_curves(load_metrics(self.run_dir), rewards=self.rewards, run_name=self.run_dir.name)
             except (FileNotFoundError, ValueError):
                 return  # nothing logged yet: the next event tries again
             if self._handle is None:
@@ -270,3 +271,12 @@ def __getattr__(name: str):
     if name == "LiveRewardCurves":
         return _live_curves_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def text_table(frame, *text_columns: str, decimals: int = 3):
+    """``frame`` styled for reading: the given text columns left-aligned with their line breaks,
+    numbers rounded, no index (a pandas Styler; display it as a cell's last expression).
+    """
+    wrapped = {"text-align": "left", "white-space": "pre-wrap", "font-family": "monospace", "min-width": "24em"}
+    styler = frame.style.format(precision=decimals, escape="html").hide(axis="index")  # show <tags> as text
+    return styler.set_properties(subset=list(text_columns), **wrapped) if text_columns else styler

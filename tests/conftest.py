@@ -13,6 +13,6 @@ import pytest
 def tiny_model_dir():
     """The tiny Qwen2.5-VL folder, built on first use into the cache (``$CHARTRVR_NB_CACHE`` or
     ``~/.cache/chartrvr_nb``) and reused by later sessions, as a user's smoke run reuses it."""
-    from chartrvr_nb.models import build_tiny_model
+    from chartrvr_nb.tiny import build_tiny_model
 
     return build_tiny_model()

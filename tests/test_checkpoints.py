@@ -23,8 +23,8 @@ from chartrvr_nb.checkpoints import (
     is_complete_checkpoint,
     newest_complete_checkpoint,
     prepare_resume,
-    preset_from_run,
 )
+from chartrvr_nb.runfiles import preset_from_run
 from chartrvr_nb.presets import get_preset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

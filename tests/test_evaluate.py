@@ -27,17 +27,9 @@ from chartrvr_nb.benchmarks import (
     subset_mean,
     yes_no_score,
 )
-from chartrvr_nb.evaluate import (
-    generate_answers,
-    load_examples,
-    load_image,
-    paired_bootstrap,
-    parse_reply,
-    read_predictions,
-    resolve_adapter,
-    results_table,
-    run_evaluation,
-)
+from chartrvr_nb.benchmark_data import load_examples, load_image
+from chartrvr_nb.eval_results import paired_bootstrap, read_predictions, results_table
+from chartrvr_nb.evaluate import generate_answers, parse_reply, resolve_adapter, run_evaluation
 
 PREDICTION_FIELDS = {"id", "subset", "question", "answer", "prediction", "reasoning", "correct", "score"}
 
@@ -560,7 +552,7 @@ def test_plot_benchmark_accuracy_draws_ours_beside_the_paper():
         {"benchmark": "chartbench", "model": "qwen2-5-3b", "adapter": "a", "n": 8, "accuracy": 60.0,
          "acc_plus": 40.0, "headline": "accuracy", "headline_value": 60.0},
     ]
-    figure = plot_benchmark_accuracy(summaries)
+    figure = plot_benchmark_accuracy(results_table(summaries))
     ax = figure.axes[0]
     assert ax.get_ylabel() == "accuracy (%)" and ax.get_xlabel() == "benchmark" and ax.get_title()
     heights = sorted(round(patch.get_height(), 2) for patch in ax.patches)
@@ -586,4 +578,4 @@ def test_plot_mistakes_shows_only_wrong_answers(tmp_path):
 
     path = tmp_path / "predictions.jsonl"
     path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "image"}) + "\n" for r in records[:1]))
-    assert "No wrong answers" in plot_mistakes(path).axes[0].texts[0].get_text()
+    assert "No wrong answers" in plot_mistakes(read_predictions(path)).axes[0].texts[0].get_text()

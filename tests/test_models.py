@@ -5,18 +5,17 @@ import json
 import pytest
 
 from chartrvr_nb import models
+from chartrvr_nb import tiny as tiny_module
 from chartrvr_nb.models import (
-    QWEN2_5_ADDED_TOKENS,
-    build_tiny_model,
     count_parameters,
     load_model_and_processor,
     meta_lora_parameter_counts,
     paper_lora_config,
     qwen2_5_vl_3b_config,
     resolve_model,
-    tiny_model_dir,
     trainable_params_line,
 )
+from chartrvr_nb.tiny import QWEN2_5_ADDED_TOKENS, build_tiny_model, tiny_model_dir
 from chartrvr_nb.prompts import SYSTEM_PROMPT, build_messages
 
 
@@ -45,7 +44,7 @@ def one_thread():
 def chart_rows():
     from chartrvr_nb.data import make_synthetic_rows
 
-    return make_synthetic_rows(8, seed=11, max_pixels=models.TINY_MAX_PIXELS)
+    return make_synthetic_rows(8, seed=11, max_pixels=tiny_module.TINY_MAX_PIXELS)
 
 
 def test_registry_names_resolve_to_hub_ids_and_unknown_names_list_the_valid_ones():
@@ -57,10 +56,10 @@ def test_registry_names_resolve_to_hub_ids_and_unknown_names_list_the_valid_ones
 
 def test_tiny_model_dir_follows_argument_then_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("CHARTRVR_NB_CACHE", str(tmp_path / "env"))
-    assert tiny_model_dir() == tmp_path / "env" / models.TINY_MODEL_VERSION
-    assert tiny_model_dir(tmp_path / "arg") == tmp_path / "arg" / models.TINY_MODEL_VERSION
+    assert tiny_model_dir() == tmp_path / "env" / tiny_module.TINY_MODEL_VERSION
+    assert tiny_model_dir(tmp_path / "arg") == tmp_path / "arg" / tiny_module.TINY_MODEL_VERSION
     monkeypatch.delenv("CHARTRVR_NB_CACHE")
-    assert tiny_model_dir().parts[-3:] == (".cache", "chartrvr_nb", models.TINY_MODEL_VERSION)
+    assert tiny_model_dir().parts[-3:] == (".cache", "chartrvr_nb", tiny_module.TINY_MODEL_VERSION)
 
 
 def test_tiny_model_is_a_quarter_million_parameter_qwen2_5_vl(tiny, tiny_model_dir):
@@ -118,7 +117,7 @@ def test_prompt_with_image_expands_to_one_pad_token_per_merged_patch_and_generat
     )
     image_tokens = int((inputs["input_ids"] == model.config.image_token_id).sum())
     assert image_tokens == int(inputs["image_grid_thw"].prod()) // 4
-    assert image_tokens * 4 * 14 * 14 <= models.TINY_MAX_PIXELS
+    assert image_tokens * 4 * 14 * 14 <= tiny_module.TINY_MAX_PIXELS
     with torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=5, do_sample=False)
     assert output.shape[1] > inputs["input_ids"].shape[1]
@@ -152,7 +151,7 @@ def test_load_model_and_processor_loads_tiny_in_fp32_on_cpu_with_the_pixel_budge
     assert model.dtype == (models.default_dtype() if torch.cuda.is_available() else torch.float32)
     assert processor.image_processor.size["longest_edge"] == 112 * 112
     _, default_processor = load_model_and_processor("tiny")
-    assert default_processor.image_processor.size["longest_edge"] == models.TINY_MAX_PIXELS
+    assert default_processor.image_processor.size["longest_edge"] == tiny_module.TINY_MAX_PIXELS
 
 
 def test_uncached_hub_model_offline_says_how_to_get_it():
@@ -179,20 +178,20 @@ def test_build_is_atomic_and_reused(monkeypatch, tmp_path):
     def complete(folder):
         calls.append(folder)
         (folder / "model.safetensors").write_text("weights")
-        (folder / "build_info.json").write_text(json.dumps({"recipe": models._tiny_recipe()}))
+        (folder / "build_info.json").write_text(json.dumps({"recipe": tiny_module._tiny_recipe()}))
 
-    monkeypatch.setattr(models, "_build_tiny_model_into", broken)
+    monkeypatch.setattr(tiny_module, "_build_tiny_model_into", broken)
     with pytest.raises(KeyboardInterrupt):
         build_tiny_model(tmp_path)
     assert list(tmp_path.iterdir()) == []  # no half model, no leftover staging folder
 
-    monkeypatch.setattr(models, "_build_tiny_model_into", complete)
+    monkeypatch.setattr(tiny_module, "_build_tiny_model_into", complete)
     target = build_tiny_model(tmp_path)
     assert target == tiny_model_dir(tmp_path) and (target / "model.safetensors").read_text() == "weights"
     assert build_tiny_model(tmp_path) == target and len(calls) == 1
     build_tiny_model(tmp_path, force=True)
     assert len(calls) == 2 and [p.name for p in tmp_path.iterdir()] == [target.name]
-    monkeypatch.setattr(models, "WARM_START_STEPS", models.WARM_START_STEPS + 1)  # a changed recipe
+    monkeypatch.setattr(tiny_module, "WARM_START_STEPS", tiny_module.WARM_START_STEPS + 1)  # a changed recipe
     build_tiny_model(tmp_path)
     assert len(calls) == 3
 

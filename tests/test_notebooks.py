@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chartrvr_nb import notebooks, widgets
+from chartrvr_nb import inspection, notebooks, widgets
 from chartrvr_nb.answers import relaxed_match
 from chartrvr_nb.presets import get_preset
 
@@ -209,7 +209,7 @@ def synthetic_row():
 def test_reward_inspector_headless_scores_every_starting_completion(monkeypatch, synthetic_row):
     monkeypatch.setattr(widgets, "is_interactive", lambda: False)
     table = widgets.reward_inspector(synthetic_row)
-    assert list(table.index) == list(notebooks.example_completions(synthetic_row))
+    assert list(table.index) == list(inspection.example_completions(synthetic_row))
     assert table.loc["correct", "format"] == 2.0 and table.loc["correct", "accuracy"] == 1.0
     assert table.loc["correct", "total"] == table["total"].max()
 
@@ -219,7 +219,7 @@ def test_reward_inspector_widget_loads_the_picked_completion(monkeypatch, synthe
 
     monkeypatch.setattr(widgets, "is_interactive", lambda: True)
     completions = {"first": "<answer>1</answer>", "second": "<answer>2</answer>"}
-    monkeypatch.setattr("chartrvr_nb.notebooks.explain_completion", lambda text, row: notebooks.table_frame(
+    monkeypatch.setattr("chartrvr_nb.inspection.explain_completion", lambda text, row: notebooks.table_frame(
         {"columns": ["text"], "rows": [[text]]}))
     box = widgets.reward_inspector(synthetic_row, completions)
     assert isinstance(box, ipywidgets.VBox)
@@ -286,9 +286,9 @@ CHEAP_REWARDS = ["format", "count", "accuracy", "length", "chart_type", "table_s
 
 
 def test_each_broken_completion_fails_the_reward_it_targets(synthetic_row):
-    from chartrvr_nb.rewards import score_completions
+    from chartrvr_nb.inspection import score_completions
 
-    completions = notebooks.example_completions(synthetic_row)
+    completions = inspection.example_completions(synthetic_row)
     columns = {name: [synthetic_row[name]] * len(completions) for name in ("label", "chart_type", "table")}
     scores = score_completions(list(completions.values()), rewards=CHEAP_REWARDS, **columns)
     scores.index = list(completions)
@@ -308,19 +308,19 @@ def test_each_broken_completion_fails_the_reward_it_targets(synthetic_row):
 @given(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e9, max_value=1e9))
 def test_wrong_answer_never_matches_a_numeric_label(value):
     label = repr(value)
-    assert not relaxed_match(notebooks._wrong_answer(label), label)
+    assert not relaxed_match(inspection._wrong_answer(label), label)
 
 
 def test_explain_completion_says_what_each_reward_read(synthetic_row):
-    completions = notebooks.example_completions(synthetic_row)
-    table = notebooks.explain_completion(completions["broken table JSON"], synthetic_row)
+    completions = inspection.example_completions(synthetic_row)
+    table = inspection.explain_completion(completions["broken table JSON"], synthetic_row)
     assert table["reward"].tolist() == ["format", "count", "accuracy", "length", "chart_type", "table_style",
                                         "process", "total"]
     read = dict(zip(table["reward"], table["what it read"]))
     assert read["table_style"] == "no <table> block that parses as JSON"
     assert read["accuracy"].endswith(": match")
     assert table["score"].iloc[-1] == pytest.approx(table["score"].iloc[:-1].sum(), abs=0.01)
-    assert "pre-wrap" in notebooks.text_table(table, "what it read").to_html()
+    assert "pre-wrap" in widgets.text_table(table, "what it read").to_html()
 
 
 def test_demo_batch_round_trips_through_score_jsonl(tmp_path):

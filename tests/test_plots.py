@@ -9,14 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from chartrvr_nb.plots import (
-    load_metrics,
-    load_samples,
-    plot_example,
-    plot_reward_curves,
-    plot_reward_histograms,
-    reward_names,
-)
+from chartrvr_nb.plots import plot_example, plot_reward_curves, plot_reward_histograms, reward_names
+from chartrvr_nb.runfiles import load_metrics, load_samples
 
 REWARDS = ("format", "count", "accuracy", "length", "chart_type", "table_style", "process")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +65,7 @@ def test_load_metrics_keeps_one_record_per_step_the_latest(resumed_run):
 
 @pytest.mark.filterwarnings("ignore:Skipped 1 unreadable line")
 def test_reward_curves_render_one_point_per_step(resumed_run, tmp_path):
-    figure = plot_reward_curves(resumed_run, smooth=1)
+    figure = plot_reward_curves(load_metrics(resumed_run), smooth=1, run_name=resumed_run.name)
     visible = [ax for ax in figure.axes if ax.get_visible()]
     titles = [ax.get_title() for ax in visible]
     assert titles[0] == "Total reward"
@@ -91,7 +85,7 @@ def test_reward_curves_render_one_point_per_step(resumed_run, tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Skipped 1 unreadable line")
 def test_smoothing_keeps_the_raw_curve_and_the_std_band(resumed_run):
-    figure = plot_reward_curves(resumed_run / "metrics.jsonl", rewards=["format", "accuracy_reward"], smooth=5)
+    figure = plot_reward_curves(load_metrics(resumed_run / "metrics.jsonl"), rewards=["format", "accuracy_reward"], smooth=5)
     titles = [ax.get_title() for ax in figure.axes if ax.get_visible()]
     assert titles[:3] == ["Total reward", "Format reward", "Accuracy reward"]
     format_ax = figure.axes[1]
@@ -104,7 +98,7 @@ def test_smoothing_keeps_the_raw_curve_and_the_std_band(resumed_run):
 @pytest.mark.filterwarnings("ignore:Skipped 1 unreadable line")
 def test_unknown_reward_names_the_logged_ones(resumed_run):
     with pytest.raises(ValueError, match="No reward named 'fluency'.*format_reward"):
-        plot_reward_curves(resumed_run, rewards=["fluency"])
+        plot_reward_curves(load_metrics(resumed_run), rewards=["fluency"])
 
 
 def test_a_log_without_rewards_or_a_missing_file_says_what_is_wrong(tmp_path):
@@ -112,7 +106,7 @@ def test_a_log_without_rewards_or_a_missing_file_says_what_is_wrong(tmp_path):
         load_metrics(tmp_path)
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.5}) + "\n")
     with pytest.raises(ValueError, match="No reward metrics"):
-        plot_reward_curves(tmp_path)
+        plot_reward_curves(load_metrics(tmp_path))
 
 
 def test_load_samples_keeps_the_latest_block_of_a_relogged_step(resumed_run):
@@ -134,7 +128,8 @@ def test_plots_render_headless_without_pyplot(resumed_run, tmp_path):
         "import sys, warnings\n"
         "warnings.simplefilter('ignore')\n"
         "from chartrvr_nb.plots import plot_reward_curves\n"
-        f"plot_reward_curves({str(resumed_run)!r}).savefig({str(tmp_path / 'headless.png')!r})\n"
+        "from chartrvr_nb.runfiles import load_metrics\n"
+        f"plot_reward_curves(load_metrics({str(resumed_run)!r})).savefig({str(tmp_path / 'headless.png')!r})\n"
         "print('matplotlib.pyplot' in sys.modules)\n"
     )
     env = {"PATH": "", "HOME": str(tmp_path), "MPLBACKEND": "Agg"}

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from chartrvr_nb.presets import PRESETS, TRAIN_DATASET_ROWS, Preset, get_preset
+from chartrvr_nb.presets import PAPER_TRAIN_DATA, PAPER_TRAIN_ROWS, PRESETS, Preset, get_preset
 
 SEED_TABLE = {  # preset: (samples, epochs, generations, batch, gradient checkpointing, model)
     "paper": (34_194, 4, 4, 2, True, "qwen2-5-3b"),
@@ -33,7 +33,13 @@ def test_paper_fixed_settings():
     assert (paper.max_prompt_length, paper.max_completion_length, paper.save_steps) == (4096, 768, 500)
     assert paper.max_pixels == 320 * 28 * 28 and paper.seed == 2025
     assert paper.output_dir() == "grpo-start-ckpts/qwen2-5-3b-prm-large-train-v2-2025"
-    assert paper.num_samples == TRAIN_DATASET_ROWS
+    assert paper.num_samples == PAPER_TRAIN_ROWS
+
+
+def test_presets_name_the_training_set_that_data_loads_by_default():
+    from chartrvr_nb.data import TRAIN_DATASET
+
+    assert PRESETS["paper"].train_data == PAPER_TRAIN_DATA == TRAIN_DATASET
 
 
 def test_only_colab_t4_quantises_and_only_smoke_runs_without_gpu():

@@ -16,12 +16,11 @@ from chartrvr_nb.rewards import (
     chart_type_reward,
     count_reward,
     format_reward,
-    inspect_completion,
     length_reward,
     process_reward,
-    score_completions,
     table_style_reward,
 )
+from chartrvr_nb.inspection import inspect_completion, score_completions
 
 TABLE = {"columns": ["Year", "Sales"], "rows": [["2020", "3"], ["2021", "5"]]}
 REASONING = "<step-1>: Sales in 2021 are 5. <step-2>: Sales in 2020 are 3. <step-3>: The difference is 2."

@@ -78,9 +78,10 @@ def test_drive_holds_complete_checkpoints_and_the_adapter(run):
 
 def test_reward_curves_render_from_the_real_log(run, tmp_path):
     from chartrvr_nb.plots import plot_reward_curves
+    from chartrvr_nb.runfiles import load_metrics
 
     result, _ = run
-    figure = plot_reward_curves(result.output_dir)
+    figure = plot_reward_curves(load_metrics(result.output_dir))
     figure.savefig(tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     assert len(figure.axes) >= 8  # total + seven rewards

@@ -1,0 +1,153 @@
+"""The files a training run writes into its folder, and how to read them back.
+
+A run folder holds the Trainer's ``checkpoint-<step>`` folders (see :mod:`chartrvr_nb.checkpoints`)
+and three files of ours: ``metrics.jsonl`` (every log event, appended as training goes),
+``samples.jsonl`` (sample completions with their rewards) and ``run_config.json`` (the preset the
+run was started with). Training writes them through this module; plots, notebooks and the CLI read
+them through it, so a resumed run, a crash mid-line or a re-logged step reads the same everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_FILE = "samples.jsonl"
+RUN_CONFIG_FILE = "run_config.json"
+ADAPTER_DIR = "adapter"
+RUN_FILES = (METRICS_FILE, SAMPLES_FILE, RUN_CONFIG_FILE)  # mirrored to Drive beside the checkpoints
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """JSON objects, one per line; a line cut short by a killed process is skipped with a warning."""
+    records, broken = [], 0
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                broken += 1
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    if broken:
+        warnings.warn(f"Skipped {broken} unreadable line(s) in {path} (a write cut short by a crash).", stacklevel=3)
+    return records
+
+
+def _plain(value: Any) -> Any:
+    """A value JSON cannot hold: a number (numpy or torch scalar) as a float, anything else as text."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def append_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> None:
+    """Append one JSON line per record.
+
+    Example:
+        >>> import tempfile, numpy
+        >>> path = Path(tempfile.mkdtemp()) / "log.jsonl"
+        >>> append_jsonl(path, [{"step": 1, "loss": numpy.float32(0.5), "when": Path("x")}])
+        >>> read_jsonl(path)
+        [{'step': 1, 'loss': 0.5, 'when': 'x'}]
+    """
+    with open(path, "a", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, default=_plain) + "\n")
+
+
+def _log_file(run_dir_or_file: str | os.PathLike, name: str) -> Path:
+    path = Path(run_dir_or_file)
+    if path.is_dir():
+        path = path / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No {name} at {path}. Pass the training run directory (the --output-dir of a GRPO run) "
+            f"or the {name} file itself."
+        )
+    return path
+
+
+def load_metrics(run_dir_or_file: str | os.PathLike) -> list[dict]:
+    """A run's logged metrics, one record per optimizer step, in step order.
+
+    A resumed run appends to the same ``metrics.jsonl`` and re-logs the steps after its last
+    checkpoint, and the end-of-training summary shares the last step; so records of one step
+    are merged, the later value of each key winning. The curve is one continuous line.
+
+    Args:
+        run_dir_or_file: the run directory or its ``metrics.jsonl``.
+
+    Returns:
+        A list of dicts, each with ``"step"`` and the Trainer/TRL keys logged at that step.
+    """
+    by_step: dict[int, dict] = {}
+    for record in read_jsonl(_log_file(run_dir_or_file, METRICS_FILE)):
+        if isinstance(record.get("step"), int):
+            by_step.setdefault(record["step"], {}).update(record)
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def load_samples(run_dir_or_file: str | os.PathLike) -> list[dict]:
+    """Sample completions with their rewards (``samples.jsonl``), in step order.
+
+    When a resumed run logged a step again, only its latest block of samples is kept. A block
+    ends where the step changes, or where the optional ``"run"`` field (an id of the training
+    process that wrote the row) changes: without it, a resumed run that re-logs the very step
+    the crashed run logged last cannot be told apart from it.
+
+    Args:
+        run_dir_or_file: the run directory or its ``samples.jsonl``.
+
+    Returns:
+        A list of dicts with ``step``, ``prompt``, ``completion``, ``label`` and ``rewards``.
+    """
+    groups: dict[int, list[dict]] = {}
+    previous = None
+    for record in read_jsonl(_log_file(run_dir_or_file, SAMPLES_FILE)):
+        step = record.get("step")
+        if not isinstance(step, int):
+            continue
+        if (step, record.get("run")) != previous:
+            groups[step] = []  # a new block replaces an earlier block of the same step
+            previous = (step, record.get("run"))
+        groups[step].append(record)
+    return [row for step in sorted(groups) for row in groups[step]]
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The preset fields a run was started with (``run_config.json``), or None before the first start."""
+    path = Path(run_dir) / RUN_CONFIG_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def write_run_config(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> Path:
+    """Write ``run_config.json`` (the preset as a dict) into the run folder."""
+    path = Path(run_dir) / RUN_CONFIG_FILE
+    path.write_text(json.dumps(dict(config), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def preset_from_run(run_dir: str | os.PathLike):
+    """The Preset a run was started with, rebuilt from its ``run_config.json``.
+
+    Raises:
+        FileNotFoundError: the folder has no run_config.json (it is not a training run).
+    """
+    from .presets import get_preset
+
+    config = read_run_config(run_dir)
+    if config is None:
+        raise FileNotFoundError(
+            f"No {RUN_CONFIG_FILE} in {run_dir}: not a training run folder (train() writes it when a run starts). "
+            "Pick a folder listed by checkpoints.find_runs()."
+        )
+    return get_preset(config["name"], **{key: value for key, value in config.items() if key != "name"})

@@ -1,0 +1,161 @@
+"""The package keeps the shape ../shared/ARCHITECTURE.md draws: parts, allowed arrows, no cycles.
+
+Every import counts, including those inside functions (deferred to keep ``import chartrvr_nb``
+light, but dependencies all the same). A new module must be given a part here.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "chartrvr_nb"
+
+PARTS = {
+    "Face": {"cli", "__main__", "__init__"},
+    "Cells": {"notebooks", "widgets"},
+    "Config": {"presets", "env", "estimate"},
+    "Train": {"train", "checkpoints", "runfiles"},
+    "Eval": {"evaluate", "benchmarks", "benchmark_data", "eval_results"},
+    "Models": {"models", "tiny"},
+    "Data": {"data"},
+    "Scoring": {"answers", "rewards", "prompts", "inspection"},
+    "Plots": {"plots"},
+}
+ALLOWED = {  # part -> the other parts it may use
+    "Face": {"Config", "Train", "Eval", "Models", "Scoring", "Cells"},
+    "Cells": {"Config", "Train", "Eval", "Data", "Scoring", "Plots"},
+    "Train": {"Config", "Models", "Data", "Scoring"},
+    "Eval": {"Config", "Models", "Data", "Scoring", "Train"},
+    "Models": {"Data", "Scoring"},
+    "Config": {"Models"},
+    "Data": {"Scoring"},
+    "Plots": {"Scoring"},
+    "Scoring": set(),
+}
+NEVER = {  # spelled out in the document; ALLOWED already excludes them, this names them in failures
+    ("Scoring", "Train"), ("Scoring", "Models"), ("Scoring", "Face"), ("Scoring", "Cells"),
+    ("Train", "Face"), ("Train", "Cells"), ("Train", "Plots"),
+    ("Eval", "Face"), ("Eval", "Cells"), ("Eval", "Plots"),
+    ("Plots", "Train"), ("Plots", "Eval"), ("Plots", "Models"),
+    ("Data", "Train"), ("Data", "Config"),
+    ("Config", "Train"), ("Config", "Data"),
+}
+PART_OF = {module: part for part, modules in PARTS.items() for module in modules}
+
+
+def package_imports(source: str, module: str) -> set[str]:
+    """The ``chartrvr_nb`` modules that ``source`` imports, anywhere in the file.
+
+    >>> sorted(package_imports("from . import env\\ndef f():\\n    from .data import x\\n    import chartrvr_nb.rewards", "m"))
+    ['data', 'env', 'rewards']
+    """
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 or node.module == "chartrvr_nb" or (node.module or "").startswith("chartrvr_nb."):
+                base = node.module or ""
+                base = base.removeprefix("chartrvr_nb").lstrip(".") if node.level == 0 else base
+                if base:
+                    found.add(base.split(".")[0])
+                else:  # from . import a, b
+                    found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("chartrvr_nb."):
+                    found.add(alias.name.split(".")[1])
+    found.discard(module)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {path.stem: package_imports(path.read_text(), path.stem) for path in sorted(PACKAGE.glob("*.py"))}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path ``[a, b, ..., a]``, or None.
+
+    >>> find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}})
+    ['a', 'b', 'c', 'a']
+    >>> find_cycle({"a": {"b"}, "b": set()}) is None
+    True
+    """
+    state: dict[str, str] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return stack[stack.index(target):] + [target]
+            if target not in state:
+                cycle = visit(target)
+                if cycle:
+                    return cycle
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_every_module_has_a_part_and_a_docstring_naming_its_concern():
+    graph = import_graph()
+    unplaced = sorted(set(graph) - set(PART_OF))
+    assert not unplaced, f"give these modules a part in PARTS (and in ARCHITECTURE.md's terms): {unplaced}"
+    for module in graph:
+        if module in ("__init__", "__main__"):
+            continue
+        docstring = ast.get_docstring(ast.parse((PACKAGE / f"{module}.py").read_text()))
+        assert docstring and len(docstring.split()) >= 5, f"{module}.py needs a docstring that names its concern"
+
+
+def test_no_import_cycles_inside_the_package():
+    assert find_cycle(import_graph()) is None
+
+
+def arrow_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Each import that crosses parts against the document, in words."""
+    violations = []
+    for module, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            source_part, target_part = PART_OF[module], PART_OF.get(target)
+            if target_part is None or source_part == target_part:
+                continue
+            if (source_part, target_part) in NEVER:
+                violations.append(f"{module} -> {target}: {source_part} -> {target_part} is a 'never' arrow")
+            elif target_part not in ALLOWED[source_part]:
+                violations.append(f"{module} -> {target}: {source_part} -> {target_part} is not an allowed arrow")
+    return violations
+
+
+def test_imports_follow_the_allowed_arrows_and_never_the_forbidden_ones():
+    violations = arrow_violations(import_graph())
+    assert not violations, "\n".join(violations)
+
+
+def test_benchmarks_use_neither_the_face_nor_the_cells():
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        used = {PART_OF.get(module) for module in package_imports(path.read_text(), "")}
+        assert not used & {"Face", "Cells"}, f"{path.name} imports from {used & {'Face', 'Cells'}}"
+
+
+@pytest.mark.parametrize("edge", [("rewards", "train"), ("plots", "evaluate"), ("data", "presets"), ("tiny", "train")])
+def test_the_check_catches_a_forbidden_arrow(edge):
+    source, target = edge
+    graph = import_graph()
+    graph[source] = graph[source] | {target}
+    assert [v for v in arrow_violations(graph) if v.startswith(f"{source} -> {target}:")]
+
+
+def test_the_check_catches_a_cycle():
+    graph = import_graph()
+    graph["answers"] = graph["answers"] | {"inspection"}  # inspection already imports answers
+    assert find_cycle(graph) is not None
