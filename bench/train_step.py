@@ -87,10 +87,8 @@ def run_variant(args, variant: str, dataset) -> dict:
     """Train ``--steps`` + 1 optimizer steps with one variant; its step times and peak memory."""
     import torch
 
-    from chartrvr_nb.models import paper_lora_config
     from chartrvr_nb.presets import get_preset
-    from chartrvr_nb.rewards import get_rewards
-    from chartrvr_nb.train import _trainer_class, grpo_config
+    from chartrvr_nb.train import build_trainer, grpo_config
 
     preset = get_preset(
         args.preset,
@@ -109,17 +107,7 @@ def run_variant(args, variant: str, dataset) -> dict:
             preset, output_dir, max_steps=args.steps + 1, generation_kwargs=force_length,
             save_strategy="no", logging_steps=1, disable_tqdm=True,
         )
-        trainer = _trainer_class()(
-            model=model,
-            reward_funcs=get_rewards(),
-            args=config,
-            train_dataset=dataset,
-            processing_class=processor,
-            peft_config=paper_lora_config(r=preset.lora_r, alpha=preset.lora_alpha, dropout=preset.lora_dropout),
-            callbacks=[timer],
-            samples_path=f"{output_dir}/samples.jsonl",
-            sample_every=preset.sample_every,
-        )
+        trainer = build_trainer(preset, model, processor, dataset, config, [timer], f"{output_dir}/samples.jsonl")
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         trainer.train()

@@ -211,12 +211,17 @@ def load_examples(
         raise ValueError(f"limit must be at least 1, got {limit}; leave it out to evaluate every example.")
     local = Path(data_dir).expanduser() if data_dir is not None else None
     image_roots: list[Path] = []
-    if benchmark.source == "synthetic":
+    from .data import synthetic_chart_types
+
+    chart_types = synthetic_chart_types(benchmark.source)
+    if chart_types is not None:
         import datasets
 
         from .data import make_synthetic_dataset
 
-        rows: Any = make_synthetic_dataset(limit or benchmark.synthetic_rows, seed=benchmark.synthetic_seed)
+        rows: Any = make_synthetic_dataset(
+            limit or benchmark.synthetic_rows, seed=benchmark.synthetic_seed, chart_types=chart_types
+        )
         rows = rows.cast_column("image", datasets.Image(decode=False))
     elif benchmark.release_files:
         rows, question_file = _release_rows(benchmark, local)

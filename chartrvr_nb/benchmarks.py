@@ -14,7 +14,10 @@ and the aggregations need, e.g. ChartQAPro's question type and year flags, Chart
 
 Metrics take ``(prediction, example)`` and return a score in [0, 1]; a benchmark's accuracy is
 the mean score, in percent. Relaxed accuracy is :func:`chartrvr_nb.answers.relaxed_match`, the
-same function the accuracy reward uses.
+same function the accuracy reward uses. Beside this project metric each benchmark declares the
+rules that make its numbers comparable with published tables (:mod:`chartrvr_nb.official_scoring`):
+``official``, its own evaluation code's scorer, and ``chart_rvr_tolerance``, the tolerance the
+Chart-RVR authors' code scored it with.
 
 Pure Python: nothing heavy is imported here.
 """
@@ -27,9 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .answers import relaxed_match
+from .official_scoring import OFFICIAL_SCORERS, anls
 
 QWEN_DIRECT = "Qwen2.5-VL-3B (direct)"
 CHART_RVR = "Chart-RVR-3B"
+# Training-schema fields a row may carry beside its answer; examples keep them in ``meta`` so
+# evaluation can score every reward, not only the answer (see ``eval_results.reward_summary``).
+GROUND_TRUTH_FIELDS = ("chart_type", "table", "reasoning")
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,50 +87,6 @@ def yes_no_score(prediction: str, example: Mapping[str, Any]) -> float:
     """
     predicted = read_yes_no(prediction)
     return float(predicted is not None and predicted == read_yes_no(example["answer"]))
-
-
-def levenshtein(first: str, second: str) -> int:
-    """Edit distance (insertions, deletions, substitutions) between two strings.
-
-    Example:
-        >>> levenshtein("kitten", "sitting")
-        3
-        >>> levenshtein("", "abc")
-        3
-    """
-    if len(first) < len(second):
-        first, second = second, first
-    previous = list(range(len(second) + 1))
-    for i, char_first in enumerate(first, start=1):
-        current = [i]
-        for j, char_second in enumerate(second, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_first != char_second)))
-        previous = current
-    return previous[-1]
-
-
-def anls(prediction: str, gold: str, threshold: float = 0.5) -> float:
-    """Normalized Levenshtein similarity as ANLS scores it: ``1 - NL`` when ``NL < threshold``, else 0.
-
-    Both texts are lowercased and their whitespace collapsed; ``NL`` is the edit distance over
-    the longer length. So a near miss keeps partial credit and anything at least half wrong
-    scores 0.
-
-    Example:
-        >>> round(anls("Apples", "apple"), 3)
-        0.833
-        >>> anls("ab", "ac")                 # NL = 0.5 is not below the threshold
-        0.0
-        >>> anls("", "")
-        1.0
-    """
-    pred = " ".join(str(prediction).lower().split())
-    true = " ".join(str(gold).lower().split())
-    longest = max(len(pred), len(true))
-    if longest == 0:
-        return 1.0
-    distance = levenshtein(pred, true) / longest
-    return 1.0 - distance if distance < threshold else 0.0
 
 
 def _as_list(text: str) -> list[str] | None:
@@ -294,7 +257,7 @@ class Benchmark:
     Attributes:
         name: the ``--dataset-name``.
         title: how tables and plots name it.
-        source: hub dataset id, ``"release"`` (local files only) or ``"synthetic"``.
+        source: hub dataset id, ``"release"`` (local files only) or ``"synthetic"`` (``"synthetic:bar,pie"``: only those chart types).
         split, config: the hub split and configuration.
         question_field, answer_field, image_field, id_field: the row fields (a list answer
             counts its first item).
@@ -303,7 +266,11 @@ class Benchmark:
         question_template: how the question is shown; ``{question}`` is the row's question.
         metric: a key of :data:`METRICS`.
         aggregations: keys of :data:`AGGREGATIONS` reported beside the plain accuracy.
-        headline: the summary key compared with the paper (``"accuracy"`` or an aggregation).
+        headline: the summary key of the project metric's main number (``"accuracy"`` or an aggregation).
+        official: a key of ``official_scoring.OFFICIAL_SCORERS``: the benchmark's own evaluation
+            code's rule, reported as ``summary["official"]`` (its leaderboard's number).
+        chart_rvr_tolerance: the relative tolerance the Chart-RVR authors' code scored this
+            benchmark with (``summary["chart_rvr_code"]``, the number beside the paper's).
         paper: the paper's numbers for this benchmark, by model (percent).
         release_files: file names of the released question file (first found wins).
         records_key: key of the list of questions inside the released file (PlotQA: ``qa_pairs``).
@@ -311,6 +278,7 @@ class Benchmark:
         image_name: how a row's image field becomes a file name (PlotQA: ``"{}.png"``).
         image_archive: a zip in the dataset repo that holds the images (ChartBench).
         answer_names: gold answers given as codes, and their text (ChartFC: 1 -> "Yes").
+        meta_fields: row fields copied into ``meta`` for the official scorer (EvoChart: ``is_clear``).
         to_examples: ``(benchmark, row, index) -> [example, ...]`` when one row is not one
             question; the default reads the fields above.
         synthetic_seed, synthetic_rows: the held-out generator seed and default size.
@@ -331,6 +299,8 @@ class Benchmark:
     metric: str = "relaxed"
     aggregations: tuple[str, ...] = ()
     headline: str = "accuracy"
+    official: str = "pix2struct"
+    chart_rvr_tolerance: float = 0.05
     paper: Mapping[str, float] = field(default_factory=dict)
     release_files: tuple[str, ...] = ()
     records_key: str | None = None
@@ -338,9 +308,21 @@ class Benchmark:
     image_name: str = "{}"
     image_archive: str | None = None
     answer_names: Mapping[Any, str] = field(default_factory=dict)
+    meta_fields: tuple[str, ...] = ()
     to_examples: Callable[[Benchmark, Mapping[str, Any], int], list[dict[str, Any]]] | None = None
     synthetic_seed: int = 10_000
     synthetic_rows: int = 200
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"{self.name}: unknown metric {self.metric!r}; choose one of {sorted(METRICS)}.")
+        if self.official not in OFFICIAL_SCORERS:
+            raise ValueError(
+                f"{self.name}: unknown official scorer {self.official!r}; choose one of {sorted(OFFICIAL_SCORERS)}."
+            )
+        unknown = sorted(set(self.aggregations) - set(AGGREGATIONS))
+        if unknown:
+            raise ValueError(f"{self.name}: unknown aggregations {unknown}; choose from {sorted(AGGREGATIONS)}.")
 
     def examples(self, row: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
         """The examples of one row (most rows hold one question; ChartBench rows hold two)."""
@@ -364,8 +346,13 @@ def field_example(benchmark: Benchmark, row: Mapping[str, Any], index: int) -> d
         >>> example["id"], example["question"], example["answer"], example["subset"]
         ('7', 'Is A > B? Answer yes or no.', 'Yes', 'compare')
     """
-    answer = _first(row[benchmark.answer_field])
+    labels = row[benchmark.answer_field]
+    answer = _first(labels)
     answer = benchmark.answer_names.get(answer, answer)
+    meta = {name: row[name] for name in GROUND_TRUTH_FIELDS if row.get(name) is not None}
+    meta.update({name: row.get(name) for name in benchmark.meta_fields})
+    if isinstance(labels, (list, tuple)) and labels:  # official scorers take the best of several labels
+        meta["labels"] = [str(benchmark.answer_names.get(label, label)) for label in labels]
     subset = None
     if benchmark.subset_field is not None and row.get(benchmark.subset_field) is not None:
         value = row[benchmark.subset_field]
@@ -378,7 +365,7 @@ def field_example(benchmark: Benchmark, row: Mapping[str, Any], index: int) -> d
         "image": row[benchmark.image_field],
         "subset": subset,
         "metric": benchmark.metric,
-        "meta": {},
+        "meta": meta,
     }
 
 
@@ -438,9 +425,10 @@ CHARTBENCH_YES_NO = "Is this statement about the chart correct? {question} Answe
 def chartbench_examples(benchmark: Benchmark, row: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
     """One ChartBench row: an ``Acc+`` pair of yes/no assertions, or one numeric question.
 
-    ``type`` holds ``chart`` and ``QA`` (``"Acc+"`` or ``"GPT-acc"``); ``conversation`` holds
-    ``{"query", "label"}`` turns. Both assertions of a pair share ``meta["pair"]`` so
-    :func:`acc_plus` can score the chart; numeric questions use relaxed accuracy.
+    ``type`` holds ``chart``, ``image`` (the fine chart type), ``task`` and ``QA`` (``"Acc+"`` or
+    ``"GPT-acc"``); ``conversation`` holds ``{"query", "label"}`` turns. Both assertions of a pair
+    share ``meta["pair"]`` (with ``meta["turn"]``) so :func:`acc_plus` can score the chart;
+    numeric questions use relaxed accuracy and keep every label in ``meta["labels"]``.
 
     Example:
         >>> row = {"id": 5, "image": "./data/test/bar/c5/image.png",
@@ -454,9 +442,13 @@ def chartbench_examples(benchmark: Benchmark, row: Mapping[str, Any], index: int
     conversation = list(row.get("conversation") or [])
     chart_id = str(row.get("id", index))
     paired = kinds.get("QA") == "Acc+" and len(conversation) == 2
+    # what ChartBench's own script groups and scores by (official_scoring.score_chartbench)
+    kind_meta = {"qa": kinds.get("QA"), "image_type": kinds.get("image"), "task": kinds.get("task") or None}
     examples = []
     for turn, message in enumerate(conversation if paired else conversation[:1]):
         template = CHARTBENCH_YES_NO if paired else benchmark.question_template
+        labels = message["label"] if isinstance(message["label"], (list, tuple)) else [message["label"]]
+        extra = {"pair": chart_id, "turn": turn} if paired else {"labels": [str(label) for label in labels]}
         examples.append(
             {
                 "id": f"{chart_id}-{turn}",
@@ -465,7 +457,7 @@ def chartbench_examples(benchmark: Benchmark, row: Mapping[str, Any], index: int
                 "image": row[benchmark.image_field],
                 "subset": kinds.get("chart"),
                 "metric": "yes_no" if paired else "relaxed",
-                "meta": {"pair": chart_id} if paired else {},
+                "meta": {**kind_meta, **extra},
             }
         )
     return examples
@@ -511,6 +503,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         id_field="qid",
         question_template="Claim: {question}\nDoes the chart support this claim? Answer yes or no.",
         metric="yes_no",
+        official="project",
         paper={QWEN_DIRECT: 74.4, CHART_RVR: 77.62},
         release_files=("test_barplot_seaborn_diverse_charts.json",),
         image_dirs=("images", "charts_seaborn_v5", "../images"),
@@ -523,6 +516,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         question_field="query",
         answer_field="label",
         image_field="imgname",
+        official="evochart",
+        meta_fields=("is_clear",),
         paper={QWEN_DIRECT: 48.72, CHART_RVR: 53.36},
         release_files=("EvoChart-QA.json",),
         image_dirs=("png", "images"),
@@ -537,6 +532,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         subset_field="Question Type",
         metric="chartqapro",
         aggregations=("subsets",),
+        official="chartqapro",
+        chart_rvr_tolerance=1.0,  # chartrl's eval passed `True` as the tolerance for ChartQAPro
         paper={QWEN_DIRECT: 25.7, CHART_RVR: 28.38},
         to_examples=chartqapro_examples,
     ),
@@ -549,6 +546,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         question_field="conversation",
         answer_field="conversation",
         aggregations=("acc_plus", "subsets"),
+        official="chartbench",
         paper={CHART_RVR: 68.32},
         image_archive="data/test.zip",
         to_examples=chartbench_examples,
@@ -561,6 +559,18 @@ BENCHMARKS: dict[str, Benchmark] = {
         answer_field="label",
         subset_field="chart_type",
         aggregations=("subsets",),
+        official="project",
+    ),
+    # The learn-check's held-out charts: the chart types the tiny-learn warm start guesses among.
+    "learn-check": Benchmark(
+        name="learn-check",
+        title="Learn-check (held-out synthetic charts)",
+        source="synthetic:bar,line,pie",
+        question_field="query",
+        answer_field="label",
+        subset_field="chart_type",
+        aggregations=("subsets",),
+        official="project",
     ),
 }
 

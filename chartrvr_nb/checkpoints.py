@@ -1,4 +1,4 @@
-"""Complete checkpoints, an atomic Google Drive mirror, and resuming from the newest one.
+"""Complete and verified checkpoints, an atomic Google Drive mirror, and resuming from the newest good one.
 
 How the Hugging Face Trainer (transformers 5.24, ``Trainer._save_checkpoint``) writes
 ``checkpoint-<step>``: it creates the final directory name directly (no temporary name,
@@ -14,28 +14,47 @@ and the weights it needs are present. Copies that this module makes (to and from
 go to a temporary name ``.tmp-<name>-<pid>`` and are renamed into place when finished,
 so a half-copied directory never carries a checkpoint name.
 
+Complete is not the same as intact: a Drive sync cut short or a full disk can truncate a weights
+file after ``trainer_state.json`` was written, and a bit can flip. So each checkpoint gets a
+``manifest.json`` (every file's size and sha256), written last and atomically by
+:func:`manifest_callback` as soon as the Trainer has saved, and copied last to Drive.
+:func:`prepare_resume` verifies newest-first (:func:`checkpoint_problem`: the manifest, then
+that the safetensors and torch files are whole) and resumes from the newest checkpoint that
+passes, saying which one is damaged and why; a damaged local checkpoint is moved aside to
+``damaged-checkpoint-<step>``, kept, not deleted, and a damaged Drive copy is never restored. A
+checkpoint written before manifests existed is accepted when complete and its files are whole.
+When the disk fills up during a save, :func:`explain_disk_full` removes the unfinished
+checkpoint and says how much space is left and which checkpoint the next run resumes from.
+
 It also lists the runs in a folder of run folders with their newest checkpoint (:func:`find_runs`,
 e.g. the runs on Drive to resume); the run's own files are read and written by :mod:`chartrvr_nb.runfiles`.
 
-Only the callback needs transformers: :func:`drive_mirror_callback` (or the first access of
-``chartrvr_nb.checkpoints.DriveMirrorCallback``) builds the class, so importing this module
-stays light.
+Only the callbacks need transformers: :func:`drive_mirror_callback` and :func:`manifest_callback`
+(or the first access of ``chartrvr_nb.checkpoints.DriveMirrorCallback`` / ``ManifestCallback``)
+build the classes, so importing this module stays light.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
+import hashlib
 import json
 import os
 import re
 import shutil
 import warnings
+import zipfile
 from datetime import datetime
 from pathlib import Path
 
 from .runfiles import METRICS_FILE, RUN_CONFIG_FILE, RUN_FILES, load_metrics, read_run_config
+from .runlock import RunFolderError
 
 TRAINER_STATE_NAME = "trainer_state.json"
+MANIFEST_NAME = "manifest.json"
+DAMAGED_PREFIX = "damaged-"  # a damaged checkpoint is moved aside to damaged-checkpoint-<step>
 TEMP_PREFIX = ".tmp-"
 
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -132,6 +151,144 @@ def newest_complete_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
+# --------------------------------------------------------------------------------------------
+# Manifests and verification
+# --------------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def write_manifest(checkpoint_dir: str | os.PathLike) -> Path:
+    """Record the size and sha256 of every file in ``checkpoint_dir`` in its ``manifest.json``.
+
+    Call it once the checkpoint is fully written; the manifest goes to a temporary name and is
+    renamed into place, so it is the last file to appear and never appears half-written.
+
+    Returns:
+        The manifest's path.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    files = {}
+    for path in sorted(checkpoint_dir.rglob("*")):
+        relative = path.relative_to(checkpoint_dir).as_posix()
+        if path.is_file() and relative != MANIFEST_NAME and not path.name.startswith(TEMP_PREFIX):
+            files[relative] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    manifest = {"format": 1, "step": checkpoint_step(checkpoint_dir), "files": files}
+    temporary = checkpoint_dir / f"{TEMP_PREFIX}{MANIFEST_NAME}-{os.getpid()}"
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, checkpoint_dir / MANIFEST_NAME)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return checkpoint_dir / MANIFEST_NAME
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot load (its header, or its size against the header), or None."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        header_length = int.from_bytes(prefix, "little") if len(prefix) == 8 else None
+        if header_length is None or header_length > size - 8:
+            return f"{path.name} is cut short: its safetensors header does not fit in its {size:,} bytes"
+        try:
+            header = json.loads(handle.read(header_length))
+            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return f"{path.name} has an unreadable safetensors header"
+    if 8 + header_length + end != size:
+        return f"{path.name} has {size:,} bytes but its tensors need {8 + header_length + end:,}"
+    return None
+
+
+def _torch_file_problem(path: Path) -> str | None:
+    """Why a torch.save file (a zip archive: optimizer, scheduler, RNG state) cannot load, or None."""
+    try:
+        with zipfile.ZipFile(path):
+            return None
+    except (zipfile.BadZipFile, OSError):
+        return f"{path.name} is not a whole torch file (cut short or overwritten)"
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """Why the checkpoint at ``path`` must not be resumed from, or None when it verifies.
+
+    With a ``manifest.json``: every file it lists must exist with its recorded size and sha256.
+    Always: the checkpoint must be complete (:func:`is_complete_checkpoint`) and its safetensors
+    and torch files whole, so a checkpoint from before manifests is still checked for truncation.
+
+    Args:
+        path: a ``checkpoint-<step>`` directory.
+
+    Returns:
+        One line naming the damaged file and what is wrong with it, or None.
+    """
+    path = Path(path)
+    manifest_path = path / MANIFEST_NAME
+    if manifest_path.is_file():
+        try:
+            files = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+            expected = {name: (int(entry["size"]), str(entry["sha256"])) for name, entry in files.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return f"its {MANIFEST_NAME} is unreadable"
+        for name, (size, _) in expected.items():  # sizes first: a missing or cut file costs no hashing
+            if not (path / name).is_file():
+                return f"{name} is missing (the manifest lists it)"
+            actual = (path / name).stat().st_size
+            if actual != size:
+                return f"{name} has {actual:,} bytes, the manifest records {size:,}"
+        for name, (_, digest) in expected.items():
+            if _sha256(path / name) != digest:
+                return f"{name} does not match its sha256 in the manifest (its bytes changed after the save)"
+    if not is_complete_checkpoint(path):
+        return f"it is incomplete (no valid {TRAINER_STATE_NAME} for step {checkpoint_step(path)}, or weights missing)"
+    for file in sorted(path.rglob("*")):
+        if file.suffix == ".safetensors":
+            problem = _safetensors_problem(file)
+        elif file.suffix in (".pt", ".pth", ".bin"):
+            problem = _torch_file_problem(file)
+        else:
+            continue
+        if problem:
+            return problem
+    return None
+
+
+def _checkpoint_dirs(directory: Path) -> list[Path]:
+    """Every ``checkpoint-<step>`` directory in ``directory``, oldest step first."""
+    if not directory.is_dir():
+        return []
+    return sorted((child for child in directory.iterdir() if checkpoint_step(child) is not None and child.is_dir()),
+                  key=checkpoint_step)
+
+
+def _unfinished(path: Path) -> bool:
+    """A save cut short: incomplete and without a manifest (a checkpoint with one was finished once)."""
+    return not (path / MANIFEST_NAME).is_file() and not is_complete_checkpoint(path)
+
+
+def _candidates(directory: Path, above_step: int = -1) -> list[Path]:
+    """The checkpoints to try resuming from, newest first: every finished one above ``above_step``."""
+    return [path for path in reversed(_checkpoint_dirs(directory)) if checkpoint_step(path) > above_step and not _unfinished(path)]
+
+
+def _set_aside(checkpoint: Path) -> Path:
+    """Rename a damaged checkpoint out of the Trainer's way (``checkpoint-*``), keeping its files."""
+    target = checkpoint.with_name(DAMAGED_PREFIX + checkpoint.name)
+    number = 1
+    while target.exists():
+        number += 1
+        target = checkpoint.with_name(f"{DAMAGED_PREFIX}{checkpoint.name}-{number}")
+    os.replace(checkpoint, target)
+    return target
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -173,7 +330,9 @@ def copy_atomic(source: str | os.PathLike, destination: str | os.PathLike) -> Pa
     """Copy a file or directory so that ``destination`` only ever appears complete.
 
     The copy goes to ``.tmp-<name>-<pid>`` beside ``destination`` and is renamed into place
-    when finished; an existing ``destination`` is replaced.
+    when finished; an existing ``destination`` is replaced. A directory's ``manifest.json`` is
+    copied last, so that on a syncing Drive it never arrives before the files it lists. A copy
+    that fails (e.g. Drive is full) removes its temporary.
 
     Args:
         source: file or directory to copy.
@@ -187,12 +346,19 @@ def copy_atomic(source: str | os.PathLike, destination: str | os.PathLike) -> Pa
     temporary = destination.with_name(f"{TEMP_PREFIX}{destination.name}-{os.getpid()}")
     if temporary.exists():
         _remove(temporary)
-    if source.is_dir():
-        shutil.copytree(source, temporary)
-        if destination.exists():
-            _discard(destination)
-    else:
-        shutil.copy2(source, temporary)
+    try:
+        if source.is_dir():
+            shutil.copytree(source, temporary, ignore=lambda folder, names: [MANIFEST_NAME] if Path(folder) == source else [])
+            if (source / MANIFEST_NAME).is_file():
+                shutil.copy2(source / MANIFEST_NAME, temporary / MANIFEST_NAME)
+            if destination.exists():
+                _discard(destination)
+        else:
+            shutil.copy2(source, temporary)
+    except BaseException:
+        if temporary.exists():
+            _remove(temporary)
+        raise
     os.replace(temporary, destination)
     return destination
 
@@ -234,7 +400,8 @@ class DriveMirror:
         """Copy one finished checkpoint to Drive, then prune Drive to ``keep_last``.
 
         Raises:
-            ValueError: the checkpoint is incomplete (it would never be resumed from).
+            ValueError: the checkpoint is incomplete or fails verification (it would never be
+                resumed from).
         """
         checkpoint_dir = Path(checkpoint_dir)
         if not is_complete_checkpoint(checkpoint_dir):
@@ -242,6 +409,9 @@ class DriveMirror:
                 f"{checkpoint_dir} is not a complete checkpoint (no valid {TRAINER_STATE_NAME} "
                 "or missing weights), so it was not copied to Drive."
             )
+        problem = checkpoint_problem(checkpoint_dir)
+        if problem:
+            raise ValueError(f"{checkpoint_dir} is damaged ({problem}), so it was not copied to Drive.")
         copied = copy_atomic(checkpoint_dir, self.drive_dir / checkpoint_dir.name)
         prune_checkpoints(self.drive_dir, self.keep_last)
         return copied
@@ -300,10 +470,36 @@ def _drive_mirror_callback_class() -> type:
     return DriveMirrorCallback
 
 
+@functools.cache
+def _manifest_callback_class() -> type:
+    from transformers import TrainerCallback
+
+    class ManifestCallback(TrainerCallback):
+        """Writes ``manifest.json`` into each checkpoint the Trainer saves (main process only).
+
+        Put it before :func:`drive_mirror_callback` in the callback list, so that the Drive copy
+        carries the manifest too.
+        """
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                write_manifest(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+    ManifestCallback.__module__ = __name__
+    return ManifestCallback
+
+
+def manifest_callback():
+    """A ``ManifestCallback`` for ``Trainer(callbacks=[...])``: each saved checkpoint gets its manifest."""
+    return _manifest_callback_class()()
+
+
 def __getattr__(name: str):
-    # PEP 562: build the TrainerCallback subclass (and import transformers) only when used.
+    # PEP 562: build the TrainerCallback subclasses (and import transformers) only when used.
     if name == "DriveMirrorCallback":
         return _drive_mirror_callback_class()
+    if name == "ManifestCallback":
+        return _manifest_callback_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -317,11 +513,14 @@ def prepare_resume(output_dir: str | os.PathLike, drive_dir: str | os.PathLike |
     """Pick the checkpoint to resume from, restoring it from Drive when Drive is ahead.
 
     Cleans interrupted-copy temporaries (local and Drive), removes local checkpoint
-    directories the Trainer did not finish, then compares the newest complete checkpoint
-    on each side. A newer one on Drive (or the only one, e.g. on a fresh Colab VM) is
-    copied into ``output_dir`` together with the run's log files, atomically. Prints one
-    line saying what was chosen. Call it from one process only (under ``accelerate launch``,
-    the main process, before the others look for the checkpoint).
+    directories the Trainer did not finish, then verifies checkpoints newest-first
+    (:func:`checkpoint_problem`) and compares the newest one that verifies on each side. A
+    damaged local checkpoint is moved aside to ``damaged-checkpoint-<step>`` (kept, not
+    deleted); a damaged Drive copy is left where it is and not restored. A newer verified one
+    on Drive (or the only one, e.g. on a fresh Colab VM) is copied into ``output_dir`` together
+    with the run's log files, atomically, and verified again there. Prints one line per damaged
+    checkpoint and one saying what was chosen. Call it from one process only (under
+    ``accelerate launch``, the main process, before the others look for the checkpoint).
 
     Args:
         output_dir: the training run directory (``TrainingArguments.output_dir``).
@@ -334,30 +533,43 @@ def prepare_resume(output_dir: str | os.PathLike, drive_dir: str | os.PathLike |
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(output_dir)
-    unfinished = [
-        child for child in sorted(output_dir.iterdir())
-        if checkpoint_step(child) is not None and child.is_dir() and not is_complete_checkpoint(child)
-    ]
+    unfinished = [path for path in _checkpoint_dirs(output_dir) if _unfinished(path)]
     for path in unfinished:
         # A later save to the same name must not find a stale trainer_state.json there.
         _discard(path)
-    local = newest_complete_checkpoint(output_dir)
+    local = None
+    for candidate in _candidates(output_dir):
+        problem = checkpoint_problem(candidate)
+        if problem is None:
+            local = candidate
+            break
+        moved = _set_aside(candidate)  # out of the way of the Trainer's next save of this step
+        print(f"Skipping damaged {candidate.name}: {problem}. Moved it aside to {moved.name} "
+              "(kept for inspection; delete it when done).", flush=True)
 
-    remote = None
+    restored = None
     if drive_dir is not None:
         drive_dir = Path(drive_dir)
         clean_stale_temporaries(drive_dir)
-        remote = newest_complete_checkpoint(drive_dir)
+        for candidate in _candidates(drive_dir, above_step=checkpoint_step(local) if local else -1):
+            problem = checkpoint_problem(candidate)
+            if problem is None:
+                restored = copy_atomic(candidate, output_dir / candidate.name)
+                problem = checkpoint_problem(restored)  # what arrived from Drive must verify as well
+                if problem is None:
+                    break
+                _discard(restored)
+                restored, problem = None, f"{problem} (in the copy read from Drive)"
+            print(f"Not restoring {candidate.name} from Drive {drive_dir}: it is damaged, {problem}.", flush=True)
 
     skipped = f" (removed unfinished {', '.join(p.name for p in unfinished)})" if unfinished else ""
-    if remote is not None and (local is None or checkpoint_step(remote) > checkpoint_step(local)):
-        chosen = copy_atomic(remote, output_dir / remote.name)
+    if restored is not None:
         for name in RUN_FILES:
             if (drive_dir / name).is_file():
                 copy_atomic(drive_dir / name, output_dir / name)
         reason = "no local checkpoint" if local is None else f"newer than local {local.name}"
-        print(f"Resuming from {chosen.name}, restored from Drive {drive_dir} ({reason}){skipped}.", flush=True)
-        return chosen
+        print(f"Resuming from {restored.name}, restored from Drive {drive_dir} ({reason}){skipped}.", flush=True)
+        return restored
     if drive_dir is not None:
         for name in RUN_FILES:
             if (drive_dir / name).is_file() and not (output_dir / name).exists():
@@ -368,6 +580,86 @@ def prepare_resume(output_dir: str | os.PathLike, drive_dir: str | os.PathLike |
     where = str(output_dir) + (f" or {drive_dir}" if drive_dir is not None else "")
     print(f"No complete checkpoint in {where}: starting from step 0{skipped}.", flush=True)
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# A full disk while saving
+# --------------------------------------------------------------------------------------------
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# safetensors says "I/O error: No space left on device (os error 28)" inside a SafetensorError.
+_DISK_FULL_WORDS = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122")
+# torch.save loses the errno: "[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"
+# (torch 2.14 on a full tmpfs). That counts as a full disk only when the disk is in fact nearly full.
+_TORCH_WRITE_WORDS = ("inline_container", "pytorchstreamwriter", "file write failed")
+_NEARLY_FULL_BYTES = 64 * 2**20
+
+
+class DiskFullError(RunFolderError):
+    """The disk of the run folder filled up while training wrote to it."""
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def is_disk_full(error: BaseException, folder: str | os.PathLike) -> bool:
+    """Whether ``error`` (or an error it was raised from) means the disk of ``folder`` is full.
+
+    Example:
+        >>> is_disk_full(OSError(errno.ENOSPC, "No space left on device"), ".")
+        True
+        >>> is_disk_full(ValueError("bad preset"), ".")
+        False
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        text = str(error).lower()
+        if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+            return True
+        if any(words in text for words in _DISK_FULL_WORDS):
+            return True
+        if any(words in text for words in _TORCH_WRITE_WORDS):
+            with contextlib.suppress(OSError):
+                return shutil.disk_usage(folder).free < _NEARLY_FULL_BYTES
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextlib.contextmanager
+def explain_disk_full(output_dir: str | os.PathLike):
+    """Turn a full disk during training into a :class:`DiskFullError` that says what to do.
+
+    Removes the checkpoint the Trainer was writing (it is unfinished, and its space is what the
+    next save needs), then names the folder, the free space, and the checkpoint the next run
+    resumes from; the earlier checkpoints are not touched. The original error stays attached as
+    ``__cause__``.
+
+    Args:
+        output_dir: the run folder (``TrainingArguments.output_dir``).
+    """
+    try:
+        yield
+    except Exception as error:
+        if not is_disk_full(error, output_dir):
+            raise
+        output_dir = Path(output_dir)
+        unfinished = [path for path in _checkpoint_dirs(output_dir) if _unfinished(path)]
+        for path in unfinished:
+            with contextlib.suppress(OSError):
+                _discard(path)
+        usage = shutil.disk_usage(output_dir)
+        newest = next((path for path in _candidates(output_dir) if checkpoint_problem(path) is None), None)
+        removed = f"Removed the unfinished {', '.join(path.name for path in unfinished)}; now " if unfinished else ""
+        resume = (f"{newest.name} is intact (verified) and the next run resumes from it." if newest
+                  else "No checkpoint was finished yet, so the next run starts from step 0.")
+        raise DiskFullError(
+            f"The disk of {output_dir} is full: training stopped while writing to it. "
+            f"{removed}{_size(usage.free)} free of {_size(usage.total)}. {resume}\n"
+            "Free some space (old runs, damaged-checkpoint-* folders) or pass an --output-dir on a larger "
+            "disk, then run the same command again."
+        ) from error
 
 
 # --------------------------------------------------------------------------------------------

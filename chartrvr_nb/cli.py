@@ -1,4 +1,4 @@
-"""Command line: ``python -m chartrvr_nb {grpo,eval,estimate,rewards,params,notebooks}``.
+"""Command line: ``python -m chartrvr_nb {grpo,eval,estimate,rewards,params,notebooks,learn-check}``.
 
 The seed guide's flags keep their names and meanings; ``--preset`` picks a starting point and
 every flag given on top of it overrides that field (unknown flags are errors, as argparse does).
@@ -13,8 +13,9 @@ from typing import Sequence
 
 from .benchmarks import BENCHMARKS
 from .models import MODEL_REGISTRY
-from .presets import PRESETS, get_preset
+from .presets import PRESETS, TRACKERS, get_preset
 from .rewards import REWARDS
+from .runlock import STALE_AFTER_MINUTES
 
 GPUS = ("a100-40gb", "l4", "t4", "h100")
 
@@ -35,6 +36,7 @@ _PRESET_FLAGS = {
     "max_pixels": "max_pixels",
     "save_steps": "save_steps",
     "sample_every": "sample_every",
+    "report_to": "report_to",
 }
 
 
@@ -62,6 +64,8 @@ def _add_preset_flags(parser: argparse.ArgumentParser, default_preset: str) -> N
     group.add_argument("--max-pixels", type=int, help="image pixel budget (paper: 320*28*28)")
     group.add_argument("--save-steps", type=int, help="checkpoint every N optimizer steps (paper: 500)")
     group.add_argument("--sample-every", type=int, help="keep sample completions every N steps")
+    group.add_argument("--load-in-4bit", action="store_true",
+                       help="QLoRA: 4-bit NF4 base weights (colab-t4 has them; works on CPU too, for testing)")
     group.add_argument("--use-vllm", action="store_true", help="generate with vLLM (colocate) when it is installed")
     group.add_argument("--torch-compile", action="store_true", help="compile the model with torch.compile")
 
@@ -71,6 +75,8 @@ def preset_from_args(args: argparse.Namespace):
     overrides = {field: getattr(args, dest) for dest, field in _PRESET_FLAGS.items() if getattr(args, dest, None) is not None}
     if getattr(args, "disable_gradient_checkpointing", False):
         overrides["gradient_checkpointing"] = False
+    if getattr(args, "load_in_4bit", False):
+        overrides["load_in_4bit"] = True
     if getattr(args, "use_vllm", False):
         overrides["use_vllm"] = True
     if getattr(args, "torch_compile", False):
@@ -87,10 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     grpo = commands.add_parser("grpo", help="train with GRPO and the seven rewards (resumes automatically)")
     _add_preset_flags(grpo, default_preset="paper")
-    grpo.add_argument("--output-dir", help="run directory (default: grpo-start-ckpts/<model>-prm-large-train-v2-<seed>)")
+    grpo.add_argument("--output-dir", help="run directory (default: grpo-start-ckpts/<model>-prm-large-train-v2-<seed>); "
+                      "a relative one is under the run root: the repository root, /content/chartrvr-nb in Colab, "
+                      "or $CHARTRVR_NB_RUN_ROOT")
     grpo.add_argument("--drive-dir", help="mirror checkpoints here (a Google Drive folder in Colab, any folder elsewhere)")
     grpo.add_argument("--keep-last", type=int, default=3, help="checkpoints kept on --drive-dir (default: 3)")
     grpo.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (for quick tries)")
+    grpo.add_argument("--force-unlock", action="store_true",
+                      help="take over the run folder's lock from another run; only when that run is certainly gone")
+    grpo.add_argument("--lock-timeout", type=float, default=STALE_AFTER_MINUTES, metavar="MINUTES",
+                      help="minutes without a heartbeat after which another run's lock is stale and taken over "
+                      f"(default: {STALE_AFTER_MINUTES:g})")
+    grpo.add_argument("--report-to", choices=TRACKERS,
+                      help="also log to this tracker (TRL's report_to; default: the preset's, none); "
+                      "W&B without a login logs offline")
+    grpo.add_argument("--verbose", action="store_true",
+                      help="print TRL's full metrics dict every step instead of one compact line")
 
     evaluate = commands.add_parser("eval", help="evaluate a model or adapter on a chart benchmark")
     evaluate.add_argument("--vlm-name", default="qwen2-5-3b", choices=list(MODEL_REGISTRY))
@@ -102,15 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir", help="folder with the released files of plotqa / chartfc, or a local copy of a hub benchmark")
     evaluate.add_argument("--compare-base", action="store_true", help="also evaluate the base model and report the difference")
     evaluate.add_argument("--max-new-tokens", type=int, help="tokens generated per answer")
+    evaluate.add_argument("--load-in-4bit", action="store_true",
+                          help="load the base model in 4-bit NF4, as a QLoRA run (colab-t4) trained it")
     evaluate.add_argument("--output-dir", help="where predictions.jsonl and summary.json go")
     evaluate.add_argument("--seed", type=int, default=2025)
 
     estimate = commands.add_parser("estimate", help="steps, time and memory a preset will really take")
     _add_preset_flags(estimate, default_preset="paper")
     estimate.add_argument("--gpu", default="a100-40gb", choices=GPUS, help="GPU to estimate for (default: a100-40gb)")
+    estimate.add_argument("--num-processes", type=int,
+                          help="training processes (GPUs; CPU processes under torchrun), default $WORLD_SIZE or 1")
 
-    rewards = commands.add_parser("rewards", help="score a JSONL file of completions with the seven rewards")
-    rewards.add_argument("file", type=Path, help="JSONL: one object per line with completion, label, chart_type, table, reasoning")
+    rewards = commands.add_parser(
+        "rewards", help="score a JSONL file of completions with the seven rewards, or browse a run's samples")
+    rewards.add_argument("file", type=Path,
+                         help="JSONL: one object per line with completion, label, chart_type, table, reasoning; "
+                         "or a training run folder / its samples.jsonl")
+    rewards.add_argument("--step", type=int, help="with a run's samples: the step to show (default: the last)")
     rewards.add_argument("--rewards", default=",".join(REWARDS),
                          help=f"comma-separated reward names (default: {','.join(REWARDS)})")
 
@@ -120,12 +146,30 @@ def build_parser() -> argparse.ArgumentParser:
     notebooks = commands.add_parser("notebooks", help="run the numbered notebooks with papermill")
     notebooks.add_argument("action", choices=["run"])
     notebooks.add_argument("--preset", default="smoke", choices=list(PRESETS))
-    notebooks.add_argument("--out", default="runs/notebooks", help="folder for the executed notebooks")
+    notebooks.add_argument("--out", default="runs/notebooks",
+                           help="folder for the executed notebooks (relative: under the run root, as run folders are)")
+
+    learn = commands.add_parser(
+        "learn-check", help="prove GRPO learns: tiny model, held-out charts before/after, exit 1 if not learned"
+    )
+    learn.add_argument("--output-dir", help="where the report, figure and run go (default: runs/learn-check/seed-<seed>)")
+    learn.add_argument("--seed", type=int, default=2025, help="training seed; the held-out charts stay the same")
+    learn.add_argument("--held-out", type=int, default=200, help="held-out charts evaluated before and after (default: 200)")
+    learn.add_argument("--max-steps", type=int, help="stop training early (a shortened check; the verdict then rarely passes)")
     return parser
 
 
 def _run_rewards(args: argparse.Namespace) -> None:
     import pandas as pd
+
+    from .runfiles import SAMPLES_FILE
+
+    if args.file.is_dir() or args.file.name == SAMPLES_FILE:  # a run's own samples, grouped by prompt
+        from .inspection import format_samples
+        from .runfiles import load_samples
+
+        print(format_samples(load_samples(args.file), step=args.step))
+        return
 
     from .inspection import reward_columns, score_completions
     from .notebooks import read_completions
@@ -150,7 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .train import train
 
             train(preset, output_dir=args.output_dir, drive_dir=args.drive_dir,
-                  keep_last=args.keep_last, max_steps=args.max_steps)
+                  keep_last=args.keep_last, max_steps=args.max_steps, verbose=args.verbose,
+                  force_unlock=args.force_unlock, lock_timeout=args.lock_timeout)
         elif args.command == "eval":
             from .evaluate import run_evaluation
 
@@ -158,13 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.vlm_name, args.dataset_name, adapter=args.adapter, limit=args.limit,
                 batch_size=args.batch_size, prompt=args.prompt, data_dir=args.data_dir,
                 output_dir=args.output_dir, compare_base=args.compare_base,
-                max_new_tokens=args.max_new_tokens, seed=args.seed,
+                max_new_tokens=args.max_new_tokens, seed=args.seed, load_in_4bit=args.load_in_4bit,
             )
         elif args.command == "estimate":
             preset = preset_from_args(args)
             from .estimate import estimate, format_estimate
 
-            print(format_estimate(estimate(preset, gpu=args.gpu)))
+            print(format_estimate(estimate(preset, gpu=args.gpu, world_size=args.num_processes)))
         elif args.command == "rewards":
             _run_rewards(args)
         elif args.command == "params":
@@ -175,6 +220,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .notebooks import run_notebooks
 
             run_notebooks(preset=args.preset, out_dir=args.out)
+        elif args.command == "learn-check":
+            from .learncheck import format_report, run_learn_check
+
+            report = run_learn_check(args.output_dir, seed=args.seed, held_out=args.held_out, max_steps=args.max_steps)
+            print(format_report(report))
+            if not report["learned"]:
+                return 1
     except (ValueError, RuntimeError, FileNotFoundError, ImportError) as error:
         # Our errors name the fix (bad preset, missing GPU or vLLM, hub unreachable, out of memory);
         # a traceback would bury it. The cause, if any, is shown on one line.

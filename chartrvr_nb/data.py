@@ -517,11 +517,17 @@ def render_chart(chart_type: str, table: dict[str, Any], max_pixels: int | None 
 # --------------------------------------------------------------------------------------------
 
 
-def make_synthetic_rows(n: int, seed: int = 0, max_pixels: int | None = None, render: bool = True) -> list[dict]:
+def make_synthetic_rows(
+    n: int,
+    seed: int = 0,
+    max_pixels: int | None = None,
+    render: bool = True,
+    chart_types: tuple[str, ...] = CHART_TYPES,
+) -> list[dict]:
     """``n`` synthetic training rows, deterministic by seed.
 
     Row ``i`` depends only on ``(seed, i)``, so a longer list extends a shorter one. Chart types
-    cycle through all ten; question kinds are drawn at random.
+    cycle through ``chart_types`` (all ten by default); question kinds are drawn at random.
 
     Args:
         n: number of rows.
@@ -529,6 +535,7 @@ def make_synthetic_rows(n: int, seed: int = 0, max_pixels: int | None = None, re
         max_pixels: draw each chart within this pixel budget (default: 320x240 px).
         render: draw the charts; ``False`` leaves ``image`` as ``None`` (text-only uses, such as
             training the tiny model's tokenizer).
+        chart_types: the chart types to draw (see :func:`synthetic_chart_types`).
 
     Returns:
         Dicts in the training schema plus ``question_kind``.
@@ -543,7 +550,7 @@ def make_synthetic_rows(n: int, seed: int = 0, max_pixels: int | None = None, re
     rows = []
     for index in range(n):
         rng = random.Random(f"chartrvr-synthetic-{seed}-{index}")
-        chart_type = CHART_TYPES[index % len(CHART_TYPES)]
+        chart_type = chart_types[index % len(chart_types)]
         example = make_synthetic_example(chart_type, rng.choice(QUESTION_KINDS), rng)
         example.pop("steps")
         example.pop("spec")
@@ -568,7 +575,9 @@ def _features():
     )
 
 
-def make_synthetic_dataset(n: int, seed: int = 0, max_pixels: int | None = None) -> Dataset:
+def make_synthetic_dataset(
+    n: int, seed: int = 0, max_pixels: int | None = None, chart_types: tuple[str, ...] = CHART_TYPES
+) -> Dataset:
     """``n`` synthetic rows as a ``datasets.Dataset`` in the training schema.
 
     Example:
@@ -580,7 +589,7 @@ def make_synthetic_dataset(n: int, seed: int = 0, max_pixels: int | None = None)
     """
     from datasets import Dataset
 
-    rows = make_synthetic_rows(n, seed=seed, max_pixels=max_pixels)
+    rows = make_synthetic_rows(n, seed=seed, max_pixels=max_pixels, chart_types=chart_types)
     features = _features()
     return Dataset.from_list([{name: row[name] for name in features} for row in rows], features=features)
 
@@ -590,6 +599,34 @@ def make_synthetic_dataset(n: int, seed: int = 0, max_pixels: int | None = None)
 # --------------------------------------------------------------------------------------------
 
 SYNTHETIC_DEFAULT_ROWS = 256  # rows generated for train_data="synthetic" when no subset size is given
+
+
+def synthetic_chart_types(source: str) -> tuple[str, ...] | None:
+    """The chart types a synthetic source draws: ``"synthetic"`` all ten, ``"synthetic:bar,pie"``
+    those named; ``None`` for a source that is not synthetic.
+
+    Example:
+        >>> synthetic_chart_types("synthetic:bar, stacked bar")
+        ('bar', 'stacked bar')
+        >>> synthetic_chart_types("sanchit97/chart-rvr-grpo-train") is None
+        True
+        >>> synthetic_chart_types("synthetic:bars")
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown chart type(s) ['bars'] in 'synthetic:bars'. Choose from: line, bar, ...
+    """
+    if source == "synthetic":
+        return CHART_TYPES
+    if not source.startswith("synthetic:"):
+        return None
+    chosen = tuple(name.strip() for name in source.removeprefix("synthetic:").split(",") if name.strip())
+    unknown = [name for name in chosen if name not in CHART_TYPES]
+    if unknown or not chosen:
+        raise ValueError(
+            f"Unknown chart type(s) {unknown} in {source!r}. Choose from: {', '.join(CHART_TYPES)} "
+            "(comma-separated after 'synthetic:', e.g. synthetic:bar,pie)."
+        )
+    return chosen
 _DATA_FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
 
@@ -635,7 +672,7 @@ def load_train_dataset(
     """Load training rows from the hub, a local path, or the synthetic generator.
 
     Args:
-        source: ``"synthetic"``; a local ``save_to_disk`` folder, folder of data files, or a
+        source: ``"synthetic"`` (or ``"synthetic:bar,pie"``, only those chart types); a local ``save_to_disk`` folder, folder of data files, or a
             ``.parquet``/``.json``/``.jsonl``/``.csv``/``.arrow`` file; otherwise a hub dataset id
             (its ``train`` split).
         subset_size: keep this many rows after shuffling with ``seed`` (all rows when ``None``;
@@ -650,8 +687,11 @@ def load_train_dataset(
         ValueError: missing columns, or ``subset_size`` larger than the dataset.
         RuntimeError: a hub dataset that cannot be downloaded.
     """
-    if source == "synthetic":
-        return make_synthetic_dataset(subset_size or SYNTHETIC_DEFAULT_ROWS, seed=seed, max_pixels=max_pixels)
+    chart_types = synthetic_chart_types(source)
+    if chart_types is not None:
+        return make_synthetic_dataset(
+            subset_size or SYNTHETIC_DEFAULT_ROWS, seed=seed, max_pixels=max_pixels, chart_types=chart_types
+        )
     if os.path.exists(source):
         dataset = _load_local(source)
     else:
@@ -686,15 +726,18 @@ def prepare_grpo_dataset(dataset: Dataset, max_pixels: int, style: str = "rvr") 
         style: the prompt style of :func:`chartrvr_nb.prompts.build_messages`.
 
     Returns:
-        The dataset with ``prompt`` added and ``image`` resized to the budget and the 28-pixel grid.
+        The dataset with ``prompt`` added, ``image`` resized to the budget and the 28-pixel grid, and
+        ``row_id`` (the row's position in ``dataset``, unless it has that column already) so that a
+        logged sample names the chart it was generated from without holding the image.
     """
     check_columns(dataset, required=("image", "query"), name="the dataset to prepare")
     build_messages("", style)  # fails now, with the valid styles listed, rather than inside map
 
-    def prepare(row: dict[str, Any]) -> dict[str, Any]:
+    def prepare(row: dict[str, Any], index: int) -> dict[str, Any]:
         return {
             "prompt": build_messages(row["query"], style),
             "image": snap_to_patch_grid(resize_to_pixel_budget(row["image"], max_pixels), max_pixels),
+            **({} if "row_id" in dataset.column_names else {"row_id": index}),
         }
 
-    return dataset.map(prepare, desc="Preparing GRPO prompts")
+    return dataset.map(prepare, with_indices=True, desc="Preparing GRPO prompts")

@@ -1,4 +1,4 @@
-"""Where we run: Colab or not, the GPU, Google Drive, and what to do after an out-of-memory error.
+"""Where we run: Colab or not, the run root, the GPU, Google Drive, and what to do after an out-of-memory error.
 
 torch is imported only inside :func:`gpu_info`; versions are read from package metadata,
 so :func:`system_report` works even where torch is broken.
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DRIVE_MOUNT_POINT = "/content/drive"
+COLAB_CHECKOUT = "/content/chartrvr-nb"  # where the notebooks' install cell clones the project
+RUN_ROOT_ENV = "CHARTRVR_NB_RUN_ROOT"  # overrides where relative run paths resolve
 
 # The order to step down after an OOM: each preset needs less GPU memory or time than the last.
 SMALLER_PRESET = {
@@ -32,6 +34,38 @@ SHORTER_COMPLETION_LENGTH = 512
 def in_colab() -> bool:
     """Whether this Python runs inside a Google Colab runtime."""
     return "COLAB_RELEASE_TAG" in os.environ or "google.colab" in sys.modules
+
+
+def run_root() -> Path:
+    """The folder that relative run paths resolve against: the same for the CLI, the notebooks and
+    ``python -m chartrvr_nb notebooks run``, whatever their working directory (a notebook kernel
+    starts in ``notebooks/``), so a run trained by one is found by the others.
+
+    ``$CHARTRVR_NB_RUN_ROOT`` when set; in Colab the checkout the install cell makes,
+    ``/content/chartrvr-nb``; else the repository root of this checkout; else (a pip-installed
+    package) the current directory.
+    """
+    if os.environ.get(RUN_ROOT_ENV):
+        return Path(os.environ[RUN_ROOT_ENV]).expanduser().absolute()
+    if in_colab():
+        return Path(COLAB_CHECKOUT)
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "notebooks").is_dir():
+        return checkout
+    return Path.cwd()
+
+
+def run_path(path: str | os.PathLike) -> Path:
+    """``path`` itself when absolute, else the same path under :func:`run_root`.
+
+    Example:
+        >>> run_path("/tmp/runs/smoke")
+        PosixPath('/tmp/runs/smoke')
+        >>> run_path("runs/smoke") == run_root() / "runs" / "smoke"
+        True
+    """
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else run_root() / path
 
 
 @dataclass(frozen=True)
@@ -138,7 +172,8 @@ def resolve_drive_dir(drive_dir: str | os.PathLike, mount_point: str = DRIVE_MOU
     """The absolute, existing folder to mirror checkpoints to.
 
     Args:
-        drive_dir: a folder on Google Drive (under ``mount_point``) or any local folder.
+        drive_dir: a folder on Google Drive (under ``mount_point``) or any local folder (a
+            relative one is under :func:`run_root`).
         mount_point: where Colab mounts Drive.
 
     Returns:
@@ -148,7 +183,7 @@ def resolve_drive_dir(drive_dir: str | os.PathLike, mount_point: str = DRIVE_MOU
         RuntimeError: ``drive_dir`` is on Drive but Drive is not mounted; without this check
             the folder would be created on the VM's disk and vanish with it.
     """
-    folder = Path(drive_dir).expanduser().absolute()
+    folder = run_path(drive_dir)
     mount = Path(mount_point)
     if folder.is_relative_to(mount) and not (mount / "MyDrive").is_dir():
         raise RuntimeError(

@@ -30,6 +30,7 @@ steps, which is TRL's count for 1 epoch with 4 generations) agrees with the 60 s
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -88,9 +89,15 @@ def _build_step_figures() -> dict[tuple[str, int, bool, bool], StepFigure]:
         "measured: smoke run of the tiny model on 2 CPU cores, 1 torch thread, ~100-token completions "
         "(2026-11-25; plus ~1 min start-up and the first-time model build)",
     )
+    cpu_4bit = StepFigure(
+        2.2, (0.0, 0.0),
+        "measured: smoke run with --load-in-4bit on 2 shared CPU cores (median step 2.15 s vs 0.79 s without "
+        "4-bit in the same session, 2026-12-01: bitsandbytes' CPU NF4 kernels are slower than fp32 matmuls)",
+    )
     for generations in (2, 4):
         for checkpointing in (True, False):
             table[("cpu", generations, checkpointing, False)] = cpu
+            table[("cpu", generations, checkpointing, True)] = cpu_4bit
     return table
 
 
@@ -220,6 +227,7 @@ class Estimate:
     peak_memory_gb: tuple[float, float]
     figures_source: str
     note: str
+    processes: int = 1  # data-parallel training processes the steps are counted for
 
 
 def _preset(preset):
@@ -251,13 +259,16 @@ def _step_figure(preset, gpu: str) -> StepFigure:
     )
 
 
-def estimate(preset, gpu: str = REFERENCE_GPU, world_size: int = 1) -> Estimate:
+def estimate(preset, gpu: str = REFERENCE_GPU, world_size: int | None = None) -> Estimate:
     """Steps, time and peak GPU memory for ``preset`` on ``gpu``.
 
     Args:
         preset: a :class:`~chartrvr_nb.presets.Preset` or a preset name.
         gpu: one of ``a100-40gb``, ``l4``, ``t4``, ``h100``; ignored for CPU presets (smoke).
-        world_size: number of GPUs (data parallel).
+        world_size: training processes (GPUs, or CPU processes under torchrun), each with its
+            own micro-batch, so N processes run 1/N of the steps; default ``$WORLD_SIZE`` (set by
+            torchrun and accelerate launch), else 1. Time per step assumes each GPU keeps its
+            one-GPU speed.
 
     Returns:
         An :class:`Estimate`; ``note`` explains in one line when the seed's step count differs.
@@ -268,6 +279,9 @@ def estimate(preset, gpu: str = REFERENCE_GPU, world_size: int = 1) -> Estimate:
         (5000, 2500, '41.7 h')
     """
     preset = _preset(preset)
+    world_size = world_size or int(os.environ.get("WORLD_SIZE") or 1)
+    if world_size < 1:
+        raise ValueError(f"world_size (--num-processes) must be at least 1, got {world_size}.")
     if not preset.requires_gpu:
         gpu = "cpu"
     elif gpu not in MEMORY_BANDWIDTH_GBPS:
@@ -290,8 +304,9 @@ def estimate(preset, gpu: str = REFERENCE_GPU, world_size: int = 1) -> Estimate:
         note = (
             f"The seed's formula samples/(batch*2)*epochs gives {seed_steps:,} steps, but TRL's batch counts "
             f"completions, so a step sees {prompts:g} prompt{'' if prompts == 1 else 's'} "
-            f"x {preset.num_generations} completions "
-            f"and the trainer runs {steps:,} steps."
+            f"x {preset.num_generations} completions"
+            + (f" over {world_size} processes" if world_size > 1 else "")
+            + f" and the trainer runs {steps:,} steps."
         )
     return Estimate(
         preset=preset.name,
@@ -304,6 +319,7 @@ def estimate(preset, gpu: str = REFERENCE_GPU, world_size: int = 1) -> Estimate:
         peak_memory_gb=figure.memory_gb,
         figures_source=figure.source,
         note=note,
+        processes=world_size,
     )
 
 
@@ -324,7 +340,7 @@ def format_estimate(est: Estimate) -> str:
     memory = "n/a (CPU)" if est.gpu == "cpu" else f"{low:g}-{high:g} GB peak"
     steps = f"{est.steps:,}" + (f" (the seed's formula says {est.seed_steps:,})" if est.seed_steps != est.steps else "")
     lines = [
-        f"Preset {est.preset!r} on {GPU_NAMES[est.gpu]}",
+        f"Preset {est.preset!r} on {GPU_NAMES[est.gpu]}" + (f", {est.processes} processes" if est.processes > 1 else ""),
         f"  optimizer steps  {steps}",
         f"  time per step    {est.seconds_per_step:.3g} s",
         f"  total time       ~{est.duration}",

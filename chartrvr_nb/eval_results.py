@@ -1,8 +1,9 @@
 """Scoring evaluation answers and summarising them: per-example records, the benchmark's
-aggregations and headline, the paired bootstrap, and the table of our numbers beside the paper's.
+aggregations and headline, the ``official`` and ``chart_rvr_code`` figures, the paired bootstrap,
+and the table of our numbers beside the paper's.
 
 Pure functions over records (dicts); the metrics themselves are declared per benchmark in
-:mod:`chartrvr_nb.benchmarks`. numpy and pandas are imported inside functions.
+:mod:`chartrvr_nb.benchmarks` (the published-table rules in :mod:`chartrvr_nb.official_scoring`). numpy and pandas are imported inside functions.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .benchmarks import AGGREGATIONS, BENCHMARKS, CHART_RVR, METRICS, QWEN_DIRECT, Benchmark
+from .benchmarks import AGGREGATIONS, BENCHMARKS, CHART_RVR, GROUND_TRUTH_FIELDS, METRICS, QWEN_DIRECT, Benchmark
+from .official_scoring import OFFICIAL_SCORERS, score_chart_rvr_code
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only
     import pandas as pd
-
-BOOTSTRAP_RESAMPLES = 1000
-
 
 BOOTSTRAP_RESAMPLES = 1000
 
@@ -64,17 +63,27 @@ def prediction_record(index: int, example: Mapping[str, Any], generation: Mappin
 
 
 def summarize(benchmark: Benchmark, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Accuracy (mean score, percent), the benchmark's aggregations, and the headline number.
+    """The project metric's accuracy (mean score, percent), its aggregations and headline, and the two
+    figures comparable with published tables.
+
+    ``official`` is the benchmark's own evaluation code's number and breakdown (its
+    leaderboard's); ``chart_rvr_code`` is the Chart-RVR authors' code's number (the paper's
+    table's); see :mod:`chartrvr_nb.official_scoring`. The project metric is the rule the
+    accuracy reward trains on.
 
     Example:
         >>> from chartrvr_nb.benchmarks import BENCHMARKS
-        >>> records = [{"subset": "human", "score": 1.0, "answer_found": True},
-        ...            {"subset": "augmented", "score": 0.0, "answer_found": False}]
+        >>> records = [{"subset": "human", "score": 1.0, "answer_found": True, "prediction": "3%",
+        ...             "answer": "3", "meta": {"labels": ["3"]}},
+        ...            {"subset": "augmented", "score": 0.0, "answer_found": False, "prediction": "",
+        ...             "answer": "Yes", "meta": {"labels": ["Yes"]}}]
         >>> summary = summarize(BENCHMARKS["chartqa"], records)
         >>> summary["accuracy"], summary["subsets"], summary["headline"], summary["headline_value"]
         (50.0, {'augmented': 0.0, 'human': 100.0}, 'subset_mean', 50.0)
         >>> summary["subset_sizes"]
         {'augmented': 1, 'human': 1}
+        >>> summary["official"]["value"], summary["chart_rvr_code"]["value"]  # 3% is 0.03 to both
+        (0.0, 0.0)
     """
     scores = [float(record["score"]) for record in records]
     summary: dict[str, Any] = {
@@ -94,6 +103,8 @@ def summarize(benchmark: Benchmark, records: Sequence[Mapping[str, Any]]) -> dic
         summary["subset_sizes"] = dict(sorted(sizes.items()))
     summary["headline"] = benchmark.headline
     summary["headline_value"] = summary.get(benchmark.headline)
+    summary["official"] = OFFICIAL_SCORERS[benchmark.official](records)
+    summary["chart_rvr_code"] = score_chart_rvr_code(records, benchmark.chart_rvr_tolerance)
     return summary
 
 
@@ -140,6 +151,82 @@ def paired_bootstrap(
     }
 
 
+# The ground-truth field each reward compares with; the others need only the reply.
+REWARD_FIELDS = {"accuracy": "answer", "chart_type": "chart_type", "table_style": "table", "process": "reasoning"}
+
+
+def _ground_truth(record: Mapping[str, Any], name: str) -> Any:
+    return record.get("answer") if name == "answer" else (record.get("meta") or {}).get(name)
+
+
+def reward_scores(records: Sequence[Mapping[str, Any]]) -> list[dict[str, float | None]]:
+    """The seven training rewards of each record's reply, scored against the record's ground truth.
+
+    A record carries ground truth when its ``meta`` holds the training schema's ``chart_type``,
+    ``table`` or ``reasoning`` (synthetic rows always do). A reward whose field a record lacks is
+    ``None`` for it, and records without any ground truth get ``{}``.
+
+    Example:
+        >>> reply = '<think>\\n<type>bar</type>\\n<table>{}</table>\\n</think>\\n<answer>7</answer>'
+        >>> scores = reward_scores([{"reply": reply, "answer": "7", "meta": {"chart_type": "pie"}}])
+        >>> scores[0]["format"], scores[0]["accuracy"], scores[0]["chart_type"], scores[0]["table_style"]
+        (2.0, 1.0, 0.0, None)
+    """
+    from .rewards import REWARDS
+
+    scored = [i for i, r in enumerate(records) if any(_ground_truth(r, f) is not None for f in GROUND_TRUTH_FIELDS)]
+    scores: list[dict[str, float | None]] = [{} for _ in records]
+    if not scored:
+        return scores
+    replies = [records[i].get("reply") or "" for i in scored]
+    columns = {
+        "label": [_ground_truth(records[i], "answer") for i in scored],
+        **{field: [_ground_truth(records[i], field) for i in scored] for field in GROUND_TRUTH_FIELDS},
+    }
+    for name, reward in REWARDS.items():
+        values = reward(replies, **columns)
+        field = REWARD_FIELDS.get(name)
+        for i, value in zip(scored, values):
+            scores[i][name] = None if field and _ground_truth(records[i], field) is None else float(value)
+    return scores
+
+
+def reward_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean of each reward, their total, and the format-valid rate over records with ground truth.
+
+    These are the explainability figures beside accuracy: did the type, the table and the
+    reasoning improve, not only the answer. Empty when no record carries ground truth.
+
+    Returns:
+        ``{"reward_examples", "rewards": {name: mean}, "total_reward", "format_valid_rate"}``;
+        ``total_reward`` (the sum of the seven) only over records with every field, else ``None``;
+        ``format_valid_rate`` in percent (the format reward's full 2.0).
+
+    Example:
+        >>> reply = '<think>\\n<type>bar</type>\\n<table>{}</table>\\n</think>\\n<answer>7</answer>'
+        >>> summary = reward_summary([{"reply": reply, "answer": "7", "meta": {"chart_type": "bar"}},
+        ...                           {"reply": "7", "answer": "7", "meta": {"chart_type": "bar"}}])
+        >>> summary["reward_examples"], summary["rewards"]["chart_type"], summary["format_valid_rate"]
+        (2, 0.5, 50.0)
+    """
+    from .rewards import REWARD_MAXIMA
+
+    scores = [s for s in reward_scores(records) if s]
+    if not scores:
+        return {}
+    means = {}
+    for name in REWARD_MAXIMA:
+        values = [s[name] for s in scores if s.get(name) is not None]
+        means[name] = sum(values) / len(values) if values else None
+    complete = [sum(s.values()) for s in scores if all(v is not None for v in s.values())]
+    return {
+        "reward_examples": len(scores),
+        "rewards": means,
+        "total_reward": sum(complete) / len(complete) if complete else None,
+        "format_valid_rate": 100.0 * sum(s["format"] == REWARD_MAXIMA["format"] for s in scores) / len(scores),
+    }
+
+
 def paper_reference(vlm_name: str, adapter: str | None) -> str | None:
     """Which of the paper's models a run compares with: Chart-RVR-3B with an adapter, the base 3B without.
 
@@ -166,8 +253,31 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 2)
 
 
+def _official_rows(summary: Mapping[str, Any]) -> list[tuple[str, float | None, int | None]]:
+    """(metric, value, n) rows for the two published-table figures of a summary, the paper's first."""
+    chart_rvr, official = summary.get("chart_rvr_code") or {}, summary.get("official") or {}
+    sizes = summary.get("subset_sizes") or {}
+    rows = [(f"chart_rvr_code: {chart_rvr.get('label', 'relaxed accuracy')}", chart_rvr.get("value"),
+             chart_rvr.get("n"))]
+    if official:
+        rows.append((f"official: {official.get('label', 'accuracy')}", official.get("value"), official.get("n")))
+        breakdown = official.get("breakdown") or {}
+        rows.extend((f"official: {key}", value, sizes.get(key)) for key, value in breakdown.items())
+        if official.get("rows_official_code_crashes_on"):
+            rows.append(("official: rows its code crashes on (scored as if it had not)", None,
+                         official["rows_official_code_crashes_on"]))
+    return rows
+
+
 def results_table(summary_or_summaries: Any) -> pd.DataFrame:
     """Our numbers beside the paper's: one row per reported number, per benchmark.
+
+    The first row of each benchmark is ``chart_rvr_code`` (scored as the Chart-RVR authors' code
+    scored it), the one the paper's numbers stand beside; then ``official`` (the benchmark's own
+    evaluation code: its leaderboard's number) with the breakdown that code prints; then the
+    project metric (``project metric: ...``, the rule the accuracy reward trains on), its subsets
+    and the base-model comparison. A summary written before the two figures existed puts the
+    paper's numbers beside its headline.
 
     Args:
         summary_or_summaries: a ``summary.json`` dict, a list of them (or of
@@ -175,15 +285,16 @@ def results_table(summary_or_summaries: Any) -> pd.DataFrame:
 
     Returns:
         A DataFrame with columns ``benchmark``, ``metric``, ``n``, ``ours``, the paper's
-        ``Qwen2.5-VL-3B (direct)`` and ``Chart-RVR-3B`` numbers (on the headline row), and
+        ``Qwen2.5-VL-3B (direct)`` and ``Chart-RVR-3B`` numbers (on the first row), and
         ``vs paper`` (ours minus the paper's number for the same model, when there is one);
         numbers in percent, rounded to 2 decimals (``summary.json`` keeps them unrounded).
 
     Example:
         >>> table = results_table({"benchmark": "chartfc", "model": "qwen2-5-3b", "adapter": None,
-        ...                        "n": 4, "accuracy": 75.0, "headline": "accuracy", "headline_value": 75.0})
-        >>> table[["benchmark", "metric", "ours", "Qwen2.5-VL-3B (direct)", "vs paper"]].values.tolist()
-        [['chartfc', 'accuracy', 75.0, 74.4, 0.6]]
+        ...                        "n": 4, "accuracy": 75.0, "headline": "accuracy", "headline_value": 75.0,
+        ...                        "chart_rvr_code": {"value": 50.0, "n": 4}})
+        >>> table[["metric", "ours", "Qwen2.5-VL-3B (direct)", "vs paper"]].values.tolist()
+        [['chart_rvr_code: relaxed accuracy', 50.0, 74.4, -24.4], ['project metric: accuracy', 75.0, nan, nan]]
     """
     import pandas as pd
 
@@ -193,20 +304,23 @@ def results_table(summary_or_summaries: Any) -> pd.DataFrame:
         paper = BENCHMARKS[name].paper if name in BENCHMARKS else {}
         reference = paper_reference(summary.get("model", ""), summary.get("adapter"))
         headline = summary.get("headline", "accuracy")
-        ours = summary.get("headline_value", summary.get("accuracy"))
+        n = summary.get("n")
+        project = [(HEADLINE_LABELS.get(headline, headline), summary.get("headline_value", summary.get("accuracy")), n)]
+        if "chart_rvr_code" in summary:
+            project = _official_rows(summary) + [(f"project metric: {project[0][0]}", *project[0][1:])]
+        metric, ours, count = project[0]
         rows.append(
             {
                 "benchmark": name,
-                "metric": HEADLINE_LABELS.get(headline, headline),
-                "n": summary.get("n"),
+                "metric": metric,
+                "n": count,
                 "ours": _round(ours),
                 QWEN_DIRECT: paper.get(QWEN_DIRECT),
                 CHART_RVR: paper.get(CHART_RVR),
                 "vs paper": _round(ours - paper[reference]) if ours is not None and reference in paper else None,
             }
         )
-        n = summary.get("n")
-        extras = []  # (metric, value, number of examples behind it)
+        extras = project[1:]  # (metric, value, number of examples behind it)
         if headline != "accuracy":
             extras.append(("accuracy (all examples)", summary.get("accuracy"), n))
         if "acc_plus" in summary and headline != "acc_plus":
@@ -216,7 +330,10 @@ def results_table(summary_or_summaries: Any) -> pd.DataFrame:
             extras.append((f"subset: {subset}", value, sizes.get(subset)))
         comparison = summary.get("comparison")
         if comparison:
-            extras.append(("base model (same examples)", summary.get("base", {}).get("accuracy"), n))
+            base = summary.get("base", {})
+            if "chart_rvr_code" in base:
+                extras.append(("base model: chart_rvr_code", base["chart_rvr_code"].get("value"), n))
+            extras.append(("base model (same examples)", base.get("accuracy"), n))
             extras.append(("adapter - base", comparison["difference"], n))
         rows.extend(
             {"benchmark": name, "metric": metric, "n": count, "ours": _round(value)} for metric, value, count in extras

@@ -29,7 +29,10 @@ from .answers import extract_answer, extract_between
 from .benchmark_data import load_examples, load_image
 from .benchmarks import get_benchmark
 from .checkpoints import newest_complete_checkpoint
-from .eval_results import paired_bootstrap, paper_reference, prediction_record, results_table, summarize
+from .eval_results import (
+    paired_bootstrap, paper_reference, prediction_record, results_table, reward_summary, summarize,
+)
+from .env import run_path
 from .presets import PAPER_MAX_PIXELS
 from .prompts import PROMPT_STYLES, build_messages
 
@@ -213,7 +216,8 @@ def resolve_adapter(adapter: str | os.PathLike | None) -> str | None:
     """Where to load a LoRA adapter from: a local folder with ``adapter_config.json``, or a hub id.
 
     A folder that holds ``adapter_config.json`` (a ``checkpoint-<step>`` or a final ``adapter/``
-    folder) is used as is. A training run folder gives its final ``adapter/`` when training
+    folder) is used as is; a relative path is under the run root (``env.run_root()``), where the CLI
+    and the notebooks put their runs. A training run folder gives its final ``adapter/`` when training
     finished, else its newest complete checkpoint. Anything else shaped like ``owner/name`` is
     taken as a hub id (e.g. ``sanchit97/chart-rvr-3b``).
 
@@ -228,7 +232,7 @@ def resolve_adapter(adapter: str | os.PathLike | None) -> str | None:
     """
     if adapter is None or str(adapter) == "":
         return None
-    path = Path(adapter).expanduser()
+    path = run_path(adapter)  # a relative run folder is under the run root, where training put it
     if path.is_dir():
         if (path / "adapter_config.json").is_file():
             return str(path)
@@ -342,6 +346,7 @@ def run_evaluation(
     max_new_tokens: int | None = None,
     seed: int = 2025,
     max_pixels: int | None = PAPER_MAX_PIXELS,
+    load_in_4bit: bool = False,
     progress: bool = True,
     verbose: bool = True,
 ) -> EvaluationResult:
@@ -364,6 +369,7 @@ def run_evaluation(
         max_new_tokens: tokens per answer (default: 768 for rvr/cot, 64 for direct).
         seed: seeds torch and the bootstrap.
         max_pixels: image pixel budget (default: the paper's 320*28*28).
+        load_in_4bit: load the base in 4-bit NF4, as a QLoRA run (``colab-t4``) trained the adapter.
         progress: show progress bars.
         verbose: print the results table and where the files are.
 
@@ -391,14 +397,16 @@ def run_evaluation(
         raise ValueError(f"{benchmark.title} has no examples to evaluate; check data_dir and limit.")
 
     torch.manual_seed(seed)
-    model, processor = load_model_and_processor(vlm_name, device_map="auto" if torch.cuda.is_available() else None)
+    model, processor = load_model_and_processor(
+        vlm_name, load_in_4bit=load_in_4bit, device_map="auto" if torch.cuda.is_available() else None
+    )
     if adapter_path is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_path)
     if output_dir is None:
         output_dir = default_output_dir(vlm_name, dataset_name, prompt, adapter_path)
-    out_dir = Path(output_dir)
+    out_dir = run_path(output_dir)  # a relative folder is under the run root, as training's are
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = dict(
         batch_size=batch_size, prompt=prompt, max_new_tokens=max_new_tokens, max_pixels=max_pixels, progress=progress
@@ -416,10 +424,12 @@ def run_evaluation(
         "source": str(data_dir) if data_dir is not None else benchmark.source,
         "split": benchmark.split,
         "model": vlm_name,
+        "load_in_4bit": load_in_4bit,
         "adapter": adapter_path,
         "prompt": prompt,
         "metric": benchmark.metric,
         **summarize(benchmark, records),
+        **reward_summary(records),  # every reward's mean, where rows carry the ground truth
         "paper": dict(benchmark.paper),
         "paper_reference": paper_reference(vlm_name, adapter_path),
         "limit": limit,

@@ -19,8 +19,10 @@ MODEL_REGISTRY: dict[str, str] = {
     "qwen2-5-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
     "qwen2-5-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
     "tiny": "chartrvr-nb/tiny-qwen2.5-vl (built offline by code)",
+    "tiny-learn": "chartrvr-nb/tiny-qwen2.5-vl, learn-check warm start (built offline by code)",
 }
 TINY_MODEL = "tiny"
+TINY_MODELS = (TINY_MODEL, "tiny-learn")  # built by chartrvr_nb.tiny, each from its own recipe
 # The Qwen2.5-VL image processor's own pixel bounds, used where a caller sets only one side.
 QWEN_MIN_PIXELS = 56 * 56
 QWEN_MAX_PIXELS = 28 * 28 * 1280
@@ -31,6 +33,15 @@ QWEN_MAX_PIXELS = 28 * 28 * 1280
 PAPER_LORA_TARGET_MODULES: tuple[str, ...] = (
     "q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj",
 )
+
+# Left unquantised in 4-bit (QLoRA) loading: the vision tower (0.67B of the 3B's 3.75B weights,
+# ~1 GB more on a 16 GB T4 in fp16) keeps image features at full precision, and the output
+# projection stays in the compute dtype, as transformers keeps it by default (a skip list replaces
+# those defaults, so it is named again). Names are matched from the start of a module's path
+# (transformers 5: ``model.visual.blocks.0.mlp.up_proj``; older versions match substrings). The
+# tiny model needs the vision skip too: its 32-wide vision layers are narrower than bitsandbytes'
+# 64-weight quantisation block.
+QLORA_UNQUANTISED_MODULES: tuple[str, ...] = ("model.visual", "lm_head")
 
 
 # --------------------------------------------------------------------------------------------
@@ -46,7 +57,8 @@ def resolve_model(name: str, cache_dir: str | os.PathLike | None = None) -> str:
         cache_dir: where the tiny model is cached (see :func:`chartrvr_nb.tiny.tiny_model_dir`).
 
     Returns:
-        The hub id, or for ``"tiny"`` the local folder of the tiny model (built on first use).
+        The hub id, or for ``"tiny"`` / ``"tiny-learn"`` the local folder of that tiny model
+        (built on first use).
 
     Example:
         >>> resolve_model("qwen2-5-3b")
@@ -54,21 +66,22 @@ def resolve_model(name: str, cache_dir: str | os.PathLike | None = None) -> str:
         >>> resolve_model("qwen-3b")
         Traceback (most recent call last):
         ...
-        ValueError: Unknown model 'qwen-3b'. Choose one of: qwen2-5-3b, qwen2-5-7b, tiny.
+        ValueError: Unknown model 'qwen-3b'. Choose one of: qwen2-5-3b, qwen2-5-7b, tiny, tiny-learn.
     """
     if name not in MODEL_REGISTRY:
         raise ValueError(f"Unknown model {name!r}. Choose one of: {', '.join(MODEL_REGISTRY)}.")
-    if name == TINY_MODEL:
+    if name in TINY_MODELS:
         from .tiny import build_tiny_model
 
-        return str(build_tiny_model(cache_dir))
+        return str(build_tiny_model(cache_dir, name=name))
     return MODEL_REGISTRY[name]
 
 
 def default_dtype(load_in_4bit: bool = False):
     """The compute dtype for this machine: bf16 on a GPU that supports it, fp16 for 4-bit on an
-    older GPU (bitsandbytes computes in half precision there), fp32 otherwise (CPU, or full
-    weights on a GPU without bf16, where fp16 training is unstable)."""
+    older GPU (bitsandbytes computes in half precision there), fp32 otherwise (CPU, 4-bit
+    included: bitsandbytes' CPU kernels compute in fp32; or full weights on a GPU without bf16,
+    where fp16 training is unstable)."""
     import torch
 
     if torch.cuda.is_available():
@@ -77,6 +90,20 @@ def default_dtype(load_in_4bit: bool = False):
         if load_in_4bit:
             return torch.float16
     return torch.float32
+
+
+def qlora_quantization_config(compute_dtype):
+    """The QLoRA base: bitsandbytes NF4 with double quantisation, computing in ``compute_dtype``,
+    the modules of :data:`QLORA_UNQUANTISED_MODULES` left as they are."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+        llm_int8_skip_modules=list(QLORA_UNQUANTISED_MODULES),
+    )
 
 
 def _offline_help(hub_id: str, error: Exception) -> str:
@@ -104,10 +131,13 @@ def load_model_and_processor(
 
     Args:
         name: a key of ``MODEL_REGISTRY`` (``"tiny"`` is built offline on first use).
-        load_in_4bit: QLoRA base weights: bitsandbytes NF4 with double quantisation (GPU only).
+        load_in_4bit: QLoRA base weights: bitsandbytes NF4 with double quantisation of the
+            language model (see :data:`QLORA_UNQUANTISED_MODULES`); on a GPU, or on CPU with
+            bitsandbytes' CPU kernels (fp32 compute), which is how CI runs this path.
         dtype: weights/compute dtype; default bf16 on a bf16-capable GPU, fp16 compute for 4-bit
             on older GPUs, fp32 otherwise (see :func:`default_dtype`).
-        device_map: passed to ``from_pretrained``; 4-bit loading defaults to the current GPU.
+        device_map: passed to ``from_pretrained``; 4-bit loading defaults to the current GPU, or
+            the CPU without one.
         cache_dir: the tiny model's cache folder.
         min_pixels / max_pixels: the image processor's pixel bounds (images are resized into
             them, never cropped); the processor's saved bounds when ``None``.
@@ -116,34 +146,29 @@ def load_model_and_processor(
         ``(model, processor)``.
 
     Raises:
-        RuntimeError: 4-bit requested without a GPU.
+        ImportError: 4-bit requested without bitsandbytes installed.
         OSError: a hub model that is not cached while the hub is unreachable, with what to do.
     """
+    import importlib.util
+
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    if load_in_4bit and not torch.cuda.is_available():
-        raise RuntimeError(
-            "load_in_4bit needs a CUDA GPU (bitsandbytes 4-bit kernels are CUDA-only). In Colab choose "
-            "Runtime > Change runtime type > GPU, or use a preset without 4-bit (e.g. smoke on CPU)."
+    if load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError(
+            "load_in_4bit (--load-in-4bit, preset colab-t4) needs bitsandbytes, which is not installed: "
+            "pip install 'bitsandbytes>=0.50' (requirements-colab.txt has it), or train without 4-bit."
         )
     path = resolve_model(name, cache_dir)
-    if name == TINY_MODEL and not torch.cuda.is_available():
+    if name in TINY_MODELS and not torch.cuda.is_available():
         # Its matrices are so small that thread start-up dominates: on 2 busy cores, one thread
         # runs a GRPO step several times faster than two (measured: 4 ms vs 0.01 ms per linear).
         torch.set_num_threads(1)
     dtype = dtype or default_dtype(load_in_4bit)
     model_kwargs: dict[str, Any] = {"dtype": dtype}
     if load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        model_kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype,
-        )
-        device_map = device_map or {"": torch.cuda.current_device()}
+        model_kwargs["quantization_config"] = qlora_quantization_config(dtype)
+        device_map = device_map or ({"": torch.cuda.current_device()} if torch.cuda.is_available() else "cpu")
     if device_map is not None:
         model_kwargs["device_map"] = device_map
     processor_kwargs = {}
@@ -157,7 +182,7 @@ def load_model_and_processor(
         processor = AutoProcessor.from_pretrained(path, **processor_kwargs)
         model = AutoModelForImageTextToText.from_pretrained(path, **model_kwargs)
     except OSError as error:
-        if name == TINY_MODEL:
+        if name in TINY_MODELS:
             raise
         raise OSError(_offline_help(path, error)) from error
     return model, processor

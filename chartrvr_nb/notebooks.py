@@ -35,9 +35,10 @@ COLAB_GPUS: tuple[str, ...] = ("t4", "l4", "a100-40gb")
 LOCAL_DRIVE_STANDIN = "runs/drive"
 # Extra papermill parameters for the smoke preset: 02 stops halfway through the 16-step run so that
 # 03 has a run to resume, 03 stops at step 12 so that the run can be resumed once more (as after a
-# second disconnect), and 04 evaluates a handful of examples.
+# second disconnect), and 04 evaluates a handful of examples. 02's learn-check is shortened to a
+# smoke test of its own (4 held-out charts, 2 GRPO steps).
 SMOKE_PARAMETERS: dict[str, dict[str, Any]] = {
-    "02_train": {"max_steps": 8},
+    "02_train": {"max_steps": 8, "learn_check_charts": 4, "learn_check_steps": 2},
     "03_resume_from_drive": {"max_steps": 12},
     "04_evaluate": {"limit": 8},
 }
@@ -114,7 +115,8 @@ def run_notebooks(
 
     Args:
         preset: the ``preset`` parameter of every notebook.
-        out_dir: where the executed notebooks and the shared folders go.
+        out_dir: where the executed notebooks and the shared folders go (a relative path is under
+            the run root, ``env.run_root()``, as the CLI's and the notebooks' run folders are).
         notebooks: names to run, in the given order (default: all five).
         parameters: extra parameters by notebook name, e.g. ``{"02_train": {"max_steps": 4}}``.
         kernel_name: the Jupyter kernel (default: the one the notebooks name, ``python3``).
@@ -132,8 +134,10 @@ def run_notebooks(
     unknown = [name for name in names if name not in NOTEBOOKS]
     if unknown:
         raise ValueError(f"Unknown notebook(s) {unknown}; choose from {', '.join(NOTEBOOKS)}.")
+    from . import env
+
     source_dir = notebook_dir()
-    out = Path(out_dir).absolute()
+    out = env.run_path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shared = shared_parameters(preset, out)
     environment = {HEADLESS_ENV: "1"}
@@ -180,8 +184,8 @@ def drive_root_dir(drive_root: str | os.PathLike = "", use_drive: bool = True) -
 
     Args:
         drive_root: a folder to use; empty for the default: in Colab ``MyDrive/chartrvr-nb``
-            (Drive is mounted, which asks for permission once), elsewhere ``runs/drive``, a local
-            stand-in that behaves the same.
+            (Drive is mounted, which asks for permission once), elsewhere ``runs/drive`` under the
+            run root (``env.run_root()``), a local stand-in that behaves the same.
         use_drive: False keeps checkpoints only in the run folder.
 
     Returns:
@@ -207,18 +211,24 @@ def run_dirs(preset, run_dir: str | os.PathLike = "", drive_root: str | os.PathL
 
     Args:
         preset: a Preset or preset name; the run folder defaults to ``runs/<preset name>``.
-        run_dir: the local run folder, if given.
+        run_dir: the local run folder, if given. Relative folders are under the run root
+            (``env.run_root()``: the repository root, ``/content/chartrvr-nb`` in Colab), where the
+            CLI's ``--output-dir`` goes too, whatever the notebook's working directory.
         drive_root: the Drive folder (:func:`drive_root_dir`), or None without Drive.
 
     Returns:
         ``(run_dir, drive_dir)``; ``drive_dir`` is ``drive_root/<run folder name>`` or None.
 
     Example:
-        >>> run_dirs("smoke", drive_root="/drive")
-        (PosixPath('runs/smoke'), PosixPath('/drive/smoke'))
+        >>> from chartrvr_nb.env import run_root
+        >>> local, drive = run_dirs("smoke", drive_root="/drive")
+        >>> local == run_root() / "runs" / "smoke", drive
+        (True, PosixPath('/drive/smoke'))
     """
+    from . import env
+
     name = preset if isinstance(preset, str) else preset.name
-    local = Path(run_dir or f"runs/{name}")
+    local = env.run_path(run_dir or f"runs/{name}")
     return local, (Path(drive_root) / local.name if drive_root else None)
 
 
@@ -229,6 +239,27 @@ def local_gpu_key() -> str:
 
     gpu = env.gpu_info()
     return (gpu_key(gpu.name) if gpu else None) or REFERENCE_GPU
+
+
+def local_estimate(preset) -> str:
+    """:func:`chartrvr_nb.estimate.format_estimate` for this machine's GPU.
+
+    Without a GPU (or on one the estimator has no figures for) a GPU preset gets the reference
+    A100 40GB figures, the seed guide's, with a first line saying so.
+    """
+    from . import env
+    from .estimate import GPU_NAMES, REFERENCE_GPU, estimate, format_estimate, gpu_key
+    from .presets import get_preset
+
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    gpu = env.gpu_info()
+    key = gpu_key(gpu.name) if gpu else None
+    text = format_estimate(estimate(preset, gpu=key or REFERENCE_GPU))
+    if preset.requires_gpu and key is None:
+        found = f"no figures were measured on this GPU ({gpu.name})" if gpu else "no GPU was found on this machine"
+        text = (f"NOTE: {found}, so these are the figures of the reference GPU, the {GPU_NAMES[REFERENCE_GPU]} "
+                "of the seed guide.\n" + text)
+    return text
 
 
 def check_preset(preset) -> str:
@@ -375,10 +406,10 @@ def write_demo_batch(path: str | os.PathLike, n: int = 8, seed: int = 0) -> Path
     Returns:
         The file written.
     """
-    from . import inspection
+    from . import env, inspection
     from .data import make_synthetic_rows
 
-    path = Path(path)
+    path = env.run_path(path)  # under the run root, with the runs, not in the notebook's folder
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as out:
         for index, row in enumerate(make_synthetic_rows(n, seed=seed, render=False)):

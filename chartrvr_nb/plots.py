@@ -180,9 +180,14 @@ def plot_example(row: Mapping[str, Any]):
 
     image = row["image"]
     width, height = image.size
-    figure = Figure(figsize=(6.0, 6.0 * height / width + 1.0), layout="constrained")
-    ax = figure.subplots()
-    ax.imshow(image)
+    # Shown at a whole multiple of the training size, pixels copied, not resampled: a small image
+    # stretched by a fractional factor reads as blurry, which is not what the model gets.
+    scale = max(1, round(520 / width))
+    title_px, caption_px = 60, 30
+    figure_px = scale * height + title_px + caption_px
+    figure = Figure(figsize=(scale * width / 100, figure_px / 100), dpi=100)
+    ax = figure.add_axes((0, caption_px / figure_px, 1, scale * height / figure_px))  # the image, edge to edge
+    ax.imshow(image, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_xlabel(f"{width}x{height} px ({width * height:,} pixels), chart type: {row['chart_type']}")
@@ -279,7 +284,7 @@ def plot_benchmark_accuracy(table, title: str | None = None):
     return figure
 
 
-def plot_mistakes(predictions, n: int = 8, columns: int = 4, title: str | None = None):
+def plot_mistakes(predictions, n: int = 8, columns: int = 2, title: str | None = None):
     """A gallery of wrong answers: the chart, the question, gold vs predicted, and the reasoning.
 
     Args:
@@ -287,7 +292,8 @@ def plot_mistakes(predictions, n: int = 8, columns: int = 4, title: str | None =
             or ``eval_results.read_predictions(path)``). Records from memory carry the chart image
             of the first wrong answers; from a file, or past those, the panel shows the text only.
         n: at most this many wrong answers, in evaluation order.
-        columns: panels per row.
+        columns: panels per row. Two keep the figure about as wide as a notebook's output area, so
+            it is shown unscaled and its 10-point reasoning text stays readable.
         title: figure title.
 
     Returns:
@@ -311,7 +317,7 @@ def plot_mistakes(predictions, n: int = 8, columns: int = 4, title: str | None =
 
     columns = max(1, min(columns, len(wrong)))
     rows = math.ceil(len(wrong) / columns)
-    figure = Figure(figsize=(3.6 * columns, 4.4 * rows), layout="constrained")
+    figure = Figure(figsize=(4.6 * columns, 6.0 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, record in zip(axes, wrong):
         image = record.get("image")
@@ -326,14 +332,57 @@ def plot_mistakes(predictions, n: int = 8, columns: int = 4, title: str | None =
             ax.text(0.5, 0.5, "(image not kept)", ha="center", va="center", color="gray", transform=ax.transAxes)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title("\n".join(textwrap.wrap(shorten(record.get("question", ""), 110), 42)), fontsize=7)
+        ax.set_title("\n".join(textwrap.wrap(shorten(record.get("question", ""), 110), 44)), fontsize=10)
         caption = [f"gold: {shorten(record.get('answer', ''), 40)}",
                    f"predicted: {shorten(record.get('prediction') or '(none)', 40)}"]
         if record.get("reasoning"):
-            caption += textwrap.wrap("reasoning: " + shorten(record["reasoning"], 180), 50)
-        ax.set_xlabel("\n".join(caption), fontsize=7, loc="left")
+            caption += textwrap.wrap("reasoning: " + shorten(record["reasoning"], 200), 46)
+        ax.set_xlabel("\n".join(caption), fontsize=10, loc="left")
     for ax in axes[len(wrong):]:
         ax.set_visible(False)
     wrong_count = sum(not r.get("correct") for r in records)
     figure.suptitle(title or f"Wrong answers ({len(wrong)} shown of {wrong_count} wrong, {len(records)} evaluated)")
+    return figure
+
+
+def plot_before_after(metrics: Mapping[str, Mapping[str, Any]], title: str | None = None):
+    """Bars of each reward before and after training, labelled with the gain and its 95% interval.
+
+    Args:
+        metrics: ``{name: {"before", "after", "ci95": [low, high]}}``, as in ``learn_check.json``
+            (``total_reward`` included, drawn first).
+        title: figure title.
+
+    Returns:
+        A matplotlib Figure: one pair of bars per reward (before grey, after blue), each pair
+        labelled with ``after - before`` and the paired-bootstrap interval of that gain.
+
+    Example:
+        >>> figure = plot_before_after({"total_reward": {"before": 4.0, "after": 6.5, "ci95": [2.2, 2.8]},
+        ...                             "format": {"before": 0.0, "after": 2.0, "ci95": [1.9, 2.0]}})
+        >>> [text.get_text() for text in figure.axes[0].texts]
+        ['+2.50\\n[+2.20, +2.80]', '+2.00\\n[+1.90, +2.00]']
+    """
+    from matplotlib.figure import Figure
+
+    if not metrics:
+        raise ValueError("Nothing to plot: no before/after metrics were given.")
+    names = sorted(metrics, key=lambda name: name != "total_reward")  # the total first, then as given
+    figure = Figure(figsize=(max(6.0, 1.1 * len(names) + 1.5), 4.0), layout="constrained")
+    ax = figure.subplots()
+    positions = list(range(len(names)))
+    before = [float(metrics[name]["before"]) for name in names]
+    after = [float(metrics[name]["after"]) for name in names]
+    ax.bar([p - 0.2 for p in positions], before, width=0.4, color="C7", label="before GRPO (warm start)")
+    ax.bar([p + 0.2 for p in positions], after, width=0.4, color="C0", label="after GRPO")
+    for position, name, low, high in zip(positions, names, before, after):
+        gain_low, gain_high = metrics[name]["ci95"]
+        ax.annotate(f"{high - low:+.2f}\n[{gain_low:+.2f}, {gain_high:+.2f}]", (position, max(low, high)),
+                    ha="center", va="bottom", fontsize=7, xytext=(0, 3), textcoords="offset points")
+    ax.set_xticks(positions, [_title(name) for name in names], fontsize=8, rotation=20)
+    ax.set_ylabel("mean reward on held-out charts")
+    ax.set_ylim(0, max(before + after) * 1.25 + 0.1)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper right")
+    ax.set_title(title or "Rewards before and after GRPO (gain, 95% paired-bootstrap interval)")
     return figure

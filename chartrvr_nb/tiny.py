@@ -7,6 +7,8 @@ then loaded through ``AutoProcessor`` / ``AutoModelForImageTextToText`` exactly 
 model (see :func:`chartrvr_nb.models.load_model_and_processor`), so the smoke preset exercises the
 same code path as a real run. A short supervised warm start, part of the build, teaches it the
 answer format so the format and count rewards are not stuck at zero in a GRPO smoke run.
+``tiny-learn`` is the same model with another warm-start recipe (:data:`TINY_RECIPES`, its own
+cache folder), which leaves the learn-check two choices for GRPO to learn.
 
 The Qwen2.5 tokenizer constructor and chat template here also serve the random-weight 3B bench.
 Top-level imports stay light: torch, transformers and tokenizers are imported inside functions.
@@ -14,6 +16,7 @@ Top-level imports stay light: torch, transformers and tokenizers are imported in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -91,32 +94,79 @@ WARM_START_LR = 1e-2
 _BUILD_INFO = "build_info.json"  # written last inside the temporary folder: marks a complete build
 
 
-def tiny_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where the tiny model lives: ``<cache>/tiny-qwen2.5-vl-v1``.
+@dataclasses.dataclass(frozen=True)
+class TinyRecipe:
+    """What a tiny-model variant's warm start teaches, beyond the shared architecture and tokenizer.
+
+    Attributes:
+        folder: the cache folder's name (one per variant, so variants never overwrite each other).
+        swapped_type_share: share of warm-start targets whose ``<type>`` names the next chart type
+            of ``chart_types`` (bar -> line -> pie -> bar) instead of the chart's own: a systematic
+            confusion, learnt together with recognising the chart.
+        flawed_format_share: share of warm-start targets with a space instead of the newline
+            between ``</think>`` and ``<answer>`` (which the format reward requires).
+        chart_types: the chart types of the warm-start charts, in the order of the swap; all ten
+            when ``None``.
+        short_targets: targets keep the table's columns but not its rows, and no reasoning steps:
+            a completion of ~40 tokens instead of ~110, so a GRPO step is faster and its reward
+            differences come from fewer tokens.
+    """
+
+    folder: str = TINY_MODEL_VERSION
+    swapped_type_share: float = 0.0
+    flawed_format_share: float = 0.0
+    chart_types: tuple[str, ...] | None = None
+    short_targets: bool = False
+
+
+# The learn-check variant leaves two choices to GRPO, each sampled 40% of the time and so never
+# taken by greedy decoding: naming the chart's own type rather than the swapped one (a choice that
+# depends on the chart), and the newline the format needs before <answer> (one that does not). Its
+# three types are those of the learn-check preset's training data and of the learn-check benchmark.
+TINY_RECIPES: dict[str, TinyRecipe] = {
+    "tiny": TinyRecipe(),
+    "tiny-learn": TinyRecipe(
+        folder="tiny-qwen2.5-vl-learn-v1",
+        swapped_type_share=0.6,
+        flawed_format_share=0.6,
+        chart_types=("bar", "line", "pie"),
+        short_targets=True,
+    ),
+}
+
+
+def _recipe(name: str) -> TinyRecipe:
+    if name not in TINY_RECIPES:
+        raise ValueError(f"Unknown tiny model {name!r}; choose one of: {', '.join(TINY_RECIPES)}.")
+    return TINY_RECIPES[name]
+
+
+def tiny_model_dir(cache_dir: str | os.PathLike | None = None, name: str = "tiny") -> Path:
+    """Where a tiny model lives: ``<cache>/tiny-qwen2.5-vl-v1`` (its variants beside it).
 
     The cache is ``cache_dir``, else ``$CHARTRVR_NB_CACHE``, else ``~/.cache/chartrvr_nb``.
 
     Example:
         >>> tiny_model_dir("/tmp/cache").as_posix()
         '/tmp/cache/tiny-qwen2.5-vl-v1'
+        >>> tiny_model_dir("/tmp/cache", "tiny-learn").name
+        'tiny-qwen2.5-vl-learn-v1'
     """
     root = cache_dir or os.environ.get("CHARTRVR_NB_CACHE") or Path.home() / ".cache" / "chartrvr_nb"
-    return Path(root).expanduser() / TINY_MODEL_VERSION
+    return Path(root).expanduser() / _recipe(name).folder
 
 
 
-def _synthetic_examples(count: int, seed: int) -> list[dict]:
-    """Text-only synthetic rows (with their reasoning steps), chart types in rotation."""
+def _synthetic_examples(count: int, seed: int, chart_types: tuple[str, ...] | None = None) -> list[dict]:
+    """Text-only synthetic rows (with their reasoning steps), chart types (default all) in rotation."""
     import random
 
     from .data import QUESTION_KINDS, make_synthetic_example
     from .prompts import CHART_TYPES
 
+    types = chart_types or CHART_TYPES
     rng = random.Random(seed)
-    return [
-        make_synthetic_example(CHART_TYPES[index % len(CHART_TYPES)], rng.choice(QUESTION_KINDS), rng)
-        for index in range(count)
-    ]
+    return [make_synthetic_example(types[index % len(types)], rng.choice(QUESTION_KINDS), rng) for index in range(count)]
 
 
 def _tokenizer_corpus(count: int = 1500) -> list[str]:
@@ -245,9 +295,36 @@ def _tiny_processor(tokenizer):
     )
 
 
+def warm_start_target(row: dict, recipe: TinyRecipe, rng) -> str:
+    """The completion a warm start teaches for a row: the ideal one, or the recipe's variation of it.
+
+    Example:
+        >>> import random
+        >>> from chartrvr_nb.data import make_synthetic_example
+        >>> row = make_synthetic_example("pie", "max", random.Random(0))
+        >>> target = warm_start_target(row, TinyRecipe(flawed_format_share=1.0), random.Random(0))
+        >>> "</think> <answer>" in target, target.startswith("<think>\\n<type>pie</type>")
+        (True, True)
+    """
+    from .prompts import CHART_TYPES, format_completion
+
+    chart_type = row["chart_type"]
+    types = recipe.chart_types or CHART_TYPES
+    if rng.random() < recipe.swapped_type_share:
+        chart_type = types[(types.index(chart_type) + 1) % len(types)]
+    if recipe.short_targets:
+        target = format_completion(chart_type, {"columns": row["table"]["columns"], "rows": []}, [], row["label"])
+    else:
+        target = format_completion(chart_type, row["table"], row["steps"], row["label"])
+    if rng.random() < recipe.flawed_format_share:
+        target = target.replace("</think>\n<answer>", "</think> <answer>")
+    return target
+
+
 def _warm_start_examples(model, processor, rows: list[dict]) -> list[dict]:
     """Tokenise each row once (chat prompt with image, then target completion and <|im_end|>) and
-    encode its image once with the frozen vision tower."""
+    encode its image once with the frozen vision tower. A row's ``target`` overrides its ideal
+    completion."""
     import torch
 
     from .data import synthetic_completion
@@ -259,7 +336,7 @@ def _warm_start_examples(model, processor, rows: list[dict]) -> list[dict]:
     for row in rows:
         prompt = processor.apply_chat_template(build_messages(row["query"]), add_generation_prompt=True, tokenize=False)
         encoded = processor(text=[prompt], images=[row["image"]], return_tensors="pt")
-        completion_ids = tokenizer(synthetic_completion(row), add_special_tokens=False)["input_ids"]
+        completion_ids = tokenizer(row.get("target") or synthetic_completion(row), add_special_tokens=False)["input_ids"]
         target = torch.tensor(completion_ids + [end_of_turn])
         prompt_ids = encoded["input_ids"][0]
         with torch.no_grad():
@@ -365,8 +442,14 @@ def warm_start(model, processor, rows: list[dict], steps: int = WARM_START_STEPS
     }
 
 
-def _tiny_recipe() -> dict[str, Any]:
-    """What decides the tiny model's weights; a saved build with a different recipe is rebuilt."""
+def _tiny_recipe(name: str = "tiny") -> dict[str, Any]:
+    """What decides a tiny model's weights; a saved build with a different recipe is rebuilt."""
+    recipe = _recipe(name)
+    variation = {  # only a variant's build info names these, so the default build stays current
+        key: list(value) if isinstance(value, tuple) else value  # as build_info.json reads back
+        for key, value in dataclasses.asdict(recipe).items()
+        if value != getattr(TinyRecipe, key)
+    }
     return {
         "version": TINY_MODEL_VERSION,
         "bpe_size": TINY_BPE_SIZE,
@@ -376,18 +459,19 @@ def _tiny_recipe() -> dict[str, Any]:
         "warm_start_steps": WARM_START_STEPS,
         "warm_start_batch": WARM_START_BATCH,
         "warm_start_lr": WARM_START_LR,
+        **variation,
     }
 
 
-def _is_current_build(folder: Path) -> bool:
+def _is_current_build(folder: Path, name: str = "tiny") -> bool:
     try:
-        return json.loads((folder / _BUILD_INFO).read_text()).get("recipe") == _tiny_recipe()
+        return json.loads((folder / _BUILD_INFO).read_text()).get("recipe") == _tiny_recipe(name)
     except (OSError, ValueError):
         return False
 
 
-def build_tiny_model(cache_dir: str | os.PathLike | None = None, force: bool = False) -> Path:
-    """Build the tiny Qwen2.5-VL once (tokenizer, random weights, warm start) and save it.
+def build_tiny_model(cache_dir: str | os.PathLike | None = None, force: bool = False, name: str = "tiny") -> Path:
+    """Build a tiny Qwen2.5-VL once (tokenizer, random weights, warm start) and save it.
 
     The build happens in a temporary folder next to the target and is renamed into place only
     when complete, so an interrupted build never leaves a half-written model that a later run
@@ -397,18 +481,19 @@ def build_tiny_model(cache_dir: str | os.PathLike | None = None, force: bool = F
     Args:
         cache_dir: the cache root (see :func:`tiny_model_dir`).
         force: rebuild even when a current build exists.
+        name: the variant, a key of :data:`TINY_RECIPES` (``tiny-learn`` for the learn-check).
 
     Returns:
         The model folder, loadable with ``AutoProcessor`` / ``AutoModelForImageTextToText``.
     """
-    target = tiny_model_dir(cache_dir)
-    if _is_current_build(target) and not force:
+    target = tiny_model_dir(cache_dir, name)
+    if _is_current_build(target, name) and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-building-", dir=target.parent))
     try:
-        _build_tiny_model_into(staging)
-        if target.exists() and (force or not _is_current_build(target)):
+        _build_tiny_model_into(staging, name)
+        if target.exists() and (force or not _is_current_build(target, name)):
             # Move the old build aside in one rename (a reader never sees it half-deleted).
             retired = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
             os.replace(target, retired / target.name)
@@ -416,7 +501,7 @@ def build_tiny_model(cache_dir: str | os.PathLike | None = None, force: bool = F
         try:
             os.rename(staging, target)
         except OSError:
-            if not _is_current_build(target):
+            if not _is_current_build(target, name):
                 raise  # not a lost race with another builder: something else is in the way
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -437,12 +522,14 @@ def _single_torch_thread():
         torch.set_num_threads(threads)
 
 
-def _build_tiny_model_into(folder: Path) -> None:
+def _build_tiny_model_into(folder: Path, name: str = "tiny") -> None:
     with _single_torch_thread():
-        _build_tiny_model_steps(folder)
+        _build_tiny_model_steps(folder, name)
 
 
-def _build_tiny_model_steps(folder: Path) -> None:
+def _build_tiny_model_steps(folder: Path, name: str) -> None:
+    import random
+
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
@@ -462,9 +549,11 @@ def _build_tiny_model_steps(folder: Path) -> None:
     config = _tiny_config(tokenizer)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     lap("tokenizer_and_model")
-    rows = _synthetic_examples(WARM_START_ROWS, TINY_SEED + 1)
+    recipe, target_rng = _recipe(name), random.Random(TINY_SEED + 2)
+    rows = _synthetic_examples(WARM_START_ROWS, TINY_SEED + 1, recipe.chart_types)
     for row in rows:
         row["image"] = render_chart(row["chart_type"], row["table"], TINY_MAX_PIXELS)
+        row["target"] = warm_start_target(row, recipe, target_rng)
     lap("render_charts")
     warm = warm_start(model, processor, rows)
     lap("warm_start")
@@ -479,7 +568,7 @@ def _build_tiny_model_steps(folder: Path) -> None:
     processor.save_pretrained(folder)
     lap("save")
     info = {
-        "recipe": _tiny_recipe(),
+        "recipe": _tiny_recipe(name),
         "parameters": sum(p.numel() for p in model.parameters()),  # tied weights once
         "tokenizer_size": len(tokenizer),
         "warm_start": warm,

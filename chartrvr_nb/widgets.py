@@ -89,12 +89,15 @@ class Form:
         for name, value in self._defaults.items():
             label = name.replace("_", " ")
             if name in self._choices and isinstance(value, list):
-                widget = ipywidgets.SelectMultiple(options=self._choices[name], value=tuple(value),
-                                                   description=label, style=style)
+                # One row per choice, so every choice shows whole (the default shows 5 and cuts the 6th).
+                widget = ipywidgets.SelectMultiple(options=self._choices[name], value=tuple(value), description=label,
+                                                   rows=len(self._choices[name]), style=style)
             elif name in self._choices:
                 widget = ipywidgets.Dropdown(options=self._choices[name], value=value, description=label, style=style)
             elif isinstance(value, bool):
-                widget = ipywidgets.Checkbox(value=value, description=label, style=style)
+                # The label sits right of the box: give it the room it needs instead of the default width.
+                widget = ipywidgets.Checkbox(value=value, description=label, style=style,
+                                             layout=ipywidgets.Layout(width="auto"))
             elif isinstance(value, int):
                 widget = ipywidgets.IntText(value=value, description=label, style=style)
             elif isinstance(value, float):
@@ -136,8 +139,11 @@ class PresetForm(Form):
         4
     """
 
-    def __init__(self, preset: str = "smoke", disable_gradient_checkpointing: bool = False, **overrides: int):
-        from .presets import PRESETS
+    def __init__(
+        self, preset: str = "smoke", disable_gradient_checkpointing: bool = False, load_in_4bit: bool = False,
+        report_to: str = "none", **overrides: int,
+    ):
+        from .presets import PRESETS, TRACKERS
 
         unknown = sorted(set(overrides) - set(PRESET_OVERRIDES))
         if unknown:
@@ -148,6 +154,8 @@ class PresetForm(Form):
             preset=(preset, list(PRESETS)),
             **fields,
             disable_gradient_checkpointing=disable_gradient_checkpointing,
+            load_in_4bit=load_in_4bit,  # ticked: 4-bit NF4 base weights (QLoRA); colab-t4 has them anyway
+            report_to=(report_to, list(TRACKERS)),
         )
 
     def preset(self):
@@ -158,7 +166,9 @@ class PresetForm(Form):
         overrides = {name: values[name] for name in PRESET_OVERRIDES if values[name]}
         if values["disable_gradient_checkpointing"]:
             overrides["gradient_checkpointing"] = False
-        return get_preset(values["preset"], **overrides)
+        if values["load_in_4bit"]:
+            overrides["load_in_4bit"] = True
+        return get_preset(values["preset"], report_to=values["report_to"], **overrides)
 
 
 def reward_inspector(row: dict, completions: dict[str, str] | None = None):
@@ -278,5 +288,135 @@ def text_table(frame, *text_columns: str, decimals: int = 3):
     numbers rounded, no index (a pandas Styler; display it as a cell's last expression).
     """
     wrapped = {"text-align": "left", "white-space": "pre-wrap", "font-family": "monospace", "min-width": "24em"}
-    styler = frame.style.format(precision=decimals, escape="html").hide(axis="index")  # show <tags> as text
+    # <tags> shown as text; a missing number (no paper figure, no advantage logged) as a dash, not NaN.
+    styler = frame.style.format(precision=decimals, escape="html", na_rep="–").hide(axis="index")
     return styler.set_properties(subset=list(text_columns), **wrapped) if text_columns else styler
+
+
+def samples_browser(runs, step: int | None = None):
+    """A training run's own sample completions by step and prompt group, each openable in the reward inspector.
+
+    For every prompt of the step, its group of completions side by side: the seven rewards, the
+    total and the group-relative advantage GRPO computed from them, with groups whose completions
+    all scored the same (no learning signal) and completions with full format but a wrong answer
+    flagged. "Inspect" opens a completion in :func:`reward_inspector` to edit it.
+
+    Args:
+        runs: a run folder (or its ``samples.jsonl``), or several run folders to pick from.
+        step: the step shown first (default: the last one that kept samples).
+
+    Returns:
+        Interactive: the widget. Headless: None, after printing the same tables as text
+        (:func:`chartrvr_nb.inspection.format_samples`). None, after saying so, when no folder
+        holds samples yet.
+    """
+    from .inspection import format_samples
+    from .runfiles import SAMPLES_FILE, load_samples
+
+    given = [runs] if isinstance(runs, (str, os.PathLike)) else list(runs)
+    folders = [Path(run) for run in given if Path(run).is_file() or (Path(run) / SAMPLES_FILE).is_file()]
+    if not folders:
+        print(f"No {SAMPLES_FILE} in {', '.join(map(str, given)) or 'the given folders'} yet: train a run first "
+              "(02_train, or python -m chartrvr_nb grpo --preset smoke --output-dir runs/smoke), then run this again.")
+        return None
+    if not is_interactive():
+        print(format_samples(load_samples(folders[0]), step=step))
+        return None
+
+    import ipywidgets
+
+    names = {(folder.parent.name if folder.name.endswith(".jsonl") else folder.name): folder for folder in folders}
+    run_picker = ipywidgets.Dropdown(options=list(names), description="run")
+    step_picker = ipywidgets.Dropdown(description="step")
+    groups = ipywidgets.VBox()
+    inspector = ipywidgets.VBox()
+    records: list[dict] = []
+
+    def load_run(_change=None):
+        from .inspection import sample_steps
+
+        records[:] = load_samples(names[run_picker.value])
+        steps = sample_steps(records)
+        step_picker.options = steps
+        step_picker.value = step if step in steps and _change is None else steps[-1]
+
+    def show_step(_change=None):
+        if step_picker.value is not None:
+            groups.children = _sample_groups(records, step_picker.value, open_in_inspector)
+
+    def open_in_inspector(index: int):
+        from .inspection import example_completions, sample_example
+
+        record = records[index]
+        example = sample_example(record)
+        title = f"sample {index} (step {record['step']}, group {record.get('group', 0)})"
+        starts = {title: record.get("completion", "")}
+        if isinstance(example.get("table"), dict) and example.get("label") is not None:
+            starts.update(example_completions(example))  # the correct completion, to compare
+        heading = ipywidgets.HTML(f"<h4>Reward inspector: {title}</h4>")
+        inspector.children = [heading, reward_inspector(example, starts)]
+
+    run_picker.observe(load_run, names="value")
+    step_picker.observe(show_step, names="value")
+    load_run()
+    show_step()
+    pickers = ipywidgets.HBox([run_picker, step_picker]) if len(names) > 1 else step_picker
+    return ipywidgets.VBox([pickers, groups, inspector])
+
+
+def _sample_groups(records: list[dict], step: int, on_inspect) -> list:
+    """One box per prompt group of ``step``: a heading and the group's completions side by side."""
+    import html
+
+    import ipywidgets
+
+    from .inspection import group_summary, samples_table
+    from .rewards import REWARDS
+
+    table = samples_table(records, step)
+    summary = group_summary(table).set_index("group")
+    boxes = [ipywidgets.HTML(text_table(group_summary(table)).to_html())]
+    for group, members in table.groupby("group", sort=True):
+        first = records[int(members["sample"].iloc[0])]
+        signal = summary.loc[group, "learning signal"]
+        heading = (f"<b>group {group}</b>: {html.escape(str(first.get('query')))} &nbsp; label "
+                   f"<code>{html.escape(str(first.get('label')))}</code>"
+                   + ("" if signal == "yes" else " &nbsp; <b style='color:#b00'>no learning signal: all totals equal</b>"))
+        cards = []
+        for _, sample in members.iterrows():
+            scores = "".join(
+                f"<tr><td>{name}</td><td style='text-align:right'>{sample[name]:.2f}</td></tr>"
+                for name in (*[c for c in table.columns if c in REWARDS], "total", "advantage")
+                if name in sample and sample[name] == sample[name]  # NaN (an old run without advantages) skipped
+            )
+            flag = f"<div style='color:#b00'>{html.escape(sample['flag'])}</div>" if sample["flag"] else ""
+            body = ipywidgets.HTML(
+                f"<div><b>sample {int(sample['sample'])}</b>{flag}<table>{scores}</table>"
+                f"<pre style='white-space:pre-wrap;font-size:12px;max-height:16em;overflow:auto'>"
+                f"{html.escape(sample['completion'])}</pre></div>"
+            )
+            button = ipywidgets.Button(description="Inspect", tooltip="open this completion in the reward inspector")
+            button.on_click(lambda _button, index=int(sample["sample"]): on_inspect(index))
+            cards.append(ipywidgets.VBox([body, button], layout=ipywidgets.Layout(width="360px", margin="0 12px 0 0")))
+        boxes += [ipywidgets.HTML(heading), ipywidgets.HBox(cards, layout=ipywidgets.Layout(overflow="auto"))]
+    return boxes
+
+
+def tensorboard(run_dir: str | os.PathLike, report_to: str):
+    """TensorBoard on a run's event files, inside the notebook (Colab and Jupyter), when the run logs there.
+
+    Headless, or when the run reports elsewhere, it prints where the curves are instead.
+    """
+    from .tracking import TENSORBOARD_DIR
+
+    logdir = Path(run_dir) / TENSORBOARD_DIR
+    if report_to != "tensorboard":
+        print(f"This run reports to {report_to!r}; pick report_to 'tensorboard' in the form above to see TensorBoard "
+              "here. The same curves are in the run's metrics.jsonl (section 5).")
+        return
+    if not is_interactive():
+        print(f"TensorBoard events: {logdir}\nview them with: tensorboard --logdir {logdir}")
+        return
+    from tensorboard import notebook
+
+    notebook.start(f"--logdir {logdir}")  # what the %tensorboard magic runs, in Colab and Jupyter alike

@@ -9,4 +9,13 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first and pinned: a bare "torch" would pull a different multi-GB build.
 .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev,tracking,browser]"
+# The browser test drives Debian's chromium through Playwright (Playwright's own browser download is
+# never used: `playwright install` needs a host these machines cannot reach).
+if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "note: install chromium (sudo apt-get install chromium) for tests/test_browser.py" >&2
+    fi
+fi

@@ -14,10 +14,10 @@ PACKAGE = ROOT / "chartrvr_nb"
 
 PARTS = {
     "Face": {"cli", "__main__", "__init__"},
-    "Cells": {"notebooks", "widgets"},
+    "Cells": {"notebooks", "widgets", "learncheck"},
     "Config": {"presets", "env", "estimate"},
-    "Train": {"train", "checkpoints", "runfiles"},
-    "Eval": {"evaluate", "benchmarks", "benchmark_data", "eval_results"},
+    "Train": {"train", "checkpoints", "runfiles", "runlock", "console", "tracking"},
+    "Eval": {"evaluate", "benchmarks", "benchmark_data", "eval_results", "official_scoring"},
     "Models": {"models", "tiny"},
     "Data": {"data"},
     "Scoring": {"answers", "rewards", "prompts", "inspection"},

@@ -4,6 +4,8 @@ import re
 import sys
 import types
 
+from pathlib import Path
+
 import pytest
 
 from chartrvr_nb import env
@@ -63,9 +65,21 @@ def test_default_mount_point_is_checked_outside_colab():
 
 
 def test_any_local_folder_works_as_drive_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(env.RUN_ROOT_ENV, str(tmp_path / "root"))
+    monkeypatch.chdir(tmp_path)  # a relative folder is under the run root, not the working directory
     folder = env.resolve_drive_dir("mirror/run")
-    assert folder == tmp_path / "mirror" / "run" and folder.is_dir() and folder.is_absolute()
+    assert folder == tmp_path / "root" / "mirror" / "run" and folder.is_dir()
+    assert env.resolve_drive_dir(tmp_path / "elsewhere") == tmp_path / "elsewhere"
+
+
+def test_run_root_is_the_checkout_locally_and_the_clone_in_colab(monkeypatch, tmp_path):
+    monkeypatch.delenv(env.RUN_ROOT_ENV, raising=False)
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    monkeypatch.chdir(tmp_path)  # a notebook kernel starts in notebooks/, a shell anywhere: same root
+    checkout = Path(__file__).resolve().parents[1]
+    assert env.run_root() == checkout and env.run_path("runs/smoke") == checkout / "runs" / "smoke"
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab")
+    assert env.run_path("runs/smoke") == Path("/content/chartrvr-nb/runs/smoke")
 
 
 def test_gpu_preset_without_cuda_suggests_smoke(monkeypatch):

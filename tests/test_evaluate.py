@@ -197,7 +197,7 @@ def data_dirs(tmp_path_factory):
 
 
 def test_every_declared_benchmark_has_a_fixture_or_is_synthetic():
-    assert set(BENCHMARKS) == set(WRITERS) | {"synthetic"}
+    assert set(BENCHMARKS) == set(WRITERS) | {"synthetic", "learn-check"}
 
 
 def test_chartqa_reads_label_lists_and_names_the_human_and_augmented_splits(data_dirs):
@@ -503,6 +503,8 @@ def test_run_evaluation_on_each_benchmark_fixture(name, prompt, extra_keys, data
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert extra_keys <= set(summary) and summary["prompt"] == prompt and summary["benchmark"] == name
     assert summary["paper"] == dict(BENCHMARKS[name].paper)
+    assert summary["official"]["n"] == summary["chart_rvr_code"]["n"] == expected  # tests/test_official_scoring.py
+    assert result.table.iloc[0]["metric"].startswith("chart_rvr_code")
 
 
 def test_compare_base_evaluates_the_same_examples_without_the_adapter(tiny, tmp_path):

@@ -364,10 +364,10 @@ def test_samples_frame_keeps_the_last_sampled_steps(tmp_path):
 
 
 def test_drive_root_dir_outside_colab(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHARTRVR_NB_RUN_ROOT", str(tmp_path))
     monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
     assert notebooks.drive_root_dir("", use_drive=False) is None
-    assert notebooks.drive_root_dir("") == (tmp_path / notebooks.LOCAL_DRIVE_STANDIN).absolute()
+    assert notebooks.drive_root_dir("") == tmp_path / notebooks.LOCAL_DRIVE_STANDIN  # under the run root
     assert notebooks.drive_root_dir(tmp_path / "mine") == tmp_path / "mine"
     assert (tmp_path / "mine").is_dir()
 

@@ -1,0 +1,571 @@
+"""Evaluation figures comparable with published tables: each benchmark's official scoring, and the
+Chart-RVR authors' scoring, rewritten from their code with its quirks kept.
+
+A user asks two questions of an evaluation, and each needs its own rule:
+
+- *Where does my model stand on this benchmark's leaderboard?* ``official``: what the benchmark's
+  own evaluation script computes (ChartQA: google-research/pix2struct ``pix2struct/metrics.py`` as
+  lmms-eval uses it; ChartQAPro: vis-nlp/ChartQAPro ``evaluate_predictions.py``; ChartBench:
+  IDEA-FinAI/ChartBench ``Stat/stat_all_metric.py`` and ``Stat/show_latex_table.py``; EvoChart:
+  the rule its README states, as it publishes no code).
+- *Did my run reproduce the Chart-RVR paper?* ``chart_rvr_code``: what sanchit97/chartrl's
+  ``main.py --mode eval`` computes with ``metrics.relaxed_accuracy``: the mean relaxed accuracy
+  over all examples of every benchmark (ChartBench included), with ``True`` (a 100% relative
+  tolerance) passed as the tolerance for ChartQAPro. The paper's table was produced that way.
+
+Each official scorer takes the records of a run (dicts with ``prediction``, ``answer``,
+``subset``, ``meta`` and the project metric's ``score``) and returns a dict with ``value`` (the
+script's headline, in percent), ``label`` (what the script calls it), ``breakdown`` (the
+per-subset / per-type figures it prints), ``n`` and ``rows_official_code_crashes_on``: rows on
+which the official script would raise, scored here as it would have scored them had it not
+crashed. Each quirk has a comment naming the official line it reproduces. Pure Python, total: no
+input makes a scorer raise.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+Record = Mapping[str, Any]
+
+
+def _percent(values: Sequence[float]) -> float | None:
+    return 100.0 * sum(values) / len(values) if values else None
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _by_subset(records: Sequence[Record], scores: Sequence[float]) -> dict[str, float]:
+    groups: dict[str, list[float]] = {}
+    for record, score in zip(records, scores):
+        if record.get("subset") is not None:
+            groups.setdefault(str(record["subset"]), []).append(score)
+    return {name: _percent(values) for name, values in sorted(groups.items())}
+
+
+def _result(rule: str, label: str, value: float | None, n: int, breakdown: Mapping[str, Any],
+            crashes: int = 0, **extra: Any) -> dict[str, Any]:
+    return {"rule": rule, "label": label, "value": value, "n": n, "breakdown": dict(breakdown),
+            "rows_official_code_crashes_on": crashes, **extra}
+
+
+# --------------------------------------------------------------------------------------------
+# Text similarity (ANLS), as the ``anls`` package that ChartQAPro's script imports computes it
+# --------------------------------------------------------------------------------------------
+
+
+def levenshtein(first: str, second: str) -> int:
+    """Edit distance (insertions, deletions, substitutions) between two strings.
+
+    Example:
+        >>> levenshtein("kitten", "sitting")
+        3
+        >>> levenshtein("", "abc")
+        3
+    """
+    if len(first) < len(second):
+        first, second = second, first
+    previous = list(range(len(second) + 1))
+    for i, char_first in enumerate(first, start=1):
+        current = [i]
+        for j, char_second in enumerate(second, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_first != char_second)))
+        previous = current
+    return previous[-1]
+
+
+def anls(prediction: str, gold: str, threshold: float = 0.5) -> float:
+    """Normalized Levenshtein similarity as ANLS scores it: ``1 - NL`` when ``NL < threshold``, else 0.
+
+    Both texts are lowercased and their whitespace collapsed; ``NL`` is the edit distance over
+    the longer length. So a near miss keeps partial credit and anything at least half wrong
+    scores 0.
+
+    Example:
+        >>> round(anls("Apples", "apple"), 3)
+        0.833
+        >>> anls("ab", "ac")                 # NL = 0.5 is not below the threshold
+        0.0
+        >>> anls("", "")
+        1.0
+    """
+    pred = " ".join(str(prediction).lower().split())
+    true = " ".join(str(gold).lower().split())
+    longest = max(len(pred), len(true))
+    if longest == 0:
+        return 1.0
+    distance = levenshtein(pred, true) / longest
+    return 1.0 - distance if distance < threshold else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# ChartQA, PlotQA: pix2struct's relaxed_correctness (lmms-eval's ChartQA task uses the same rule)
+# --------------------------------------------------------------------------------------------
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:  # the official scripts catch ValueError only; float() of a str raises nothing else
+        return None
+
+
+def _percent_float(text: str) -> float | None:
+    """A number, where a trailing ``%`` (every one: ``text.rstrip("%")``) divides by 100."""
+    if text.endswith("%"):  # metrics.py: `return float(text.rstrip("%")) / 100.0`
+        value = _float(text.rstrip("%"))
+        return None if value is None else value / 100.0
+    return _float(text)
+
+
+def pix2struct_relaxed_correctness(target: Any, prediction: Any, max_relative_change: float = 0.05) -> bool:
+    """pix2struct's ``relaxed_correctness(target, prediction)``: 5% relative tolerance, else equal text.
+
+    Nothing is stripped; a value ending in ``%`` loses *every* trailing ``%`` and is divided by
+    100; a target of 0 is compared as text.
+
+    Example:
+        >>> pix2struct_relaxed_correctness("0.45", "45%%")     # rstrip("%") drops both signs
+        True
+        >>> pix2struct_relaxed_correctness("Line", " line")    # no stripping
+        False
+        >>> pix2struct_relaxed_correctness("0", "0.0")         # a zero target needs equal text
+        False
+    """
+    target, prediction = _text(target), _text(prediction)
+
+    prediction_value, target_value = _percent_float(prediction), _percent_float(target)
+    if prediction_value is not None and target_value:  # metrics.py: `and target_float` (0 falls to text)
+        return abs(prediction_value - target_value) / abs(target_value) <= max_relative_change
+    return prediction.lower() == target.lower()
+
+
+def score_pix2struct(records: Sequence[Record]) -> dict[str, Any]:
+    """Relaxed accuracy as pix2struct aggregates it: the best over a question's labels, mean over all.
+
+    ``meta["labels"]`` holds every gold label when the row has several (ChartQA's ``label`` is a
+    list); the breakdown is per subset (ChartQA: human / augmented, as lmms-eval's
+    ``relaxed_human_split`` / ``relaxed_augmented_split``).
+
+    Example:
+        >>> records = [{"prediction": "7", "answer": "3", "meta": {"labels": ["3", "7"]}, "subset": "human"},
+        ...            {"prediction": "12%", "answer": "0.12", "meta": {}, "subset": "augmented"}]
+        >>> result = score_pix2struct(records)
+        >>> result["value"], result["breakdown"]
+        (100.0, {'augmented': 100.0, 'human': 100.0})
+    """
+    scores = []
+    for record in records:
+        labels = (record.get("meta") or {}).get("labels") or [record.get("answer")]
+        # metrics.py aggregate_metrics: `max(metric_fn(normalize_fn(t), p) for t in target)`
+        scores.append(float(max(pix2struct_relaxed_correctness(label, record.get("prediction")) for label in labels)))
+    return _result(
+        "pix2struct relaxed_correctness: best of the labels, 5% relative tolerance, every trailing % read as "
+        "percent, nothing stripped (google-research/pix2struct pix2struct/metrics.py)",
+        "relaxed accuracy", _percent(scores), len(records), _by_subset(records, scores),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# ChartQAPro: vis-nlp/ChartQAPro evaluate_predictions.py
+# --------------------------------------------------------------------------------------------
+
+# fix_list_format: `re.sub(r"(?<!['\w])(\w[^,]*?)(?!['\w])", r"'\1'", content)`; it quotes each run of
+# word characters, so "New York" becomes 'New' 'York', which Python joins into 'NewYork'.
+_UNQUOTED_ITEM = re.compile(r"(?<!['\w])(\w[^,]*?)(?!['\w])")
+_BRACKETED = re.compile(r"^\[(.*)\]$")
+
+
+def _chartqapro_fix_list(text: str) -> Any:
+    """fix_list_format: quote the items of a ``[a, b]`` answer and evaluate it; the text unchanged on failure."""
+    match = _BRACKETED.match(text.strip())
+    if not match:
+        return text
+    try:
+        return ast.literal_eval("[" + _UNQUOTED_ITEM.sub(r"'\1'", match.group(1)) + "]")
+    except Exception:  # the official catches (SyntaxError, ValueError); others (deep nesting) end the same way here
+        return text  # so "[45%, 30%]" ('45'%, ...) or "[$5, $6]" stays one string
+
+
+def _chartqapro_parse_list(text: str) -> list[str] | None:
+    """parse_to_list: ``ast.literal_eval`` and, when that gives a list, its items as stripped strings."""
+    try:
+        parsed = ast.literal_eval(text)
+    except Exception:  # parse_to_list: `except Exception: return None`
+        return None
+    if isinstance(parsed, list):
+        return [str(item).strip(" '") for item in parsed]
+    return None
+
+
+def _chartqapro_single(target: str, prediction: str, max_relative_change: float) -> float:
+    """evaluate_single_answer: numbers (``%`` stripped) within the tolerance, else ANLS."""
+    target = target.strip().strip("%").strip()
+    prediction = prediction.strip().strip("%").strip()
+    target_value, prediction_value = _float(target), _float(prediction)
+    if target_value is not None and prediction_value is not None:
+        if target_value == 0.0:
+            return 1.0 if prediction_value == 0.0 else 0.0
+        change = abs(prediction_value - target_value) / abs(target_value)
+        return 1.0 if change <= max_relative_change else 0.0
+    return anls(prediction.lower(), target.lower())  # `anls_score(prediction=p.lower(), gold_labels=[t.lower()])`
+
+
+def chartqapro_relaxed_correctness(
+    target: Any, prediction: Any, year_flags: Sequence[Any] | None, max_relative_change: float = 0.05
+) -> tuple[float, bool]:
+    """ChartQAPro's ``relaxed_correctness_chartqapro``, and whether the official code crashes on the row.
+
+    The gold answer's list is parsed after quoting its items (``fix_list_format``), the
+    prediction's without; list items are scored pairwise and averaged (missing or extra items
+    score 0). An item flagged ``YES`` in ``Year`` needs equal text; any other is scored by
+    ``evaluate_single_answer``. An empty ``Year`` list makes the official code raise
+    (``year_flags[idx]``); such a row is scored as if no item were a year.
+
+    Example:
+        >>> chartqapro_relaxed_correctness("[New York, Boston]", "['NewYork', 'Boston']", ["NO"])
+        (1.0, False)
+        >>> chartqapro_relaxed_correctness("2016", "2017", [])   # crashes officially; scored as a number
+        (1.0, True)
+    """
+    target, prediction = _text(target), _text(prediction)
+    target_items = _chartqapro_parse_list(str(_chartqapro_fix_list(target))) or [target]
+    prediction_items = _chartqapro_parse_list(prediction) or [prediction]  # no fix_list_format for predictions
+    flags = [str(flag) for flag in year_flags or []]
+    crashes = not flags  # `year_flags[idx]` on [] (or None) raises; every row reaches it at idx 0
+    if flags and len(flags) < len(target_items):
+        flags = flags * len(target_items)  # `year_flags = year_flags * n`
+    scores = []
+    for index in range(max(len(target_items), len(prediction_items))):
+        if index >= len(target_items) or index >= len(prediction_items):
+            scores.append(0.0)
+            continue
+        target_item, prediction_item = target_items[index], prediction_items[index]
+        if flags and flags[index].upper() == "YES":
+            scores.append(1.0 if target_item.strip().lower() == prediction_item.strip().lower() else 0.0)
+        else:
+            scores.append(_chartqapro_single(target_item, prediction_item, max_relative_change))
+    return sum(scores) / len(scores), crashes
+
+
+def score_chartqapro(records: Sequence[Record]) -> dict[str, Any]:
+    """ChartQAPro's ``evaluate_predictions_chartqapro``: Overall and one figure per question type.
+
+    Both texts lose a final ``.`` and then newlines (``.strip(".").strip("\\n")``: a dot before
+    trailing whitespace stays); Conversational rows use their last ``Year`` flag. The script
+    computes ``always_use_exact_match`` for Fact Checking and Multi Choice but never passes it,
+    so those types are scored by the numeric/ANLS rule like the others.
+
+    Example:
+        >>> records = [{"prediction": "Tru", "answer": "True", "subset": "Fact Checking",
+        ...             "meta": {"question_type": "Fact Checking", "year_flags": ["NO"]}}]
+        >>> score_chartqapro(records)["value"]          # ANLS 0.75, not exact match's 0
+        75.0
+    """
+    scores, crashes = [], 0
+    for record in records:
+        meta = record.get("meta") or {}
+        gold = _text(record.get("answer")).strip(".").strip("\n")  # `x['Answer'][-1].strip(".").strip("\n")`
+        prediction = _text(record.get("prediction")).strip(".").strip("\n")  # `x[pred_key].strip(".").strip("\n")`
+        # `always_use_exact_match` is computed but not passed to relaxed_correctness_chartqapro.
+        score, crashed = chartqapro_relaxed_correctness(gold, prediction, meta.get("year_flags"))
+        scores.append(score)
+        crashes += crashed
+    breakdown = _by_subset(records, scores)
+    return _result(
+        "ChartQAPro relaxed_correctness_chartqapro: year items exact, numbers within 5% (% stripped), text by ANLS "
+        "0.5, lists item by item; Fact Checking and Multi Choice not exact "
+        "(vis-nlp/ChartQAPro evaluate_predictions.py)",
+        "Overall", _percent(scores), len(records), breakdown, crashes,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# ChartBench: IDEA-FinAI/ChartBench Stat/stat_all_metric.py (+ Stat/show_latex_table.py's average)
+# --------------------------------------------------------------------------------------------
+
+# stat_all_metric.py `metric_group`, by the chart's `type.image`: facts of the benchmark, copied as
+# data. 'ring_wi_anno' is in no chart group (the pie group lists 'ring_wo_anno', 'ring', ...).
+CHARTBENCH_GROUPS: dict[str, tuple[str, ...]] = {
+    "box": ("box_h", "box_v", "stock"),
+    "combination": ("bar_line", "line_line", "pie_bar", "pie_pie"),
+    "pie": ("sector", "ring_wo_anno", "pie", "ring", "InteSun"),
+    "scatter": ("scatter_2d", "scatter_2d_smooth", "scatter_3d"),
+    "line": ("line_err", "line_multi_wi_anno", "line_multi", "line_single_wi_anno", "line_single"),
+    "bar": ("horizontal_single", "vertical_single", "horizontal_single_wi_anno", "vertical_single_wi_anno",
+            "vertical_percent_stacked", "horizontal_multi", "vertical_multi", "threeD_stacked", "vertical_stacked",
+            "horizontal_stacked", "threeD_bar_multi", "horizontal_percent_stacked", "threeD_percent_stacked"),
+    "radar": ("radar_single_wi_anno", "radar_single", "radar_multi_fill", "radar_multi"),
+    "area": ("area", "area_stack", "area_percent"),
+    "node": ("node_link", "node_link_dir", "node_link_undir"),
+    "wi_anno": ("horizontal_single_wi_anno", "vertical_single_wi_anno", "pie_pie", "pie_bar", "radar_single_wi_anno",
+                "node_link_dir", "node_link_undir", "ring_wi_anno", "line_multi_wi_anno", "line_single_wi_anno"),
+    "wo_anno": ("horizontal_single", "vertical_single", "bar_line", "line_line", "radar_single", "ring",
+                "line_multi", "line_single"),
+}
+CHARTBENCH_REGULAR = ("line", "bar", "pie")
+# show_latex_table.py get_weighted_value: `accp_val * 0.8 + nqa_val * 0.2`
+CHARTBENCH_ACC_PLUS_WEIGHT, CHARTBENCH_NQA_WEIGHT = 0.8, 0.2
+
+
+def chartbench_says_yes(reply: Any) -> bool:
+    """fuzzy_match: a reply is Yes when it contains "yes" anywhere; everything else is No.
+
+    Example:
+        >>> chartbench_says_yes("Eyes on the chart: no"), chartbench_says_yes("No.")
+        (True, False)
+    """
+    # fuzzy_match: `contains_yes = 'yes' in sentence.lower(); return contains_yes, not contains_yes`
+    return "yes" in _text(reply).lower()
+
+
+def chartbench_nqa_correct(reply: Any, label: Any, max_relative_change: float = 0.05) -> bool:
+    """stat_all_metric.py's NQA check, ``relaxed_correctness(eval_answer.strip(), ann)``, as called.
+
+    The function is declared ``(target, prediction)`` but called with the reply first, so the
+    reply is parsed as the target (a ``%`` reply counts both as ``v`` and ``v/100``) and the label
+    as the prediction (``%`` dropped without dividing: the ``/ 100.0`` is commented out); the
+    relative change is taken against the reply, and a reply of 0 accepts any label <= 0.05.
+
+    Example:
+        >>> chartbench_nqa_correct("45%", "45")       # the reply's 45% read as 45
+        True
+        >>> chartbench_nqa_correct("100", "105")      # |105 - 100| / 100, against the reply
+        True
+        >>> chartbench_nqa_correct("0", "-7")         # reply 0: `relative_change = prediction_float`
+        True
+    """
+    reply, label = _text(reply).strip(), _text(label)
+
+    def label_value(text: str) -> float | None:  # `_prediction_to_float`: `return float(text.rstrip('%'))`
+        return _float(text.rstrip("%")) if text.endswith("%") else _float(text)
+
+    def reply_values(text: str) -> list[float] | None:  # `_target_to_float`: `[float(...), float(...) / 100.0]`
+        if text.endswith("%"):
+            value = _float(text.rstrip("%"))
+            return None if value is None else [value, value / 100.0]
+        value = _float(text)
+        return None if value is None else [value]
+
+    label_number, reply_numbers = label_value(label), reply_values(reply)
+    if label_number is not None and reply_numbers is not None:
+        # `if t == 0: relative_change = prediction_float` (no abs: any negative label passes)
+        return any(
+            (label_number if value == 0 else abs(label_number - value) / abs(value)) <= max_relative_change
+            for value in reply_numbers
+        )
+    return label.lower() == reply.lower()
+
+
+def _chartbench_keys(image_type: str, task: str | None) -> list[str]:
+    """The metric keys one ChartBench item is appended to, with stat_all_metric.py's repetitions."""
+    keys = ["all"]
+    for group, members in CHARTBENCH_GROUPS.items():  # `for group_key, group_values in metric_group.items()`
+        if image_type in members:
+            # wi_anno / wo_anno are keys of metric_group too, so their members also count in 'extra'
+            keys += [group, "regular" if group in CHARTBENCH_REGULAR else "extra"]
+    # `anno_key = 'wi_anno' if chart_type in metric_group['wi_anno'] else 'wo_anno'`: a listed type counts twice
+    keys.append("wi_anno" if image_type in CHARTBENCH_GROUPS["wi_anno"] else "wo_anno")
+    if task:  # Acc+ items only: `update_yes_no(metrics, task_type, ...)` and `wi_<task>` / `wo_<task>`
+        keys += [task, ("wi_" if image_type in CHARTBENCH_GROUPS["wi_anno"] else "wo_") + task]
+    return keys
+
+
+def _chartbench_pairs(records: Iterable[Record]) -> list[tuple[Mapping[str, Any], Any, Any]]:
+    """(meta, first reply, second reply) of each complete Acc+ pair, in first-seen order."""
+    turns: dict[Any, dict[int, Record]] = {}
+    for record in records:
+        meta = record.get("meta") or {}
+        if meta.get("pair") is not None:
+            turns.setdefault(meta["pair"], {})[int(meta.get("turn") or 0)] = record
+    return [
+        (pair[0].get("meta") or {}, pair[0].get("prediction"), pair[1].get("prediction"))
+        for pair in turns.values() if set(pair) == {0, 1}  # a pair cut by --limit is left out
+    ]
+
+
+def score_chartbench(records: Sequence[Record]) -> dict[str, Any]:
+    """ChartBench's ``eval_all_metric_in_chartbench`` and the overview average of its paper tables.
+
+    Acc+ questions come in pairs whose first assertion is the true one: Acc+ counts a chart when
+    the first reply says Yes and the second does not (the labels are not read), Acc scores each
+    reply that way, CoR counts pairs answered alike, Err the rest. NQA scores each numeric
+    question with :func:`chartbench_nqa_correct` against its best label. The headline is
+    ``0.8 * Acc+ + 0.2 * NQA`` (show_latex_table.py), also per chart group, where an empty
+    metric counts 0 (``format_percent_metric``). Groups follow ``metric_group`` by image type.
+
+    Example:
+        >>> pair = {"pair": "1", "image_type": "line_single", "task": "CR", "qa": "Acc+"}
+        >>> records = [{"prediction": "Yes", "meta": {**pair, "turn": 0}},
+        ...            {"prediction": "No", "meta": {**pair, "turn": 1}},
+        ...            {"prediction": "9", "answer": "10", "meta": {"qa": "GPT-acc", "labels": ["10"],
+        ...                                                          "image_type": "line_single"}}]
+        >>> result = score_chartbench(records)
+        >>> result["value"], result["breakdown"]["Acc+"], result["breakdown"]["NQA"]
+        (80.0, 100.0, 0.0)
+    """
+    lists: dict[str, dict[str, list[float]]] = {name: {} for name in ("Acc+", "CoR", "Acc", "Err", "NQA")}
+
+    def add(metric: str, keys: list[str], values: list[float]) -> None:
+        for key in keys:
+            lists[metric].setdefault(key, []).extend(values)
+
+    pairs = _chartbench_pairs(records)
+    for meta, first, second in pairs:
+        first_yes, second_yes = chartbench_says_yes(first), chartbench_says_yes(second)
+        acc_plus = first_yes and not second_yes  # accuracy_plus: `isYes(judgement[0]) and isNo(judgement[1])`
+        confused = first_yes == second_yes  # confuse_rate: both Yes or both No
+        keys = _chartbench_keys(str(meta.get("image_type") or ""), meta.get("task") or None)
+        add("Acc+", keys, [float(acc_plus)])
+        add("CoR", keys, [float(confused)])
+        add("Acc", keys, [float(first_yes), float(not second_yes)])  # accuracy_vanilla, `.extend(acc)`
+        add("Err", keys, [float(not acc_plus and not confused)])
+    numeric = [r for r in records if (r.get("meta") or {}).get("qa") == "GPT-acc"]
+    for record in numeric:
+        meta = record.get("meta") or {}
+        labels = meta.get("labels") or [record.get("answer")]
+        # `max([relaxed_correctness(eval_answer.strip(), ann) for ann in ...['label']])`; our extracted answer
+        # stands in for the `gpt_filter` value an LLM would have extracted
+        correct = max(chartbench_nqa_correct(record.get("prediction"), label) for label in labels)
+        add("NQA", _chartbench_keys(str(meta.get("image_type") or ""), None), [float(correct)])
+
+    details = {metric: {key: _percent(values) for key, values in by_key.items()} for metric, by_key in lists.items()}
+
+    def combined(key: str) -> float | None:
+        if key not in details["Acc+"] and key not in details["NQA"]:
+            return None
+        return (CHARTBENCH_ACC_PLUS_WEIGHT * (details["Acc+"].get(key) or 0.0)
+                + CHARTBENCH_NQA_WEIGHT * (details["NQA"].get(key) or 0.0))
+
+    breakdown = {metric: details[metric]["all"] for metric in ("Acc+", "NQA", "Acc", "CoR") if "all" in details[metric]}
+    for key in ("line", "bar", "pie", "regular", "area", "box", "radar", "scatter", "node", "combination", "extra"):
+        if combined(key) is not None:
+            breakdown[f"average: {key}"] = combined(key)
+    for task in ("CR", "VE", "VC", "GC"):
+        if task in details["Acc+"]:
+            breakdown[f"Acc+: {task}"] = details["Acc+"][task]
+            breakdown[f"CoR: {task}"] = details["CoR"][task]
+    return _result(
+        "ChartBench stat_all_metric.py: 'yes' anywhere in a reply means Yes; Acc+ per pair; NQA by relaxed_correctness "
+        "called (reply, label); headline 0.8 x Acc+ + 0.2 x NQA (IDEA-FinAI/ChartBench Stat/stat_all_metric.py, "
+        "Stat/show_latex_table.py)",
+        "0.8 x Acc+ + 0.2 x NQA", combined("all"), 2 * len(pairs) + len(numeric), breakdown, details=details,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# EvoChart: no code is published; the README's rule
+# --------------------------------------------------------------------------------------------
+
+
+def _is_clear(value: Any) -> bool:
+    return value is True or _text(value).strip().lower() in ("true", "1", "yes")
+
+
+def score_evochart(records: Sequence[Record]) -> dict[str, Any]:
+    """EvoChart-QA as its README states: ``is_clear`` answers by string match, the rest with 5% tolerance.
+
+    String match is read as equal text after stripping, case-insensitive; the tolerance rule is
+    pix2struct's relaxed correctness.
+
+    Example:
+        >>> records = [{"prediction": "41", "answer": "42", "meta": {"is_clear": True}},
+        ...            {"prediction": "41", "answer": "42", "meta": {"is_clear": False}}]
+        >>> result = score_evochart(records)
+        >>> result["value"], result["breakdown"]
+        (50.0, {'is_clear (string match)': 0.0, 'not is_clear (5% tolerance)': 100.0})
+    """
+    clear, other, scores = [], [], []
+    for record in records:
+        prediction, answer = _text(record.get("prediction")), _text(record.get("answer"))
+        if _is_clear((record.get("meta") or {}).get("is_clear")):
+            score = float(prediction.strip().lower() == answer.strip().lower())
+            clear.append(score)
+        else:
+            score = float(pix2struct_relaxed_correctness(answer, prediction))
+            other.append(score)
+        scores.append(score)
+    breakdown = {"is_clear (string match)": _percent(clear), "not is_clear (5% tolerance)": _percent(other)}
+    return _result(
+        "EvoChart README: answers with is_clear scored by string match, the others with 5% relative tolerance "
+        "(no evaluation code is published)",
+        "accuracy", _percent(scores), len(records), {k: v for k, v in breakdown.items() if v is not None},
+    )
+
+
+def score_project_metric(records: Sequence[Record]) -> dict[str, Any]:
+    """For benchmarks without an official script for free-text replies: the project's own metric.
+
+    Example:
+        >>> score_project_metric([{"score": 1.0, "subset": "bar"}, {"score": 0.0, "subset": "bar"}])["value"]
+        50.0
+    """
+    scores = [float(record.get("score") or 0.0) for record in records]
+    return _result(
+        "no official evaluation code for free-text replies: the project's metric (benchmarks.METRICS)",
+        "accuracy", _percent(scores), len(records), _by_subset(records, scores),
+    )
+
+
+OFFICIAL_SCORERS: dict[str, Callable[[Sequence[Record]], dict[str, Any]]] = {
+    "pix2struct": score_pix2struct,
+    "chartqapro": score_chartqapro,
+    "chartbench": score_chartbench,
+    "evochart": score_evochart,
+    "project": score_project_metric,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# The Chart-RVR authors' scoring: sanchit97/chartrl metrics.relaxed_accuracy, mean over examples
+# --------------------------------------------------------------------------------------------
+
+
+def chartrl_relaxed_accuracy(target: Any, prediction: Any, tolerance: float = 0.05) -> bool:
+    """One item of chartrl's ``relaxed_accuracy(targets, predictions, tol)``.
+
+    The prediction is stripped, the target stripped and its dots stripped; ``%`` values are
+    divided by 100; a target of 0 is compared as text; the relative change must be at most
+    ``tolerance`` (ChartQAPro was run with ``tol=True``, i.e. 1.0: any number between 0 and twice
+    the gold passes).
+
+    Example:
+        >>> chartrl_relaxed_accuracy("5", "0", tolerance=True)
+        True
+        >>> chartrl_relaxed_accuracy("Yes.", " yes")
+        True
+    """
+    prediction, target = _text(prediction).strip(), _text(target).strip().strip(".")
+
+    # chartrl's `_to_float` is pix2struct's: `float(text.rstrip('%')) / 100.0 if text.endswith('%')`
+    prediction_value, target_value = _percent_float(prediction), _percent_float(target)
+    if prediction_value is not None and target_value:  # `if p_float is not None and t_float:`
+        return abs(prediction_value - target_value) / abs(target_value) <= tolerance
+    return prediction.lower() == target.lower()
+
+
+def score_chart_rvr_code(records: Sequence[Record], tolerance: float = 0.05) -> dict[str, Any]:
+    """The Chart-RVR code's figure: mean :func:`chartrl_relaxed_accuracy` over all examples, per subset too.
+
+    Every example counts once (each ChartBench assertion and numeric question alike), scored
+    against its (first) answer.
+
+    Example:
+        >>> records = [{"prediction": "0", "answer": "5", "subset": None}, {"prediction": "12", "answer": "5"}]
+        >>> score_chart_rvr_code(records, tolerance=True)["value"]
+        50.0
+    """
+    scores = [float(chartrl_relaxed_accuracy(r.get("answer"), r.get("prediction"), tolerance)) for r in records]
+    return {
+        "rule": "Chart-RVR code: mean relaxed accuracy over all examples, "
+                f"{100 * float(tolerance):g}% relative tolerance (sanchit97/chartrl metrics.relaxed_accuracy)",
+        "label": "relaxed accuracy",
+        "value": _percent(scores),
+        "n": len(records),
+        "tolerance": float(tolerance),
+        "breakdown": _by_subset(records, scores),
+    }

@@ -1,0 +1,158 @@
+"""Experiment tracking through TRL's ``report_to``: TensorBoard, Weights & Biases (offline too), Trackio.
+
+A preset's ``report_to`` becomes the ``GRPOConfig`` fields (:func:`config_fields`), with the run
+folder's name as the run name; the trackers' files go into the run folder (TensorBoard's events in
+``<run>/tensorboard``, W&B's ``wandb/`` folder, Trackio's database in ``<run>/trackio``), and the
+preset is recorded in each tracker's config beside the trainer's arguments. W&B without a login
+runs offline and says how to upload the run later (``wandb sync``). A tracker whose package is
+missing is an error naming the pip command, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+# report_to value -> the package it needs (``pip install 'chartrvr-nb[tracking]'`` brings all three).
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
+PROJECT = "chartrvr-nb"  # the W&B / Trackio project runs are filed under
+TENSORBOARD_DIR = "tensorboard"
+TRACKIO_DIR = "trackio"
+
+
+def require_tracker(report_to: str) -> None:
+    """Fail early, with the install command, when the tracker's package is not installed.
+
+    Example:
+        >>> require_tracker("none")
+    """
+    package = TRACKER_PACKAGES.get(report_to)
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise ImportError(
+            f"--report-to {report_to} needs the {package} package, which is not installed. Install it with "
+            f"pip install {package} (or all trackers: pip install 'chartrvr-nb[tracking]'), "
+            "or train with --report-to none: metrics.jsonl in the run folder is written either way."
+        )
+
+
+def config_fields(report_to: str, output_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``GRPOConfig`` (``TrainingArguments``) fields for a tracker.
+
+    Example:
+        >>> config_fields("wandb", "runs/smoke")
+        {'report_to': 'wandb', 'run_name': 'smoke', 'project': 'chartrvr-nb'}
+    """
+    return {"report_to": report_to, "run_name": Path(output_dir).name, "project": PROJECT}
+
+
+def _wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+@contextlib.contextmanager
+def tracker_environment(report_to: str, output_dir: str | os.PathLike) -> Iterator[None]:
+    """Point the tracker at the run folder for the duration of training (values the user set win).
+
+    W&B writes its ``wandb/`` folder into the run folder, and runs offline (``WANDB_MODE=offline``)
+    when no W&B login is found, instead of stopping to ask for an API key. Trackio keeps its
+    database in ``<run>/trackio`` (Trackio reads ``TRACKIO_DIR`` when it is first imported).
+    """
+    output_dir = Path(output_dir).absolute()
+    defaults: dict[str, str] = {}
+    if report_to == "wandb":
+        defaults = {"WANDB_DIR": str(output_dir), "WANDB_PROJECT": PROJECT}
+        if not _wandb_logged_in():
+            defaults["WANDB_MODE"] = "offline"
+    elif report_to == "trackio":
+        defaults = {"TRACKIO_DIR": str(output_dir / TRACKIO_DIR)}
+    added = {name: value for name, value in defaults.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _preset_callback_class() -> type:
+    from transformers import TrainerCallback
+    from transformers.integrations import TensorBoardCallback, TrackioCallback, WandbCallback
+
+    class PresetToTrackers(TrainerCallback):
+        """Records the preset in the tracker's config, and remembers where the tracker's files went.
+
+        Added after the trainer's own tracker callbacks, so their ``on_train_begin`` (which opens
+        the writer or the run) has already run when this one's does.
+        """
+
+        def __init__(self, trackers: list, preset: Mapping[str, Any], output_dir: Path):
+            self.trackers = trackers
+            self.preset = dict(preset)
+            self.output_dir = output_dir
+            self.where: list[str] = []
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            for tracker in self.trackers:
+                if isinstance(tracker, TensorBoardCallback) and tracker.tb_writer is not None:
+                    tracker.tb_writer.add_text("preset", json.dumps(self.preset, indent=2))
+                    self.where = [
+                        f"TensorBoard events: {tracker.logging_dir}",
+                        f"  view them with: tensorboard --logdir {tracker.logging_dir}",
+                    ]
+                elif isinstance(tracker, WandbCallback) and tracker._wandb.run is not None:
+                    run = tracker._wandb.run
+                    run.config.update({"preset": self.preset}, allow_val_change=True)
+                    run_folder = Path(run.dir).parent  # run.dir is <run folder>/files
+                    if run.settings.mode == "offline":
+                        self.where = [
+                            f"W&B offline run: {run_folder}",
+                            f"  upload it with: wandb sync {run_folder}",
+                        ]
+                    else:
+                        self.where = [f"W&B run: {run.url}"]
+                elif isinstance(tracker, TrackioCallback) and tracker._initialized:
+                    import trackio
+                    from trackio.utils import TRACKIO_DIR as trackio_dir
+
+                    trackio.config.update({"preset": self.preset}, allow_val_change=True)
+                    self.where = [
+                        f"Trackio database: {trackio_dir}",
+                        f"  view it with: TRACKIO_DIR={trackio_dir} trackio show --project {args.project}",
+                    ]
+
+    PresetToTrackers.__module__ = __name__
+    return PresetToTrackers
+
+
+def attach(trainer, report_to: str, preset: Mapping[str, Any], output_dir: str | os.PathLike):
+    """Aim the trainer's tracker at the run folder and record the preset in it.
+
+    Returns:
+        The callback added to ``trainer`` (its ``where`` lists the tracker's files after training
+        starts), or None for ``report_to="none"``.
+    """
+    if report_to == "none":
+        return None
+    from transformers.integrations import TensorBoardCallback
+
+    output_dir = Path(output_dir)
+    trackers = list(trainer.callback_handler.callbacks)
+    for tracker in trackers:
+        if isinstance(tracker, TensorBoardCallback) and tracker.tb_writer is None:
+            tracker.logging_dir = str(output_dir / TENSORBOARD_DIR)  # one place, not runs/<date>_<host>
+    callback = _preset_callback_class()(trackers, preset, output_dir)
+    trainer.add_callback(callback)
+    return callback

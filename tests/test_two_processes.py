@@ -1,0 +1,69 @@
+"""Two training processes (torchrun, gloo on CPU): train, checkpoint, kill -9, resume, one writer.
+
+``accelerate launch --cpu`` starts a single process, so the multi-process path is run the way
+torchrun starts it on a multi-GPU box: ``python -m torch.distributed.run --standalone
+--nproc_per_node 2 main.py --mode grpo ...``. Each rank draws its own micro-batch, so the doubled
+global batch halves the optimizer steps; the estimator must say so.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from chartrvr_nb.checkpoints import newest_complete_checkpoint
+from chartrvr_nb.estimate import estimate
+from chartrvr_nb.presets import get_preset
+from chartrvr_nb.runfiles import load_metrics, read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+# 16 prompts x 2 generations / (batch 2 x grad accum 2 x 2 processes) = 4 optimizer steps.
+OVERRIDES = dict(subset_size=16, save_steps=2, max_completion_length=48)
+
+
+def test_two_processes_train_resume_after_kill_and_write_once(tmp_path, tiny_model_dir):
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "main.py", "--mode", "grpo", "--preset", "smoke", "--output-dir", str(out),
+        "--subset-size", "16", "--save-steps", "2", "--max-completion-length", "48",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    first = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 600
+    while newest_complete_checkpoint(out) is None and first.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert newest_complete_checkpoint(out) is not None, "the first run never wrote a checkpoint"
+    os.killpg(first.pid, signal.SIGKILL)  # the launcher and both ranks, as a lost machine would
+    first.wait()
+
+    finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    # Rank 0 alone says what it resumed from and what it finished.
+    assert finished.stdout.count("Resuming from") == 1, finished.stdout
+    assert finished.stdout.count("Finished 4 optimizer steps.") == 1, finished.stdout
+    assert newest_complete_checkpoint(out).name == "checkpoint-4"
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    expected = estimate(get_preset("smoke", **OVERRIDES), world_size=2).steps
+    assert state["max_steps"] == expected == 4
+    # One process's steps would be twice as many (checked against the trainer in test_train.py).
+    assert estimate(get_preset("smoke", **OVERRIDES), world_size=1).steps == 8
+
+    # Each step was logged once, by rank 0: the killed run logged 1-2, the resumed one 3-4.
+    per_step = [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "reward" in r]
+    assert per_step == [1, 2, 3, 4]
+    assert [r["step"] for r in load_metrics(out)] == [1, 2, 3, 4]
+    # Samples (every 4 steps: step 0 here) come from rank 0's generation batch alone: 2 x 2 completions.
+    assert [s["step"] for s in read_jsonl(out / "samples.jsonl")] == [0] * 4
+
+
+def test_the_estimator_reads_the_launchers_world_size(monkeypatch):
+    preset = get_preset("smoke", **OVERRIDES)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun and accelerate launch set it
+    assert estimate(preset).steps == 4 and estimate(preset).processes == 2
+    assert estimate(preset, world_size=1).steps == 8
