@@ -260,6 +260,20 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
+def newest_verified_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint in ``run_dir`` that also verifies (:func:`checkpoint_problem`).
+
+    For readers such as evaluation: a damaged checkpoint is passed over with a printed line saying
+    why, and left where it is (resume, not a reader, moves damaged checkpoints aside).
+    """
+    for checkpoint in reversed(complete_checkpoints(run_dir)):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint
+        print(f"Passing over damaged {checkpoint.name}: {problem}.", flush=True)
+    return None
+
+
 def _checkpoint_dirs(directory: Path) -> list[Path]:
     """Every ``checkpoint-<step>`` directory in ``directory``, oldest step first."""
     if not directory.is_dir():

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from .answers import extract_answer, extract_between
 from .benchmark_data import load_examples, load_image
 from .benchmarks import get_benchmark
-from .checkpoints import newest_complete_checkpoint
+from .checkpoints import newest_verified_checkpoint
 from .eval_results import (
     paired_bootstrap, paper_reference, prediction_record, results_table, reward_summary, summarize,
 )
@@ -238,7 +238,7 @@ def resolve_adapter(adapter: str | os.PathLike | None) -> str | None:
             return str(path)
         if (path / "adapter" / "adapter_config.json").is_file():
             return str(path / "adapter")
-        newest = newest_complete_checkpoint(path)  # one the Trainer finished writing
+        newest = newest_verified_checkpoint(path)  # finished by the Trainer and matching its manifest
         if newest is not None and (newest / "adapter_config.json").is_file():
             return str(newest)
         raise ValueError(

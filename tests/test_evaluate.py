@@ -416,10 +416,14 @@ def test_results_table_puts_our_number_beside_the_papers():
 
 
 def fake_checkpoint(run_dir: Path, step: int) -> Path:
+    import numpy as np
+    from safetensors.numpy import save as safetensors_bytes
+
     checkpoint = run_dir / f"checkpoint-{step}"
     checkpoint.mkdir(parents=True)
     (checkpoint / "adapter_config.json").write_text("{}")
-    (checkpoint / "adapter_model.safetensors").write_bytes(b"weights")
+    # A real (tiny) safetensors file: evaluation verifies the weights before it picks a checkpoint.
+    (checkpoint / "adapter_model.safetensors").write_bytes(safetensors_bytes({"lora_A": np.zeros((2, 2), np.float32)}))
     (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     return checkpoint
 

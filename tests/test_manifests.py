@@ -184,3 +184,17 @@ def test_the_verification_bench_prints_its_figures(capsys):
     out = capsys.readouterr().out
     assert re.search(r"^checkpoint: [\d.]+ MB \(adapter_model.safetensors [\d.]+ MB, optimizer.pt [\d.]+ MB", out, re.M)
     assert re.search(r"^RATIO checkpoints/s: verify [\d.]+ vs load [\d.]+ = [\d.]+x$", out, re.M)
+
+
+def test_evaluation_passes_over_a_damaged_newest_checkpoint(run_copy, capsys):
+    from chartrvr_nb.evaluate import resolve_adapter
+
+    local, _ = run_copy
+    shutil.rmtree(local / "adapter")  # a run stopped before its final save: eval takes a checkpoint
+    assert resolve_adapter(local) == str(local / "checkpoint-4")
+    weights = local / "checkpoint-4" / WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+    assert resolve_adapter(local) == str(local / "checkpoint-2")
+    assert "Passing over damaged checkpoint-4: adapter_model.safetensors has 1,000 bytes" in capsys.readouterr().out
+    assert weights.stat().st_size == 1000, "a reader leaves the damaged checkpoint where it is"
