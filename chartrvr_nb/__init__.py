@@ -2,6 +2,41 @@
 
 Importing the package is cheap: torch, transformers and sentence-transformers load only inside
 the functions that need them, so notebooks and the CLI start fast.
+
+It has one effect on the process, on purpose: the log messages in :data:`KNOWN_LIBRARY_MESSAGES`
+are dropped (a ``logging.Filter`` on the two loggers that write them; nothing else from those
+loggers, and nothing from any other logger, is touched).
 """
 
+import logging
+
 __version__ = "0.1.0"
+
+# Logger -> starts of the messages it writes that nobody using this project can act on. peft imports
+# bitsandbytes, so every run, evaluation and process reward does; bitsandbytes then looks on the Hugging
+# Face Hub for optional CPU kernels, through the `kernels` package (a transformers dependency since
+# 5.25), and each says so once per process: offline, that it cannot check or fetch them; online,
+# that fetching them needs trust_remote_code, which users must not be invited to turn on. Nothing in
+# this project uses those kernels (4-bit on CPU runs on bitsandbytes' own code path).
+KNOWN_LIBRARY_MESSAGES: dict[str, tuple[str, ...]] = {
+    "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels-community",),
+    "kernels._internals.hf_hub": ("Skipping publisher trust check for 'kernels-community/",),
+}
+
+
+class _DropKnownMessages(logging.Filter):
+    """Drops a logger's records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+# Installed before any of our code can import bitsandbytes (every chartrvr_nb import runs this first).
+for _name, _prefixes in KNOWN_LIBRARY_MESSAGES.items():
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(existing, _DropKnownMessages) for existing in _logger.filters):
+        _logger.addFilter(_DropKnownMessages(_prefixes))

@@ -11,7 +11,6 @@ commands train; under several processes only the first prints warnings, so each 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 import warnings
@@ -27,15 +26,13 @@ KNOWN_WARNINGS = (
     r"`gradient_checkpointing_disable` is deprecated",
     r"`is_gradient_checkpointing` is deprecated",
 )
-# Loggers whose warnings are known noise here: bitsandbytes says, on every process, at import, that
-# its optional CPU kernels package (fetched from the Hugging Face Hub) is missing.
-KNOWN_NOISY_LOGGERS = ("bitsandbytes.backends.cpu.ops",)
 
 
 @contextlib.contextmanager
 def quiet_known_warnings() -> Iterator[None]:
-    """Hide :data:`KNOWN_WARNINGS` (and, on processes other than the first, every warning) inside,
-    and all but errors of :data:`KNOWN_NOISY_LOGGERS`.
+    """Hide :data:`KNOWN_WARNINGS` (and, on processes other than the first, every warning) inside.
+
+    Known library *log* messages are dropped for the whole process (``chartrvr_nb.KNOWN_LIBRARY_MESSAGES``).
 
     Example:
         >>> with warnings.catch_warnings(record=True) as seen:
@@ -46,20 +43,12 @@ def quiet_known_warnings() -> Iterator[None]:
         >>> [str(warning.message) for warning in seen]
         ['something else']
     """
-    loggers = [logging.getLogger(name) for name in KNOWN_NOISY_LOGGERS]
-    levels = [logger.level for logger in loggers]
     with warnings.catch_warnings():
         if int(os.environ.get("RANK", "0") or 0) > 0:
             warnings.simplefilter("ignore")  # rank 0 prints the same warning
         for pattern in KNOWN_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
-        for logger in loggers:
-            logger.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            for logger, level in zip(loggers, levels):
-                logger.setLevel(level)
+        yield
 
 
 def duration(seconds: float) -> str:

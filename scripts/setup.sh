@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Create .venv with everything chartrvr-nb needs (CPU is enough for the smoke preset and the tests).
-# Idempotent: re-running it only checks what is already installed.
+# Create .venv with exactly the tested environment: requirements-lock.txt (every package, exact version,
+# sha256-checked), then this checkout in editable mode. CPU is enough for the smoke preset and the tests.
+# Idempotent: re-running it only checks what is installed, and moves .venv back to the lock if it drifted.
+# To move the lock itself to newer releases: bash scripts/upgrade-lock.sh (it runs the tests first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-# torch first and pinned: a bare "torch" would pull a different multi-GB build.
-.venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-.venv/bin/python -m pip install -q -e ".[dev,tracking,browser]"
+.venv/bin/python -m pip install -q "pip==$(sed -n 's/^pip==\([^ ]*\).*/\1/p' requirements-lock.txt)"
+.venv/bin/python -m pip install -q --require-hashes -r requirements-lock.txt
+# The lock already holds every dependency (and setuptools, the build backend): install only the project.
+.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 # The browser test drives Debian's chromium through Playwright (Playwright's own browser download is
 # never used: `playwright install` needs a host these machines cannot reach).
 if ! command -v chromium >/dev/null; then

@@ -19,3 +19,24 @@ def test_importing_every_module_stays_light():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_known_library_messages_are_dropped_and_nothing_else(caplog):
+    import logging
+
+    messages = {
+        "bitsandbytes.backends.cpu.ops": "Failed to load CPU gemm_4bit_forward from kernels-community: not cached",
+        "kernels._internals.hf_hub": "Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes' "
+        "because Hugging Face Hub is in offline mode.",
+    }
+    assert set(messages) == set(chartrvr_nb.KNOWN_LIBRARY_MESSAGES)
+    with caplog.at_level(logging.WARNING):
+        for name, message in messages.items():
+            logging.getLogger(name).warning(message)
+            logging.getLogger(name).warning("a different message from the same library")
+        logging.getLogger("somebody.else").warning(messages["kernels._internals.hf_hub"])
+    assert [(record.name, record.getMessage()[:11]) for record in caplog.records] == [
+        ("bitsandbytes.backends.cpu.ops", "a different"),
+        ("kernels._internals.hf_hub", "a different"),
+        ("somebody.else", "Skipping pu"),
+    ]
