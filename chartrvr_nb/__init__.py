@@ -3,14 +3,45 @@
 Importing the package is cheap: torch, transformers and sentence-transformers load only inside
 the functions that need them, so notebooks and the CLI start fast.
 
-It has one effect on the process, on purpose: the log messages in :data:`KNOWN_LIBRARY_MESSAGES`
-are dropped (a ``logging.Filter`` on the two loggers that write them; nothing else from those
-loggers, and nothing from any other logger, is touched).
+What the library reports as it works (resuming from a checkpoint, a damaged checkpoint passed over,
+where files went) goes through the ``chartrvr_nb`` logger, each module's ``logging.getLogger(__name__)``,
+as plain lines on standard output at level INFO, so a notebook cell or a terminal shows them as they
+happen. Quieter: ``logging.getLogger("chartrvr_nb").setLevel(logging.WARNING)``. The command line and
+the notebook helpers print their own results.
+
+One more effect on the process, on purpose: the log messages in :data:`KNOWN_LIBRARY_MESSAGES` are
+dropped (a ``logging.Filter`` on the two loggers that write them; nothing else from those loggers,
+and nothing from any other logger, is touched).
 """
 
 import logging
+import sys
 
 __version__ = "0.1.0"
+
+class _CurrentStdout(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stdout`` is when a record arrives: a notebook cell's output,
+    pytest's capture, a redirected terminal (a plain StreamHandler keeps the stream it was made with)."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value):
+        pass  # always the current sys.stdout
+
+
+_package_logger = logging.getLogger(__name__)
+if not any(isinstance(handler, _CurrentStdout) for handler in _package_logger.handlers):
+    _handler = _CurrentStdout()
+    _handler.setFormatter(logging.Formatter("%(message)s"))
+    _package_logger.addHandler(_handler)
+    _package_logger.setLevel(logging.INFO)
+    _package_logger.propagate = False  # as transformers' own logger: a root handler would print it twice
 
 # Logger -> starts of the messages it writes that nobody using this project can act on. peft imports
 # bitsandbytes, so every run, evaluation and process reward does; bitsandbytes then looks on the Hugging

@@ -10,8 +10,9 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q "pip==$(sed -n 's/^pip==\([^ ]*\).*/\1/p' requirements-lock.txt)"
 .venv/bin/python -m pip install -q --require-hashes -r requirements-lock.txt
-# The lock already holds every dependency (and setuptools, the build backend): install only the project.
-.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+# The lock already holds every dependency (and setuptools, the build backend): install only the project
+# (quietly: setuptools warns at every editable build that a folder named like the package shadows it).
+PYTHONWARNINGS="ignore::UserWarning" .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 # The browser test drives Debian's chromium through Playwright (Playwright's own browser download is
 # never used: `playwright install` needs a host these machines cannot reach).
 if ! command -v chromium >/dev/null; then

@@ -38,7 +38,7 @@ echo "== installing it into $scratch/venv"
 "$PYTHON" -m venv "$scratch/venv"
 "$scratch/venv/bin/python" -m pip install -q "pip==$(sed -n 's/^pip==\([^ ]*\).*/\1/p' "$scratch/requirements-lock.txt")"
 "$scratch/venv/bin/python" -m pip install -q --require-hashes -r "$scratch/requirements-lock.txt"
-"$scratch/venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+PYTHONWARNINGS="ignore::UserWarning" "$scratch/venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
 
 echo "== running the test suite on it (log: $scratch/pytest.log)"
 # A fresh model cache: the tiny models are rebuilt by the new stack, as on a new user's machine.

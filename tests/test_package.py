@@ -40,3 +40,11 @@ def test_known_library_messages_are_dropped_and_nothing_else(caplog):
         ("kernels._internals.hf_hub", "a different"),
         ("somebody.else", "Skipping pu"),
     ]
+
+
+def test_library_reports_go_to_the_current_stdout_through_the_package_logger(capsys):
+    import logging
+
+    logging.getLogger("chartrvr_nb.checkpoints").info("Resuming from checkpoint-8.")
+    logging.getLogger("chartrvr_nb").debug("not shown at the default level")
+    assert capsys.readouterr().out == "Resuming from checkpoint-8.\n"
