@@ -2,6 +2,8 @@
 
 The seed guide's flags keep their names and meanings; ``--preset`` picks a starting point and
 every flag given on top of it overrides that field (unknown flags are errors, as argparse does).
+The flags of ``grpo``/``estimate`` and of ``eval`` are generated from the fields of
+``presets.Preset`` and ``presets.EvalConfig`` (:func:`chartrvr_nb.settings.options`), help text included.
 """
 
 from __future__ import annotations

@@ -131,23 +131,21 @@ def test_preset_dropdown_offers_exactly_the_presets(path):
 
 
 def test_training_form_offers_every_form_option_and_the_notebook_passes_them_all():
+    """The form is generated from the Preset fields marked ``form``; 02_train declares each as a parameter
+    and hands every one to the form."""
+    import papermill
+
     from chartrvr_nb.settings import options
 
     offered = {option.dest for option in options(Preset) if option.form}
     assert set(widgets.PresetForm("smoke").values()) == {"preset"} | offered
     path = ROOT / "notebooks" / "02_train.ipynb"
-    declared = set(papermill_parameters(path))
-    assert offered <= declared, "02_train's parameters cell declares every form option"
-    calls = [node for cell in _read(path).cells if cell.cell_type == "code" for node in ast.walk(ast.parse(_python(cell.source)))
+    assert offered <= set(papermill.inspect_notebook(str(path))), "02_train declares every form option"
+    trees = [ast.parse(_python(cell.source)) for cell in _read(path).cells if cell.cell_type == "code"]
+    calls = [node for tree in trees for node in ast.walk(tree)
              if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "PresetForm"]
     assert [{keyword.arg for keyword in call.keywords} for call in calls] == [offered]
     assert _param_choices(_parameters_cell(path), "report_to") == list(TRACKERS)
-
-
-def papermill_parameters(path: Path) -> dict:
-    import papermill
-
-    return papermill.inspect_notebook(str(path))
 
 
 def test_suite_parameters_are_declared_by_the_notebooks():
