@@ -20,6 +20,7 @@ import time
 from typing import Sequence
 
 from bench.common import machine_line, ratio_line, rate, set_threads, stopwatch
+from chartrvr_nb.presets import DEFAULT_MAX_NEW_TOKENS
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -29,7 +30,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--examples", type=int, help="examples answered by each side (default: 32; 24 with --dry)")
     parser.add_argument("--batch-size", type=int, help="batched side's batch size (default: 16; 8 with --dry)")
     parser.add_argument("--max-new-tokens", type=int, help="tokens per answer, forced (default: 128; 32 with --dry)")
-    parser.add_argument("--prompt", default="rvr", choices=["rvr", "cot", "direct"])
+    parser.add_argument("--prompt", default="rvr", choices=list(DEFAULT_MAX_NEW_TOKENS))
     parser.add_argument("--layers", type=int, help="cut the 3B to this many layers: only to check the code on a small machine")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from chartrvr_nb.benchmark_data import load_examples, load_image
     from chartrvr_nb.evaluate import generate_answers
-    from chartrvr_nb.presets import PAPER_MAX_PIXELS
+    from chartrvr_nb.presets import PAPER_MAX_PIXELS, EvalConfig
 
     from bench.random_3b import fill_pixel_budget
 
@@ -83,8 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         example["image"] = fill_pixel_budget(load_image(example["image"]), max_pixels)
 
     def answer(batch_size: int, subset=examples):
-        return generate_answers(model, processor, subset, batch_size=batch_size, prompt=args.prompt,
-                                max_new_tokens=args.max_new_tokens, max_pixels=max_pixels, progress=False)
+        settings = EvalConfig(batch_size=batch_size, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
+                              max_pixels=max_pixels, progress=False)
+        return generate_answers(model, processor, subset, settings)
 
     answer(min(args.batch_size, len(examples)), examples[: args.batch_size])  # warm-up: allocations, kernels
     answer(1, examples[:1])

@@ -135,7 +135,7 @@ def eval_row(args) -> Row:
     """Examples per second answering ``EVAL_EXAMPLES`` charts at batch 16 vs one at a time."""
     from chartrvr_nb.benchmark_data import load_examples, load_image
     from chartrvr_nb.evaluate import generate_answers
-    from chartrvr_nb.presets import get_preset
+    from chartrvr_nb.presets import EvalConfig, get_preset
 
     from bench.random_3b import fill_pixel_budget
 
@@ -149,8 +149,8 @@ def eval_row(args) -> Row:
 
     def seconds(batch_size: int, subset) -> float:
         started = time.perf_counter()
-        generate_answers(model, processor, subset, batch_size=batch_size, prompt="rvr", max_new_tokens=tokens,
-                         max_pixels=preset.max_pixels, progress=False)
+        settings = EvalConfig(batch_size=batch_size, max_new_tokens=tokens, max_pixels=preset.max_pixels, progress=False)
+        generate_answers(model, processor, subset, settings)
         return time.perf_counter() - started
 
     seconds(EVAL_EXAMPLES, examples)  # warm-up: allocations, kernels

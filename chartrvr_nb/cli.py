@@ -2,6 +2,8 @@
 
 The seed guide's flags keep their names and meanings; ``--preset`` picks a starting point and
 every flag given on top of it overrides that field (unknown flags are errors, as argparse does).
+The flags of ``grpo``/``estimate`` and of ``eval`` are generated from the fields of
+``presets.Preset`` and ``presets.EvalConfig`` (:func:`chartrvr_nb.settings.options`), help text included.
 """
 
 from __future__ import annotations
@@ -13,75 +15,47 @@ from typing import Sequence
 
 from .benchmarks import BENCHMARKS
 from .models import MODEL_REGISTRY
-from .presets import PRESETS, TRACKERS, get_preset
+from .presets import PRESETS, EvalConfig, Preset, get_preset
 from .rewards import REWARDS
 from .runlock import STALE_AFTER_MINUTES
+from .settings import option_overrides, options
 
 GPUS = ("a100-40gb", "l4", "t4", "h100")
 
-# argparse dest -> Preset field, for the flags that override a preset.
-_PRESET_FLAGS = {
-    "vlm_name": "model",
-    "dataset_name": "eval_dataset",
-    "train_data": "train_data",
-    "seed": "seed",
-    "subset_size": "subset_size",
-    "num_epochs": "num_epochs",
-    "num_generations": "num_generations",
-    "batch_size": "batch_size",
-    "grad_accum": "grad_accum",
-    "learning_rate": "learning_rate",
-    "max_completion_length": "max_completion_length",
-    "generation_batch_size": "generation_batch_size",
-    "max_pixels": "max_pixels",
-    "save_steps": "save_steps",
-    "sample_every": "sample_every",
-    "report_to": "report_to",
-}
+
+def _add_setting_flags(group, settings_class: type, default_label: str) -> None:
+    """One flag per option of ``settings_class`` (:func:`chartrvr_nb.settings.options`), with its help text.
+
+    Every flag defaults to None (a switch to off), so that what was not given keeps the preset's or
+    the settings' own default; the help names that default as ``(<default_label>: value)``.
+    """
+    for option in options(settings_class):
+        text = option.help.replace("%", "%%")  # argparse formats help with %
+        renamed = option.dest != option.field
+        if option.type is bool:
+            sets = f" (sets {option.field} to {not option.default})" if renamed else ""
+            group.add_argument(option.flag, action="store_true", help=text + sets)
+            continue
+        default = "" if option.default is None else f" ({default_label}: {option.default})"
+        sets = f" (sets {option.field})" if renamed else ""
+        group.add_argument(option.flag, type=option.type, choices=option.choices, help=text + default + sets)
 
 
 def _add_preset_flags(parser: argparse.ArgumentParser, default_preset: str) -> None:
     group = parser.add_argument_group("preset and the seed guide's flags (each overrides the preset)")
     group.add_argument("--preset", default=default_preset, choices=list(PRESETS),
                        help=f"starting configuration (default: {default_preset})")
-    group.add_argument("--vlm-name", choices=list(MODEL_REGISTRY), help="model to train (preset's model by default)")
-    group.add_argument("--dataset-name", help="validation benchmark, as in the seed guide (e.g. evochart)")
-    group.add_argument("--train-data", help="training data: a hub id, a local dataset path, or 'synthetic'")
-    group.add_argument("--seed", type=int, help="random seed (paper: 2025)")
-    group.add_argument("--subset-size", type=int, help="use only this many training rows")
-    group.add_argument("--num-epochs", type=int, help="passes over the training rows")
-    group.add_argument("--num-generations", type=int, help="completions sampled per prompt (GRPO group size)")
-    group.add_argument("--batch-size", type=int,
-                       help="completions per device per micro-batch (TRL's per_device_train_batch_size)")
-    group.add_argument("--grad-accum", type=int, help="gradient accumulation steps (paper: 2)")
-    group.add_argument("--disable-gradient-checkpointing", action="store_true",
-                       help="faster steps, more memory (seed: 15-18 GB instead of 12-13 GB)")
-    group.add_argument("--learning-rate", type=float, help="paper: 1e-5")
-    group.add_argument("--max-completion-length", type=int,
-                       help="tokens generated per completion (paper: 768); shorter is faster but may cut answers")
-    group.add_argument("--generation-batch-size", type=int,
-                       help="completions generated per generation round (must divide by --num-generations)")
-    group.add_argument("--max-pixels", type=int, help="image pixel budget (paper: 320*28*28)")
-    group.add_argument("--save-steps", type=int, help="checkpoint every N optimizer steps (paper: 500)")
-    group.add_argument("--sample-every", type=int, help="keep sample completions every N steps")
-    group.add_argument("--load-in-4bit", action="store_true",
-                       help="QLoRA: 4-bit NF4 base weights (colab-t4 has them; works on CPU too, for testing)")
-    group.add_argument("--use-vllm", action="store_true", help="generate with vLLM (colocate) when it is installed")
-    group.add_argument("--torch-compile", action="store_true", help="compile the model with torch.compile")
+    _add_setting_flags(group, Preset, default_label="paper")
 
 
-def preset_from_args(args: argparse.Namespace):
+def preset_from_args(args: argparse.Namespace) -> Preset:
     """The preset named by ``--preset`` with every given flag applied on top (validated)."""
-    overrides = {field: getattr(args, dest) for dest, field in _PRESET_FLAGS.items() if getattr(args, dest, None) is not None}
-    if getattr(args, "disable_gradient_checkpointing", False):
-        overrides["gradient_checkpointing"] = False
-    if getattr(args, "load_in_4bit", False):
-        overrides["load_in_4bit"] = True
-    if getattr(args, "use_vllm", False):
-        overrides["use_vllm"] = True
-    if getattr(args, "torch_compile", False):
-        overrides["torch_compile"] = True
-    return get_preset(args.preset, **overrides)
+    return get_preset(args.preset, **option_overrides(Preset, vars(args)))
+
+
+def eval_config_from_args(args: argparse.Namespace) -> EvalConfig:
+    """The evaluation settings the ``eval`` flags give (validated); flags not given keep EvalConfig's defaults."""
+    return EvalConfig(**option_overrides(EvalConfig, vars(args)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,9 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     grpo.add_argument("--lock-timeout", type=float, default=STALE_AFTER_MINUTES, metavar="MINUTES",
                       help="minutes without a heartbeat after which another run's lock is stale and taken over "
                       f"(default: {STALE_AFTER_MINUTES:g})")
-    grpo.add_argument("--report-to", choices=TRACKERS,
-                      help="also log to this tracker (TRL's report_to; default: the preset's, none); "
-                      "W&B without a login logs offline")
     grpo.add_argument("--verbose", action="store_true",
                       help="print TRL's full metrics dict every step instead of one compact line")
 
@@ -114,16 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--vlm-name", default="qwen2-5-3b", choices=list(MODEL_REGISTRY))
     evaluate.add_argument("--dataset-name", required=True, choices=list(BENCHMARKS), help="benchmark to evaluate on")
     evaluate.add_argument("--adapter", help="LoRA adapter: a run directory, a checkpoint directory or a hub id")
-    evaluate.add_argument("--limit", type=int, help="evaluate only the first N examples")
-    evaluate.add_argument("--batch-size", type=int, default=8, help="examples per generation batch (default: 8)")
-    evaluate.add_argument("--prompt", default="rvr", choices=["rvr", "cot", "direct"], help="prompt style (default: rvr)")
-    evaluate.add_argument("--data-dir", help="folder with the released files of plotqa / chartfc, or a local copy of a hub benchmark")
-    evaluate.add_argument("--compare-base", action="store_true", help="also evaluate the base model and report the difference")
-    evaluate.add_argument("--max-new-tokens", type=int, help="tokens generated per answer")
-    evaluate.add_argument("--load-in-4bit", action="store_true",
-                          help="load the base model in 4-bit NF4, as a QLoRA run (colab-t4) trained it")
     evaluate.add_argument("--output-dir", help="where predictions.jsonl and summary.json go")
-    evaluate.add_argument("--seed", type=int, default=2025)
+    _add_setting_flags(evaluate.add_argument_group("evaluation settings"), EvalConfig, default_label="default")
 
     estimate = commands.add_parser("estimate", help="steps, time and memory a preset will really take")
     _add_preset_flags(estimate, default_preset="paper")
@@ -141,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"comma-separated reward names (default: {','.join(REWARDS)})")
 
     params = commands.add_parser("params", help="trainable LoRA parameters of a model, counted on the meta device")
-    params.add_argument("--vlm-name", default="qwen2-5-3b", choices=[m for m in MODEL_REGISTRY if m != "tiny"] + ["tiny"])
+    params.add_argument("--vlm-name", default="qwen2-5-3b", choices=list(MODEL_REGISTRY))
 
     notebooks = commands.add_parser("notebooks", help="run the numbered notebooks with papermill")
     notebooks.add_argument("action", choices=["run"])
@@ -199,12 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "eval":
             from .evaluate import run_evaluation
 
-            run_evaluation(
-                args.vlm_name, args.dataset_name, adapter=args.adapter, limit=args.limit,
-                batch_size=args.batch_size, prompt=args.prompt, data_dir=args.data_dir,
-                output_dir=args.output_dir, compare_base=args.compare_base,
-                max_new_tokens=args.max_new_tokens, seed=args.seed, load_in_4bit=args.load_in_4bit,
-            )
+            run_evaluation(args.vlm_name, args.dataset_name, eval_config_from_args(args), adapter=args.adapter,
+                           output_dir=args.output_dir)
         elif args.command == "estimate":
             preset = preset_from_args(args)
             from .estimate import estimate, format_estimate

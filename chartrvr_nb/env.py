@@ -194,12 +194,6 @@ def resolve_drive_dir(drive_dir: str | os.PathLike, mount_point: str = DRIVE_MOU
     return folder
 
 
-def _preset(preset):
-    from .presets import get_preset
-
-    return get_preset(preset) if isinstance(preset, str) else preset
-
-
 def require_gpu(preset) -> None:
     """Fail early, with the fix, when a GPU preset is about to run on a machine without CUDA.
 
@@ -209,7 +203,9 @@ def require_gpu(preset) -> None:
     Raises:
         RuntimeError: the preset needs a GPU and torch sees none.
     """
-    preset = _preset(preset)
+    from .presets import as_preset
+
+    preset = as_preset(preset)
     if preset.requires_gpu and gpu_info() is None:
         where = (
             "In Colab: Runtime > Change runtime type > T4/L4/A100 GPU, then run the notebook again. "
@@ -238,9 +234,9 @@ def oom_advice(preset) -> str:
           - the next smaller preset: --preset safe (a shorter run; same memory per step)
           - --preset colab-t4 (4-bit base weights, QLoRA: about 5 GB less)
     """
-    from .presets import PRESETS
+    from .presets import PRESETS, as_preset
 
-    preset = _preset(preset)
+    preset = as_preset(preset)
     tips = []
     if not preset.gradient_checkpointing:
         same_run = " (--preset fast)" if preset.name == "fast-nockpt" else ""

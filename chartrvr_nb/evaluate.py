@@ -6,7 +6,8 @@ generation (left padding, images resized to a pixel budget), scores and summaris
 (:mod:`chartrvr_nb.eval_results`), and writes ``predictions.jsonl`` (one line per example) and
 ``summary.json`` to the output folder. The result also holds a table that puts our number beside
 the paper's. The runner never names a benchmark: what differs between them is declared in
-:mod:`chartrvr_nb.benchmarks`.
+:mod:`chartrvr_nb.benchmarks`; how to evaluate (batch size, prompt, tokens, pixel budget, ...) is one
+:class:`chartrvr_nb.presets.EvalConfig`.
 
 Answers are read from ``<answer>...</answer>`` for the ``rvr`` and ``cot`` prompts (a reply
 without the tag scores 0, as in the accuracy reward) and from the whole reply for ``direct``.
@@ -18,6 +19,7 @@ the functions that use them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -32,16 +34,16 @@ from .checkpoints import newest_verified_checkpoint
 from .eval_results import (
     paired_bootstrap, paper_reference, prediction_record, results_table, reward_summary, summarize,
 )
+from .console import quiet_known_warnings
 from .env import run_path
-from .presets import PAPER_MAX_PIXELS
-from .prompts import PROMPT_STYLES, build_messages
+from .presets import PAPER_MAX_PIXELS, EvalConfig
+from .prompts import build_messages
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only
     from PIL.Image import Image
 
-# Tokens generated per answer when not given: the paper's completion length for the reasoning
-# prompts, and enough for a short phrase for the direct prompt.
-DEFAULT_MAX_NEW_TOKENS = {"rvr": 768, "cot": 768, "direct": 64}
+logger = logging.getLogger(__name__)
+
 MISTAKE_IMAGES_KEPT = 64  # wrong answers whose image stays in memory for plots.plot_mistakes
 _THUMBNAIL_SIDE = 448
 
@@ -116,12 +118,8 @@ def generate_batches(
     model: Any,
     processor: Any,
     examples: Sequence[Mapping[str, Any]],
-    batch_size: int = 8,
-    prompt: str = "rvr",
-    max_new_tokens: int | None = None,
+    config: EvalConfig | None = None,
     *,
-    max_pixels: int | None = PAPER_MAX_PIXELS,
-    progress: bool = True,
     description: str = "Generating",
 ) -> Iterator[list[tuple[Mapping[str, Any], Image, dict[str, Any]]]]:
     """Answer examples batch by batch, yielding ``(example, image, generation)`` per example.
@@ -135,11 +133,9 @@ def generate_batches(
         model: a Qwen2.5-VL model (or a ``PeftModel`` around one).
         processor: its processor.
         examples: dicts with ``question`` and ``image`` (see :func:`load_examples`).
-        batch_size: examples per ``generate`` call (1 for the one-at-a-time baseline).
-        prompt: ``"rvr"``, ``"cot"`` or ``"direct"``.
-        max_new_tokens: tokens generated per answer (default per prompt: :data:`DEFAULT_MAX_NEW_TOKENS`).
-        max_pixels: images are resized to this many pixels at most (never cropped).
-        progress: show a tqdm progress bar.
+        config: the settings used here: ``batch_size`` examples per ``generate`` call (1 for the
+            one-at-a-time baseline), the ``prompt`` style, ``tokens_per_answer``, the image budget
+            ``max_pixels`` (images are resized, never cropped) and ``progress`` (a tqdm bar).
         description: the progress bar's label.
 
     Yields:
@@ -150,46 +146,34 @@ def generate_batches(
 
     from .data import resize_to_pixel_budget
 
-    if prompt not in PROMPT_STYLES:
-        raise ValueError(f"Unknown prompt {prompt!r}; choose one of {sorted(PROMPT_STYLES)} (--prompt).")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-    budget = _pixel_budget(processor, max_pixels)
-    tokenizer = processor.tokenizer
-    config = _greedy_config(model, max_new_tokens or DEFAULT_MAX_NEW_TOKENS[prompt], tokenizer.pad_token_id)
+    config = config or EvalConfig()
+    budget = _pixel_budget(processor, config.max_pixels)
+    greedy = _greedy_config(model, config.tokens_per_answer, processor.tokenizer.pad_token_id)
     model.eval()
-    with tqdm(total=len(examples), desc=description, unit="example", disable=not progress) as bar:
-        for start in range(0, len(examples), batch_size):
-            batch = examples[start : start + batch_size]
+    with tqdm(total=len(examples), desc=description, unit="example", disable=not config.progress) as bar:
+        for start in range(0, len(examples), config.batch_size):
+            batch = examples[start : start + config.batch_size]
             images = [resize_to_pixel_budget(load_image(example["image"]), budget) for example in batch]
             texts = [
                 processor.apply_chat_template(
-                    build_messages(example["question"], prompt), tokenize=False, add_generation_prompt=True
+                    build_messages(example["question"], config.prompt), tokenize=False, add_generation_prompt=True
                 )
                 for example in batch
             ]
             inputs = processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
             inputs = inputs.to(model.device)
             with torch.inference_mode():
-                output = model.generate(**inputs, generation_config=config)
+                output = model.generate(**inputs, generation_config=greedy)
             replies = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
             yield [
-                (example, image, {"reply": reply, **parse_reply(reply, prompt)})
+                (example, image, {"reply": reply, **parse_reply(reply, config.prompt)})
                 for example, image, reply in zip(batch, images, replies)
             ]
             bar.update(len(batch))
 
 
 def generate_answers(
-    model: Any,
-    processor: Any,
-    examples: Sequence[Mapping[str, Any]],
-    batch_size: int = 8,
-    prompt: str = "rvr",
-    max_new_tokens: int | None = None,
-    *,
-    max_pixels: int | None = PAPER_MAX_PIXELS,
-    progress: bool = True,
+    model: Any, processor: Any, examples: Sequence[Mapping[str, Any]], config: EvalConfig | None = None
 ) -> list[dict[str, Any]]:
     """Answer every example with batched greedy generation; ``batch_size=1`` answers one at a time.
 
@@ -198,13 +182,7 @@ def generate_answers(
     Returns:
         One ``{"reply", "prediction", "reasoning", "answer_found"}`` per example, in order.
     """
-    return [
-        generation
-        for batch in generate_batches(
-            model, processor, examples, batch_size, prompt, max_new_tokens, max_pixels=max_pixels, progress=progress
-        )
-        for _, _, generation in batch
-    ]
+    return [generation for batch in generate_batches(model, processor, examples, config) for _, _, generation in batch]
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,27 +278,13 @@ def _thumbnail(image: Image) -> Image:
 
 
 def _evaluate_pass(
-    model: Any,
-    processor: Any,
-    examples: list[dict],
-    path: Path,
-    *,
-    batch_size: int,
-    prompt: str,
-    max_new_tokens: int | None,
-    max_pixels: int | None,
-    progress: bool,
-    description: str,
+    model: Any, processor: Any, examples: list[dict], path: Path, config: EvalConfig, description: str
 ) -> list[dict[str, Any]]:
     """Generate, score and write one model's predictions; lines are written as batches finish."""
     records: list[dict[str, Any]] = []
     kept_images = 0
     with path.open("w", encoding="utf-8") as out:
-        batches = generate_batches(
-            model, processor, examples, batch_size, prompt, max_new_tokens,
-            max_pixels=max_pixels, progress=progress, description=description,
-        )
-        for batch in batches:
+        for batch in generate_batches(model, processor, examples, config, description=description):
             for example, image, generation in batch:
                 record = prediction_record(len(records), example, generation)
                 out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
@@ -335,19 +299,10 @@ def _evaluate_pass(
 def run_evaluation(
     vlm_name: str,
     dataset_name: str,
+    config: EvalConfig | None = None,
     *,
     adapter: str | os.PathLike | None = None,
-    limit: int | None = None,
-    batch_size: int = 8,
-    prompt: str = "rvr",
-    data_dir: str | os.PathLike | None = None,
     output_dir: str | os.PathLike | None = None,
-    compare_base: bool = False,
-    max_new_tokens: int | None = None,
-    seed: int = 2025,
-    max_pixels: int | None = PAPER_MAX_PIXELS,
-    load_in_4bit: bool = False,
-    progress: bool = True,
     verbose: bool = True,
 ) -> EvaluationResult:
     """Evaluate a model, optionally with a LoRA adapter, on one benchmark and write the results.
@@ -355,102 +310,90 @@ def run_evaluation(
     Args:
         vlm_name: a key of ``models.MODEL_REGISTRY`` (``qwen2-5-3b``, ``qwen2-5-7b``, ``tiny``).
         dataset_name: a key of ``benchmarks.BENCHMARKS``.
+        config: how to evaluate (:class:`~chartrvr_nb.presets.EvalConfig`: batch size, prompt,
+            tokens per answer, pixel budget, limit, seed, 4-bit base, ``compare_base``, data folder,
+            progress bars); its defaults when None. With ``compare_base`` the base model (adapter
+            disabled) is evaluated on the same examples too, written to ``base_predictions.jsonl``,
+            and the difference reported with a paired bootstrap 95% interval.
         adapter: a training run folder (its final ``adapter/``, else its newest complete
             checkpoint), a ``checkpoint-<step>`` folder, an ``adapter/`` folder, or a hub id.
-        limit: evaluate only the first ``limit`` examples.
-        batch_size: examples per generation batch.
-        prompt: ``"rvr"`` (the trained format), ``"cot"`` or ``"direct"``.
-        data_dir: local copy of the data (required for ``plotqa`` and ``chartfc``).
         output_dir: where ``predictions.jsonl`` and ``summary.json`` go (default
             :func:`default_output_dir`).
-        compare_base: also evaluate the base model (adapter disabled) on the same examples,
-            write ``base_predictions.jsonl``, and report the difference with a paired bootstrap
-            95% interval.
-        max_new_tokens: tokens per answer (default: 768 for rvr/cot, 64 for direct).
-        seed: seeds torch and the bootstrap.
-        max_pixels: image pixel budget (default: the paper's 320*28*28).
-        load_in_4bit: load the base in 4-bit NF4, as a QLoRA run (``colab-t4``) trained the adapter.
-        progress: show progress bars.
-        verbose: print the results table and where the files are.
+        verbose: log the results table and where the files are.
 
     Returns:
         An :class:`EvaluationResult` (summary, predictions, table, output folder).
 
     Raises:
-        ValueError: an unknown benchmark, prompt or adapter; ``compare_base`` without an adapter;
-            missing data files.
+        ValueError: an unknown benchmark or adapter; ``compare_base`` without an adapter; missing
+            data files.
     """
     import torch
 
     from .models import load_model_and_processor
 
+    config = config or EvalConfig()
     benchmark = get_benchmark(dataset_name)
-    if prompt not in PROMPT_STYLES:
-        raise ValueError(f"Unknown prompt {prompt!r}; choose one of {sorted(PROMPT_STYLES)} (--prompt).")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size} (--batch-size).")
-    if compare_base and adapter is None:
+    if config.compare_base and adapter is None:
         raise ValueError("compare_base needs an adapter to compare with the base model; pass adapter (--adapter).")
     adapter_path = resolve_adapter(adapter)
-    examples = load_examples(dataset_name, data_dir=data_dir, limit=limit)
+    examples = load_examples(dataset_name, data_dir=config.data_dir, limit=config.limit)
     if not examples:
         raise ValueError(f"{benchmark.title} has no examples to evaluate; check data_dir and limit.")
 
-    torch.manual_seed(seed)
+    torch.manual_seed(config.seed)
     model, processor = load_model_and_processor(
-        vlm_name, load_in_4bit=load_in_4bit, device_map="auto" if torch.cuda.is_available() else None
+        vlm_name, load_in_4bit=config.load_in_4bit, device_map="auto" if torch.cuda.is_available() else None
     )
     if adapter_path is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter_path)
+        with quiet_known_warnings():  # peft asks transformers for its renamed gradient-checkpointing state
+            model = PeftModel.from_pretrained(model, adapter_path)
     if output_dir is None:
-        output_dir = default_output_dir(vlm_name, dataset_name, prompt, adapter_path)
+        output_dir = default_output_dir(vlm_name, dataset_name, config.prompt, adapter_path)
     out_dir = run_path(output_dir)  # a relative folder is under the run root, as training's are
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = dict(
-        batch_size=batch_size, prompt=prompt, max_new_tokens=max_new_tokens, max_pixels=max_pixels, progress=progress
-    )
 
     started = time.perf_counter()
     records = _evaluate_pass(
-        model, processor, examples, out_dir / "predictions.jsonl",
-        description=f"{benchmark.title} ({'adapter' if adapter_path else vlm_name})", **settings,
+        model, processor, examples, out_dir / "predictions.jsonl", config,
+        description=f"{benchmark.title} ({'adapter' if adapter_path else vlm_name})",
     )
     seconds = time.perf_counter() - started
     summary: dict[str, Any] = {
         "benchmark": benchmark.name,
         "title": benchmark.title,
-        "source": str(data_dir) if data_dir is not None else benchmark.source,
+        "source": str(config.data_dir) if config.data_dir is not None else benchmark.source,
         "split": benchmark.split,
         "model": vlm_name,
-        "load_in_4bit": load_in_4bit,
+        "load_in_4bit": config.load_in_4bit,
         "adapter": adapter_path,
-        "prompt": prompt,
+        "prompt": config.prompt,
         "metric": benchmark.metric,
         **summarize(benchmark, records),
         **reward_summary(records),  # every reward's mean, where rows carry the ground truth
         "paper": dict(benchmark.paper),
         "paper_reference": paper_reference(vlm_name, adapter_path),
-        "limit": limit,
-        "batch_size": batch_size,
-        "max_new_tokens": max_new_tokens or DEFAULT_MAX_NEW_TOKENS[prompt],
-        "max_pixels": _pixel_budget(processor, max_pixels),
-        "seed": seed,
+        "limit": config.limit,
+        "batch_size": config.batch_size,
+        "max_new_tokens": config.tokens_per_answer,
+        "max_pixels": _pixel_budget(processor, config.max_pixels),
+        "seed": config.seed,
         "seconds": round(seconds, 3),
         "examples_per_second": round(len(records) / seconds, 4) if seconds > 0 else None,
     }
 
     base_records: list[dict[str, Any]] = []
-    if compare_base:
+    if config.compare_base:
         with model.disable_adapter():
             base_records = _evaluate_pass(
-                model, processor, examples, out_dir / "base_predictions.jsonl",
-                description=f"{benchmark.title} (base {vlm_name})", **settings,
+                model, processor, examples, out_dir / "base_predictions.jsonl", config,
+                description=f"{benchmark.title} (base {vlm_name})",
             )
         summary["base"] = summarize(benchmark, base_records)
         summary["comparison"] = paired_bootstrap(
-            [r["score"] for r in records], [r["score"] for r in base_records], seed=seed
+            [r["score"] for r in records], [r["score"] for r in base_records], seed=config.seed
         )
 
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
@@ -459,8 +402,8 @@ def run_evaluation(
         import pandas as pd
 
         with pd.option_context("display.width", 160, "display.precision", 2, "display.max_columns", 20):
-            print(table.to_string(index=False))
-        print(f"Wrote {out_dir / 'predictions.jsonl'} and {out_dir / 'summary.json'}")
+            logger.info(table.to_string(index=False))
+        logger.info("Wrote %s and %s", out_dir / "predictions.jsonl", out_dir / "summary.json")
     return EvaluationResult(
         summary=summary, predictions=records, table=table, output_dir=out_dir, base_predictions=base_records
     )

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from .benchmarks import get_benchmark
 from .eval_results import paired_bootstrap, reward_scores
-from .presets import Preset, get_preset
+from .presets import EvalConfig, Preset, get_preset
 from .rewards import REWARDS
 
 PRESET = "learn-check"
@@ -170,16 +170,13 @@ def run_learn_check(
     run_dir = out / "run"
     shutil.rmtree(run_dir, ignore_errors=True)  # a check always trains from the warm start, never resumes
     started = time.perf_counter()
-    settings = dict(
-        limit=held_out, batch_size=_EVAL_BATCH, max_new_tokens=preset.max_completion_length,
-        max_pixels=preset.max_pixels, seed=seed, progress=progress, verbose=False,
-    )
-    before = run_evaluation(preset.model, preset.eval_dataset, output_dir=out / "before", **settings)
+    settings = EvalConfig.for_preset(preset, limit=held_out, batch_size=_EVAL_BATCH, seed=seed, progress=progress)
+    before = run_evaluation(preset.model, preset.eval_dataset, settings, output_dir=out / "before", verbose=False)
     evaluated = time.perf_counter()
     run = train(preset, output_dir=run_dir, max_steps=max_steps)
     trained = time.perf_counter()
     after = run_evaluation(
-        preset.model, preset.eval_dataset, adapter=run.adapter_dir, output_dir=out / "after", **settings
+        preset.model, preset.eval_dataset, settings, adapter=run.adapter_dir, output_dir=out / "after", verbose=False
     )
     metrics = compare_rewards(reward_scores(before.predictions), reward_scores(after.predictions), seed=seed)
     finished = time.perf_counter()

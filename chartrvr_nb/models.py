@@ -328,16 +328,18 @@ def meta_lora_parameter_counts(name: str = "qwen2-5-3b") -> tuple[int, int]:
 
     The architecture is built on PyTorch's meta device (shapes only, no memory), the adapter is
     applied with peft, and parameters are counted. For ``qwen2-5-3b`` this gives the paper's
-    18,576,384 trainable of 3,773,199,360 (0.4923%).
+    18,576,384 trainable of 3,773,199,360 (0.4923%). A tiny model's architecture is read from its
+    folder's ``config.json`` (its vocabulary comes from the tokenizer built with it; built on first use).
     """
-    if name not in _ARCHITECTURES:
-        raise ValueError(f"No built-in architecture for {name!r}; choose one of: {', '.join(_ARCHITECTURES)}.")
+    if name not in _ARCHITECTURES and name not in TINY_MODELS:
+        raise ValueError(f"Unknown model {name!r}. Choose one of: {', '.join(MODEL_REGISTRY)}.")
     import torch
     from peft import get_peft_model
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
+    config = AutoConfig.from_pretrained(resolve_model(name)) if name in TINY_MODELS else _ARCHITECTURES[name]()
     with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(_ARCHITECTURES[name]())
+        model = AutoModelForImageTextToText.from_config(config)
     return count_parameters(get_peft_model(model, paper_lora_config()))
 
 

@@ -1,8 +1,8 @@
 """The notebook suite: run the five notebooks headless, and the helpers their cells call.
 
 The notebooks hold no functions of their own; each cell is a few calls into ``chartrvr_nb``. What
-they need that has no other home lives here: where Drive and the run folders are, whether a preset
-fits this machine, training rows and JSONL batches to look at, which run to resume, and
+they need that has no other home lives here: where Drive and the run folders are, training rows and
+JSONL batches to look at, which run to resume, and
 :func:`run_notebooks`, which executes all five with papermill in order, sharing one training run so
 that ``03_resume_from_drive`` continues what ``02_train`` started. Reward inspection itself (what
 each reward read, the starting completions) is :mod:`chartrvr_nb.inspection`.
@@ -29,8 +29,6 @@ NOTEBOOKS: tuple[str, ...] = (
     "03_resume_from_drive",
     "04_evaluate",
 )
-# The GPUs Colab offers, smallest first (keys of estimate.GPU_NAMES).
-COLAB_GPUS: tuple[str, ...] = ("t4", "l4", "a100-40gb")
 # Outside Colab, "Drive" is this local folder, so the Drive mirror and resume work the same way.
 LOCAL_DRIVE_STANDIN = "runs/drive"
 # Extra papermill parameters for the smoke preset: 02 stops halfway through the 16-step run so that
@@ -230,98 +228,6 @@ def run_dirs(preset, run_dir: str | os.PathLike = "", drive_root: str | os.PathL
     name = preset if isinstance(preset, str) else preset.name
     local = env.run_path(run_dir or f"runs/{name}")
     return local, (Path(drive_root) / local.name if drive_root else None)
-
-
-def local_gpu_key() -> str:
-    """The estimator's key for this machine's GPU; the A100 figures for an unknown GPU or none."""
-    from . import env
-    from .estimate import REFERENCE_GPU, gpu_key
-
-    gpu = env.gpu_info()
-    return (gpu_key(gpu.name) if gpu else None) or REFERENCE_GPU
-
-
-def local_estimate(preset) -> str:
-    """:func:`chartrvr_nb.estimate.format_estimate` for this machine's GPU.
-
-    Without a GPU (or on one the estimator has no figures for) a GPU preset gets the reference
-    A100 40GB figures, the seed guide's, with a first line saying so.
-    """
-    from . import env
-    from .estimate import GPU_NAMES, REFERENCE_GPU, estimate, format_estimate, gpu_key
-    from .presets import get_preset
-
-    preset = get_preset(preset) if isinstance(preset, str) else preset
-    gpu = env.gpu_info()
-    key = gpu_key(gpu.name) if gpu else None
-    text = format_estimate(estimate(preset, gpu=key or REFERENCE_GPU))
-    if preset.requires_gpu and key is None:
-        found = f"no figures were measured on this GPU ({gpu.name})" if gpu else "no GPU was found on this machine"
-        text = (f"NOTE: {found}, so these are the figures of the reference GPU, the {GPU_NAMES[REFERENCE_GPU]} "
-                "of the seed guide.\n" + text)
-    return text
-
-
-def check_preset(preset) -> str:
-    """Whether ``preset`` can run on this machine, and what to change when it cannot.
-
-    Args:
-        preset: a Preset or preset name.
-
-    Returns:
-        One or more lines starting with ``OK`` or ``PROBLEM``.
-    """
-    from . import env
-    from .estimate import fits_gpu
-    from .presets import get_preset
-
-    preset = get_preset(preset) if isinstance(preset, str) else preset
-    gpu = env.gpu_info()
-    if not preset.requires_gpu:
-        return f"OK: preset {preset.name!r} trains the tiny model on CPU; it runs anywhere in a few minutes."
-    if gpu is None:
-        return (
-            f"PROBLEM: preset {preset.name!r} needs a CUDA GPU and this runtime has none. In Colab: Runtime > "
-            "Change runtime type > T4 (preset colab-t4) or L4/A100 (the others). Without a GPU use preset 'smoke'."
-        )
-    fits, message = fits_gpu(preset, gpu.memory_gb)
-    lines = [("OK: " if fits else "PROBLEM: ") + message]
-    if not gpu.bf16 and not preset.load_in_4bit:
-        lines.append(
-            f"NOTE: the {gpu.name} has no native bfloat16 (compute capability "
-            f"{'.'.join(map(str, gpu.compute_capability))}), so 16-bit math is emulated and slow here; "
-            "preset colab-t4 (4-bit weights) is the one made for this GPU."
-        )
-    return "\n".join(lines)
-
-
-def estimate_table(preset, gpus: tuple[str, ...] = COLAB_GPUS):
-    """Steps, time and memory of ``preset`` on each GPU, with whether it fits (a DataFrame).
-
-    A CPU preset (smoke) gives one CPU row.
-    """
-    import pandas as pd
-
-    from .estimate import CUDA_OVERHEAD_GB, GPU_MEMORY_GB, GPU_NAMES, estimate
-    from .presets import get_preset
-
-    preset = get_preset(preset) if isinstance(preset, str) else preset
-    rows = []
-    for gpu in gpus if preset.requires_gpu else ("cpu",):
-        est = estimate(preset, gpu=gpu)
-        low, high = est.peak_memory_gb
-        fits = "yes" if gpu == "cpu" or high + CUDA_OVERHEAD_GB <= GPU_MEMORY_GB[gpu] else (
-            "maybe" if low + CUDA_OVERHEAD_GB <= GPU_MEMORY_GB[gpu] else "no")
-        rows.append({
-            "GPU": GPU_NAMES[gpu],
-            "optimizer steps": est.steps,
-            "seed formula steps": est.seed_steps,
-            "s / step": round(est.seconds_per_step, 2),
-            "total time": est.duration,
-            "GPU memory (GB)": "n/a" if gpu == "cpu" else f"{low:g}-{high:g}",
-            "fits": fits,
-        })
-    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------

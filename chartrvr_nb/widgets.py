@@ -21,13 +21,6 @@ from typing import Any, Sequence
 # Set to 1 to force headless behaviour (``run_notebooks`` does, for its papermill kernels).
 HEADLESS_ENV = "CHARTRVR_NB_HEADLESS"
 
-# The flags the training form offers on top of a preset (the seed's, plus those the out-of-memory
-# advice and Colab's session limits call for); 0 keeps the preset's value.
-PRESET_OVERRIDES = (
-    "subset_size", "num_epochs", "num_generations", "batch_size", "grad_accum", "max_completion_length",
-    "save_steps", "seed",
-)
-
 
 def is_interactive() -> bool:
     """Whether a person is at a live notebook page that can show widgets.
@@ -130,45 +123,43 @@ class Form:
 
 
 class PresetForm(Form):
-    """A preset dropdown plus the seed guide's flags; :meth:`preset` builds the validated Preset.
+    """A preset dropdown plus the preset options whose field says ``form=True`` (``presets.Preset``);
+    :meth:`preset` builds the validated Preset.
 
-    Numbers left at 0 keep the preset's value, as flags left out do on the command line.
+    The fields are the command line's flags under their Python names (``disable_gradient_checkpointing``).
+    Numbers left at 0, text left empty and boxes left unticked keep the preset's value, as flags left
+    out do on the command line; a pick from a list (``report_to``) always applies.
 
     Example:
         >>> PresetForm("smoke", num_generations=4).preset().num_generations
         4
     """
 
-    def __init__(
-        self, preset: str = "smoke", disable_gradient_checkpointing: bool = False, load_in_4bit: bool = False,
-        report_to: str = "none", **overrides: int,
-    ):
-        from .presets import PRESETS, TRACKERS
+    def __init__(self, preset: str = "smoke", **values: Any):
+        from .presets import PRESETS, Preset
+        from .settings import options
 
-        unknown = sorted(set(overrides) - set(PRESET_OVERRIDES))
+        offered = [option for option in options(Preset) if option.form]
+        unknown = sorted(set(values) - {option.dest for option in offered})
         if unknown:
-            raise ValueError(f"Unknown override(s) {unknown}; the form offers {', '.join(PRESET_OVERRIDES)}.")
-        fields = {name: int(overrides.get(name) or 0) for name in PRESET_OVERRIDES}
-        super().__init__(
-            "Training preset (numbers at 0 keep the preset's value)",
-            preset=(preset, list(PRESETS)),
-            **fields,
-            disable_gradient_checkpointing=disable_gradient_checkpointing,
-            load_in_4bit=load_in_4bit,  # ticked: 4-bit NF4 base weights (QLoRA); colab-t4 has them anyway
-            report_to=(report_to, list(TRACKERS)),
-        )
+            raise ValueError(f"Unknown override(s) {unknown}; the form offers {', '.join(o.dest for o in offered)}.")
+        fields: dict[str, Any] = {}
+        for option in offered:
+            value = values.get(option.dest)
+            if option.choices:
+                fields[option.dest] = (value or option.default, list(option.choices))
+            else:  # the type's empty value (0, "", unticked) keeps the preset's
+                fields[option.dest] = option.type(value or option.type())
+        super().__init__("Training preset (numbers at 0 keep the preset's value)", preset=(preset, list(PRESETS)), **fields)
 
     def preset(self):
-        """The chosen preset with the non-zero overrides applied (``presets.get_preset``)."""
-        from .presets import get_preset
+        """The chosen preset with the form's values applied (``presets.get_preset``)."""
+        from .presets import Preset, get_preset
+        from .settings import option_overrides
 
         values = self.values()
-        overrides = {name: values[name] for name in PRESET_OVERRIDES if values[name]}
-        if values["disable_gradient_checkpointing"]:
-            overrides["gradient_checkpointing"] = False
-        if values["load_in_4bit"]:
-            overrides["load_in_4bit"] = True
-        return get_preset(values["preset"], report_to=values["report_to"], **overrides)
+        given = {name: value for name, value in values.items() if value}  # empty values keep the preset's
+        return get_preset(values["preset"], **option_overrides(Preset, given))
 
 
 def reward_inspector(row: dict, completions: dict[str, str] | None = None):

@@ -15,7 +15,7 @@ PACKAGE = ROOT / "chartrvr_nb"
 PARTS = {
     "Face": {"cli", "__main__", "__init__"},
     "Cells": {"notebooks", "widgets", "learncheck"},
-    "Config": {"presets", "env", "estimate"},
+    "Config": {"presets", "settings", "env", "estimate"},
     "Train": {"train", "checkpoints", "runfiles", "runlock", "console", "tracking"},
     "Eval": {"evaluate", "benchmarks", "benchmark_data", "eval_results", "official_scoring"},
     "Models": {"models", "tiny"},

@@ -1,5 +1,7 @@
-"""CLI: the seed's flags, preset overrides, clear errors, the rewards command and the main.py shim."""
+"""CLI: the seed's flags, flags generated from the settings' fields, clear errors, the rewards and params
+commands and the main.py shim."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -7,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from chartrvr_nb.cli import build_parser, main, preset_from_args
+from chartrvr_nb.cli import build_parser, eval_config_from_args, main, preset_from_args
+from chartrvr_nb.presets import EvalConfig, Preset
 from chartrvr_nb.prompts import format_completion
+from chartrvr_nb.settings import option_overrides, options
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = {"columns": ["x", "y"], "rows": [["a", "4"], ["b", "9"]]}
@@ -81,3 +85,55 @@ def test_main_py_shim_forwards_the_seed_commands():
     assert "divisible by num_generations" in result.stderr
     result = subprocess.run([sys.executable, "main.py", "--mode", "train"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "invalid choice: 'train'" in result.stderr
+
+
+def _subparser(command: str):
+    parser = build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    return commands.choices[command]
+
+
+def _example_argv(option) -> list[str]:
+    if option.type is bool:
+        return [option.flag]
+    value = option.choices[-1] if option.choices else {int: "3", float: "0.5", str: "x"}[option.type]
+    return [option.flag, str(value)]
+
+
+@pytest.mark.parametrize("settings_class, command", [(Preset, "grpo"), (Preset, "estimate"), (EvalConfig, "eval")])
+def test_every_setting_is_a_flag_with_its_help_that_sets_its_field(settings_class, command):
+    """The flags are generated from the fields: each option's flag exists, shows the field's help text
+    and sets that field (a switch sets the opposite of the default)."""
+    actions = {action.dest: action for action in _subparser(command)._actions}
+    required = ["--dataset-name", "synthetic"] if command == "eval" else []
+    for option in options(settings_class):
+        action = actions[option.dest]
+        assert option.flag in action.option_strings and action.help.startswith(option.help.replace("%", "%%"))
+        args = build_parser().parse_args([command, *required, *_example_argv(option)])
+        value = (not option.default) if option.type is bool else option.type(_example_argv(option)[1])
+        assert option_overrides(settings_class, vars(args)) == {option.field: value}, option.flag
+
+
+def test_eval_flags_build_the_evaluation_settings(capsys):
+    args = build_parser().parse_args([
+        "eval", "--vlm-name", "tiny", "--dataset-name", "chartqa", "--limit", "4", "--batch-size", "2",
+        "--prompt", "direct", "--compare-base", "--seed", "3", "--no-progress",
+    ])
+    assert eval_config_from_args(args) == EvalConfig(
+        limit=4, batch_size=2, prompt="direct", compare_base=True, seed=3, progress=False
+    )
+    assert eval_config_from_args(build_parser().parse_args(["eval", "--dataset-name", "chartqa"])) == EvalConfig()
+    assert main(["eval", "--dataset-name", "synthetic", "--batch-size", "0"]) == 2  # before any model loads
+    assert "batch_size must be a positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-learn"])
+def test_params_counts_the_tiny_models_as_they_train(name, capsys, tiny_model_dir):
+    from peft import get_peft_model
+
+    from chartrvr_nb.models import count_parameters, load_model_and_processor, paper_lora_config, trainable_params_line
+
+    assert main(["params", "--vlm-name", name]) == 0
+    model, _ = load_model_and_processor(name)
+    expected = trainable_params_line(*count_parameters(get_peft_model(model, paper_lora_config())))
+    assert capsys.readouterr().out.strip() == expected

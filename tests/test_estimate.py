@@ -1,4 +1,5 @@
-"""Step counts against TRL's real GRPOTrainer, the seed's formula, and the time/memory figures."""
+"""Step counts against TRL's real GRPOTrainer, the seed's formula, the time/memory figures, and whether a
+preset fits this machine (the setup and training notebooks' checks)."""
 
 import os
 
@@ -7,11 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chartrvr_nb.estimate import (
+    GPU_MEMORY_GB,
     STEP_FIGURES,
+    check_preset,
     estimate,
+    estimate_table,
     fits_gpu,
     format_duration,
     format_estimate,
+    local_estimate,
     seed_formula_steps,
     trainer_steps,
 )
@@ -132,6 +137,46 @@ def test_impossible_configurations_explain_themselves():
         trainer_steps(100, 4, 1, 2, 1)
     with pytest.raises(ValueError, match="do not fill one generation batch"):
         trainer_steps(1, 2, 2, 2, 1)
+
+
+@pytest.mark.parametrize("name", ["paper", "fast-nockpt", "colab-t4"])
+def test_the_fit_table_and_the_fit_check_agree(name):
+    table = estimate_table(name, gpus=("t4", "l4", "a100-40gb", "h100"))
+    for gpu, fits in zip(("t4", "l4", "a100-40gb", "h100"), table["fits"]):
+        assert fits_gpu(name, GPU_MEMORY_GB[gpu])[0] is (fits == "yes"), (name, gpu)
+
+
+# --------------------------------------------------------------------------------------------
+# This machine: the setup and training notebooks' checks
+# --------------------------------------------------------------------------------------------
+
+
+def test_check_preset_says_what_to_change(monkeypatch):
+    from chartrvr_nb import env
+
+    assert check_preset("smoke").startswith("OK")
+    monkeypatch.setattr(env, "gpu_info", lambda: None)
+    assert "needs a CUDA GPU" in check_preset("colab-t4")
+    t4 = env.GPUInfo("Tesla T4", 15.0, False, (7, 5))
+    monkeypatch.setattr(env, "gpu_info", lambda: t4)
+    assert check_preset("colab-t4").startswith("OK")
+    assert "PROBLEM" in check_preset("fast-nockpt") and "NOTE" in check_preset("fast")
+
+
+def test_estimate_table_per_colab_gpu():
+    table = estimate_table("colab-t4")
+    assert table["GPU"].tolist() == ["T4 16GB", "L4 24GB", "A100 40GB"]
+    assert set(table["optimizer steps"]) == {500} and set(table["fits"]) == {"yes"}
+    assert estimate_table("smoke")["GPU"].tolist() == ["CPU"]
+
+
+def test_estimate_on_a_machine_without_gpu_says_whose_figures_it_shows(monkeypatch):
+    from chartrvr_nb import env
+
+    monkeypatch.setattr(env, "gpu_info", lambda: None)
+    text = local_estimate("colab-t4")
+    assert text.startswith("NOTE: no GPU was found on this machine") and "A100 40GB" in text.splitlines()[1]
+    assert not local_estimate("smoke").startswith("NOTE")
 
 
 def test_format_duration_units():

@@ -30,6 +30,7 @@ from chartrvr_nb.benchmarks import (
 from chartrvr_nb.benchmark_data import load_examples, load_image
 from chartrvr_nb.eval_results import paired_bootstrap, read_predictions, results_table
 from chartrvr_nb.evaluate import generate_answers, parse_reply, resolve_adapter, run_evaluation
+from chartrvr_nb.presets import EvalConfig
 
 PREDICTION_FIELDS = {"id", "subset", "question", "answer", "prediction", "reasoning", "correct", "score"}
 
@@ -468,15 +469,15 @@ def test_batched_generation_matches_one_at_a_time(tiny):
     grids = processor.image_processor(images=[e["image"] for e in examples], return_tensors="pt")["image_grid_thw"]
     assert len({int(grid.prod()) for grid in grids}) > 3  # different image token counts: the batch really is padded
 
-    one_at_a_time = generate_answers(model, processor, examples, batch_size=1, max_new_tokens=16, progress=False)
-    batched = generate_answers(model, processor, examples, batch_size=6, max_new_tokens=16, progress=False)
+    one_at_a_time = generate_answers(model, processor, examples, EvalConfig(batch_size=1, max_new_tokens=16, progress=False))
+    batched = generate_answers(model, processor, examples, EvalConfig(batch_size=6, max_new_tokens=16, progress=False))
     assert [g["reply"] for g in batched] == [g["reply"] for g in one_at_a_time]
     assert all(g["reply"] for g in batched)
 
 
 def test_run_evaluation_on_synthetic_writes_predictions_and_summary(tmp_path):
-    result = run_evaluation("tiny", "synthetic", limit=16, batch_size=8, max_new_tokens=8,
-                            output_dir=tmp_path, progress=False, verbose=False)
+    result = run_evaluation("tiny", "synthetic", EvalConfig(limit=16, batch_size=8, max_new_tokens=8, progress=False),
+                            output_dir=tmp_path, verbose=False)
     lines = read_predictions(tmp_path / "predictions.jsonl")
     assert len(lines) == 16 and all(PREDICTION_FIELDS <= set(line) for line in lines)
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -500,8 +501,8 @@ def test_run_evaluation_on_synthetic_writes_predictions_and_summary(tmp_path):
     ],
 )
 def test_run_evaluation_on_each_benchmark_fixture(name, prompt, extra_keys, data_dirs, tmp_path):
-    result = run_evaluation("tiny", name, data_dir=data_dirs[name], limit=4, batch_size=4, prompt=prompt,
-                            max_new_tokens=8, output_dir=tmp_path, progress=False, verbose=False)
+    settings = EvalConfig(data_dir=data_dirs[name], limit=4, batch_size=4, prompt=prompt, max_new_tokens=8, progress=False)
+    result = run_evaluation("tiny", name, settings, output_dir=tmp_path, verbose=False)
     expected = len(load_examples(name, data_dir=data_dirs[name], limit=4))
     assert len(read_predictions(tmp_path / "predictions.jsonl")) == expected == result.summary["n"]
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -524,8 +525,8 @@ def test_compare_base_evaluates_the_same_examples_without_the_adapter(tiny, tmp_
     lora.save_pretrained(run / "checkpoint-2")
     (run / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
 
-    result = run_evaluation("tiny", "synthetic", adapter=run, compare_base=True, limit=4, batch_size=4,
-                            max_new_tokens=8, output_dir=tmp_path / "eval", progress=False, verbose=False)
+    settings = EvalConfig(compare_base=True, limit=4, batch_size=4, max_new_tokens=8, progress=False)
+    result = run_evaluation("tiny", "synthetic", settings, adapter=run, output_dir=tmp_path / "eval", verbose=False)
     summary = result.summary
     assert summary["adapter"] == str(run / "checkpoint-2")
     comparison = summary["comparison"]
@@ -535,13 +536,34 @@ def test_compare_base_evaluates_the_same_examples_without_the_adapter(tiny, tmp_
     assert [line["id"] for line in base_lines] == [line["id"] for line in result.predictions]
 
     model, processor = tiny  # the base pass really ran without the adapter
-    plain = generate_answers(model, processor, load_examples("synthetic", limit=4), max_new_tokens=8, progress=False)
+    plain = generate_answers(model, processor, load_examples("synthetic", limit=4), EvalConfig(max_new_tokens=8, progress=False))
     assert [line["reply"] for line in base_lines] == [g["reply"] for g in plain]
 
 
 def test_compare_base_needs_an_adapter():
     with pytest.raises(ValueError, match="compare_base needs an adapter"):
-        run_evaluation("tiny", "synthetic", compare_base=True)
+        run_evaluation("tiny", "synthetic", EvalConfig(compare_base=True))
+
+
+def test_evaluating_an_adapter_hides_the_known_warning_and_logs_where_files_went(tmp_path, capsys):
+    """peft asks transformers for gradient checkpointing under its old name while it loads an adapter;
+    that FutureWarning is hidden where it arises (no process-wide filter in the notebooks any more)."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    from chartrvr_nb.models import load_model_and_processor
+
+    model, _ = load_model_and_processor("tiny")
+    with warnings.catch_warnings():  # building the adapter warns too: only evaluation's own loading is checked
+        warnings.simplefilter("ignore")
+        get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        run_evaluation("tiny", "synthetic", EvalConfig(limit=1, max_new_tokens=2, progress=False),
+                       adapter=tmp_path / "adapter", output_dir=tmp_path / "eval")
+    assert [str(warning.message) for warning in seen if issubclass(warning.category, FutureWarning)] == []
+    assert f"Wrote {tmp_path / 'eval' / 'predictions.jsonl'}" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------------------------

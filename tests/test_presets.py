@@ -1,10 +1,21 @@
-"""Presets: the seed's table, validation on creation, strict overrides."""
+"""Presets and evaluation settings: the seed's table, validation on creation, strict overrides, help text."""
 
 import dataclasses
+import re
 
 import pytest
 
-from chartrvr_nb.presets import PAPER_TRAIN_DATA, PAPER_TRAIN_ROWS, PRESETS, Preset, get_preset
+from chartrvr_nb.presets import (
+    DEFAULT_MAX_NEW_TOKENS,
+    PAPER_TRAIN_DATA,
+    PAPER_TRAIN_ROWS,
+    PRESETS,
+    EvalConfig,
+    Preset,
+    as_preset,
+    get_preset,
+)
+from chartrvr_nb.settings import options
 
 SEED_TABLE = {  # preset: (samples, epochs, generations, batch, gradient checkpointing, model)
     "paper": (34_194, 4, 4, 2, True, "qwen2-5-3b"),
@@ -15,6 +26,11 @@ SEED_TABLE = {  # preset: (samples, epochs, generations, batch, gradient checkpo
     "ultra-fast": (1_000, 1, 2, 2, True, "qwen2-5-3b"),
     "colab-t4": (1_000, 1, 2, 2, True, "qwen2-5-3b"),
     "smoke": (32, 1, 2, 2, True, "tiny"),
+}
+SEED_FLAGS = {  # the seed guide's flags (README "Command line", main.py) -> the field each sets
+    "--vlm-name": "model", "--dataset-name": "eval_dataset", "--seed": "seed", "--subset-size": "subset_size",
+    "--num-epochs": "num_epochs", "--num-generations": "num_generations", "--batch-size": "batch_size",
+    "--disable-gradient-checkpointing": "gradient_checkpointing",
 }
 
 
@@ -90,3 +106,60 @@ def test_unknown_names_and_keys_list_the_valid_ones():
         get_preset("paper", num_gens=2)
     with pytest.raises(TypeError):
         Preset(num_gens=2)
+
+
+@pytest.mark.parametrize("settings_class", [Preset, EvalConfig])
+def test_every_field_carries_its_help_text(settings_class):
+    for field in dataclasses.fields(settings_class):
+        assert len(field.metadata.get("help", "").split()) >= 2, f"{settings_class.__name__}.{field.name} needs help"
+
+
+def test_the_seed_guides_flags_set_their_fields():
+    flags = {option.flag: option.field for option in options(Preset)}
+    assert {flag: flags[flag] for flag in SEED_FLAGS} == SEED_FLAGS
+    assert {option.dest for option in options(Preset) if option.form} == {
+        "subset_size", "num_epochs", "num_generations", "batch_size", "grad_accum", "max_completion_length",
+        "save_steps", "seed", "disable_gradient_checkpointing", "load_in_4bit", "report_to",
+    }
+
+
+def test_the_generation_batch_rule_reads_the_same_for_presets_and_step_counts():
+    from chartrvr_nb.estimate import trainer_steps
+
+    rule = "must be divisible by num_generations (3); change batch_size or num_generations"
+    with pytest.raises(ValueError, match=re.escape(f"(4 completions = batch_size * grad_accum) {rule}")):
+        get_preset("fast", num_generations=3)
+    with pytest.raises(ValueError, match=re.escape(f"(8 completions = batch_size * grad_accum * 2 processes) {rule}")):
+        trainer_steps(100, 3, 2, 2, 1, world_size=2)
+
+
+def test_eval_prompts_are_the_prompt_styles():
+    from chartrvr_nb.prompts import PROMPT_STYLES
+
+    assert list(DEFAULT_MAX_NEW_TOKENS) == list(PROMPT_STYLES)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"prompt": "chat"}, "prompt must be one of rvr, cot, direct"),
+        ({"limit": -1}, "limit must be a positive integer or None"),
+        ({"max_new_tokens": 1.5}, "max_new_tokens must be a positive integer or None"),
+        ({"seed": "7"}, "seed must be an integer"),
+    ],
+)
+def test_invalid_evaluation_settings_fail_on_creation(settings, message):
+    with pytest.raises(ValueError, match=f"Invalid evaluation settings: {message}"):
+        EvalConfig(**settings)
+
+
+def test_evaluation_settings_follow_the_preset_they_evaluate():
+    config = EvalConfig.for_preset("colab-t4", limit=8)
+    t4 = PRESETS["colab-t4"]
+    assert (config.max_new_tokens, config.max_pixels, config.load_in_4bit, config.limit) == (
+        t4.max_completion_length, t4.max_pixels, True, 8
+    )
+    assert EvalConfig.for_preset("smoke", max_new_tokens=8).max_new_tokens == 8
+    assert EvalConfig().tokens_per_answer == 768 and EvalConfig(prompt="direct", max_new_tokens=9).tokens_per_answer == 9
+    assert as_preset("smoke") == PRESETS["smoke"] and as_preset(t4) is t4

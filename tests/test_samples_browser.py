@@ -120,15 +120,6 @@ def test_missing_tracker_package_names_the_pip_command(monkeypatch):
         tracking.require_tracker("wandb")
 
 
-def test_estimate_on_a_machine_without_gpu_says_whose_figures_it_shows(monkeypatch):
-    from chartrvr_nb import env
-
-    monkeypatch.setattr(env, "gpu_info", lambda: None)
-    text = notebooks.local_estimate("colab-t4")
-    assert text.startswith("NOTE: no GPU was found on this machine") and "A100 40GB" in text.splitlines()[1]
-    assert not notebooks.local_estimate("smoke").startswith("NOTE")
-
-
 def test_tables_show_a_dash_where_a_number_is_missing():
     import pandas as pd
 
