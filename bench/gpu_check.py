@@ -178,7 +178,7 @@ def use_stand_in_embedder() -> None:
     from tokenizers.models import WordPiece
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    from chartrvr_nb import rewards
+    from chartrvr_nb import embedding
     from chartrvr_nb.tiny import _tokenizer_corpus
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -197,12 +197,12 @@ def use_stand_in_embedder() -> None:
     tokenizer.save_pretrained(folder)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     modules = [models.Transformer(folder, max_seq_length=256), models.Pooling(384, "mean"), models.Normalize()]
-    rewards._EMBEDDER = SentenceTransformer(modules=modules, device=device)
+    embedding.use_embedder(SentenceTransformer(modules=modules, device=device))
 
 
 def rewards_row(stand_in: bool) -> Row:
     """Completions per second: the seven rewards as TRL calls them vs the original per-item loop."""
-    from chartrvr_nb import rewards
+    from chartrvr_nb import embedding, rewards
     from chartrvr_nb.data import make_synthetic_rows
 
     from bench.rewards import make_step_batch, one_at_a_time, original_process_reward, score_all
@@ -210,7 +210,7 @@ def rewards_row(stand_in: bool) -> Row:
     generations = 4
     rows = make_synthetic_rows(REWARD_COMPLETIONS // generations, seed=0, render=False)
     warm, timed = (make_step_batch(rows, generations, step, seed=0) for step in (0, 1))
-    rewards.load_embedder()
+    embedding.load_embedder()
     baseline = {name: one_at_a_time(fn) for name, fn in rewards.REWARDS.items()}
     baseline["process"] = original_process_reward  # one encode per completion and one per reference
     score_all(dict(rewards.REWARDS), *warm)

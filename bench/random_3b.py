@@ -81,9 +81,10 @@ def config_3b(layers: int | None = None):
 
 def model_folder(layers: int | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the random model is saved: ``<cache>/bench-qwen2.5-vl-3b-random-v1[-<layers>layers]``."""
-    root = cache_dir or os.environ.get("CHARTRVR_NB_CACHE") or Path.home() / ".cache" / "chartrvr_nb"
+    from chartrvr_nb.data import cache_root
+
     suffix = f"-{layers}layers" if layers is not None else ""
-    return Path(root).expanduser() / f"{FOLDER_VERSION}{suffix}"
+    return Path(cache_dir or cache_root()).expanduser() / f"{FOLDER_VERSION}{suffix}"
 
 
 def build_random_3b(layers: int | None = None, cache_dir: str | os.PathLike | None = None) -> Path:

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import sys
 import time
 from typing import Any, Callable, Sequence
 
 from bench.common import machine_line, ratio_line, rate, set_threads, stopwatch
 
-STEP_MARKER = re.compile(r"<step-\d+>:\s*")
 # Completion kinds and how often a policy mid-training produces them (weights, not fractions).
 VARIANTS: dict[str, int] = {
     "exact": 3,
@@ -45,18 +43,9 @@ REWORDINGS = ("Looking at the chart,", "From the table,", "Reading the axis,", "
 AGREEMENT_TOLERANCE = 1e-4
 
 
-def reference_steps(reasoning: str) -> list[str]:
-    """The steps of a ``<step-1>: ... <step-2>: ...`` reasoning string.
-
-    Example:
-        >>> reference_steps("<step-1>: Read a. <step-2>: Add 2.")
-        ['Read a.', 'Add 2.']
-    """
-    return [step.strip() for step in STEP_MARKER.split(reasoning) if step.strip()]
-
-
 def make_completion(row: dict, variant: str, rng: random.Random) -> str:
     """One completion of kind ``variant`` for a synthetic training row."""
+    from chartrvr_nb.inspection import reference_steps
     from chartrvr_nb.prompts import CHART_TYPES, format_completion, table_to_json
 
     steps = reference_steps(row["reasoning"])
@@ -114,13 +103,14 @@ def original_process_reward(completions: Sequence[Any], reasoning: Sequence[Any]
     """The original's process reward: one ``encode`` for the completion, one for its reference."""
     from sentence_transformers import util
 
-    from chartrvr_nb.answers import completion_text, extract_between
-    from chartrvr_nb.rewards import load_embedder
+    from chartrvr_nb.answers import completion_text
+    from chartrvr_nb.embedding import load_embedder
+    from chartrvr_nb.rewards import read_steps_text
 
     embedder = load_embedder()
     scores = []
     for completion, reference in zip(completions, reasoning or [None] * len(completions)):
-        steps = (extract_between(completion_text(completion), "</table>", "</think>") or "").strip()
+        steps = read_steps_text(completion_text(completion))
         if not steps or not isinstance(reference, str) or not reference.strip():
             scores.append(0.0)
             continue
@@ -179,8 +169,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     set_threads(args.threads)
-    from chartrvr_nb import rewards
-    from chartrvr_nb.answers import extract_between
+    from chartrvr_nb import embedding, rewards
     from chartrvr_nb.data import make_synthetic_rows
 
     prompts = args.completions // args.generations
@@ -191,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sliced = max(1, round(prompts * args.baseline_share)) * args.generations
 
     started = time.perf_counter()
-    embedder = rewards.load_embedder()
+    embedder = embedding.load_embedder()
     load_seconds = time.perf_counter() - started
     batched = dict(rewards.REWARDS)
     baseline = {name: one_at_a_time(fn) for name, fn in rewards.REWARDS.items()}
@@ -202,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warm_completions, warm_columns = make_step_batch(warm_rows, args.generations, 0, args.seed + 1)
     score_all(batched, warm_completions, warm_columns)
     score_all(baseline, warm_completions[:sliced], {name: values[:sliced] for name, values in warm_columns.items()})
-    rewards._REFERENCE_CACHE.clear()  # step 1 starts cold, as a fresh training run does
+    embedding.clear_reference_cache()  # step 1 starts cold, as a fresh training run does
 
     base_seconds, step_seconds, worst = [], [], dict.fromkeys(rewards.REWARDS, 0.0)
     for completions, columns in batches:
@@ -216,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             worst[name] = max([worst[name]] + [abs(a - b) for a, b in zip(scores[name], base_scores[name])])
 
     first = batches[0]
-    encoded = [t.strip() for t in (extract_between(c, "</table>", "</think>") for c in first[0]) if t and t.strip()]
+    encoded = [text for text in map(rewards.read_steps_text, first[0]) if text]
     print(machine_line())
     print(f"embedder: all-MiniLM-L6-v2 on {embedder.device} (max_seq_length {embedder.max_seq_length}), "
           f"loaded in {load_seconds:.1f} s (not counted)")

@@ -22,14 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover - type hints only
     from PIL.Image import Image
 
 
-def cache_dir() -> Path:
-    """Where benchmark downloads are kept and extracted.
-
-    ``$CHARTRVR_NB_CACHE``, else ``~/.cache/chartrvr_nb``: the same cache as the tiny model.
-    """
-    return Path(os.environ.get("CHARTRVR_NB_CACHE") or Path.home() / ".cache" / "chartrvr_nb").expanduser()
-
-
 def load_image(image: Any) -> Image:
     """Decode whatever a dataset row holds for an image into an RGB PIL image.
 
@@ -74,7 +66,9 @@ def _hub_download(benchmark: Benchmark, filename: str | None = None) -> Path:
     """Download a benchmark's hub repo (or one file of it) into the cache; return the local folder."""
     from huggingface_hub import hf_hub_download, snapshot_download
 
-    local_dir = cache_dir() / "benchmarks" / benchmark.name
+    from .data import cache_root
+
+    local_dir = cache_root() / "benchmarks" / benchmark.name  # kept and extracted beside the tiny models
     try:
         if filename is None:
             snapshot_download(benchmark.source, repo_type="dataset", local_dir=local_dir)

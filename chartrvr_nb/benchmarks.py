@@ -1,4 +1,4 @@
-"""The evaluation benchmarks, declared as data, and the metrics that score them.
+"""The evaluation benchmarks, declared as data.
 
 A benchmark is one :class:`Benchmark` entry in :data:`BENCHMARKS`: where its rows live (a hub
 dataset, released files in a local folder, or the synthetic generator), which fields hold the
@@ -12,10 +12,9 @@ to the model), ``answer``, ``image`` (a PIL image, encoded bytes, an image dict 
 decoded only when generating), ``subset`` (or None), ``metric`` and ``meta`` (what the metric
 and the aggregations need, e.g. ChartQAPro's question type and year flags, ChartBench's pairs).
 
-Metrics take ``(prediction, example)`` and return a score in [0, 1]; a benchmark's accuracy is
-the mean score, in percent. Relaxed accuracy is :func:`chartrvr_nb.answers.relaxed_match`, the
-same function the accuracy reward uses. Beside this project metric each benchmark declares the
-rules that make its numbers comparable with published tables (:mod:`chartrvr_nb.official_scoring`):
+A benchmark names its project metric and aggregations by key (:mod:`chartrvr_nb.metrics`: the
+metric is the rule the accuracy reward trains on). Beside them each benchmark declares the rules
+that make its numbers comparable with published tables (:mod:`chartrvr_nb.official_scoring`):
 ``official``, its own evaluation code's scorer, and ``chart_rvr_tolerance``, the tolerance the
 Chart-RVR authors' code scored it with.
 
@@ -24,219 +23,17 @@ Pure Python: nothing heavy is imported here.
 
 from __future__ import annotations
 
-import ast
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .answers import relaxed_match
-from .official_scoring import OFFICIAL_SCORERS, anls
+from .metrics import AGGREGATIONS, METRICS
+from .official_scoring import OFFICIAL_SCORERS
 
 QWEN_DIRECT = "Qwen2.5-VL-3B (direct)"
 CHART_RVR = "Chart-RVR-3B"
 # Training-schema fields a row may carry beside its answer; examples keep them in ``meta`` so
 # evaluation can score every reward, not only the answer (see ``eval_results.reward_summary``).
 GROUND_TRUTH_FIELDS = ("chart_type", "table", "reasoning")
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics
-# --------------------------------------------------------------------------------------------
-
-
-def relaxed_score(prediction: str, example: Mapping[str, Any]) -> float:
-    """ChartQA relaxed accuracy of one prediction (1.0 or 0.0), via ``answers.relaxed_match``.
-
-    Example:
-        >>> relaxed_score("10.4", {"answer": "10"})
-        1.0
-        >>> relaxed_score("45%", {"answer": "0.45"})
-        1.0
-    """
-    return float(relaxed_match(prediction, example["answer"]))
-
-
-_YES_WORDS = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
-
-
-def read_yes_no(text: Any) -> str | None:
-    """``"yes"`` or ``"no"`` when a reply starts with yes/true or no/false, else None.
-
-    Only the first word counts, so "No, it is not higher" reads as no and "Not sure" as None.
-
-    Example:
-        >>> read_yes_no("Yes.")
-        'yes'
-        >>> read_yes_no(" false")
-        'no'
-        >>> read_yes_no("Not sure") is None
-        True
-    """
-    match = re.match(r"\W*([A-Za-z]+)", str(text or ""))
-    return _YES_WORDS.get(match.group(1).lower()) if match else None
-
-
-def yes_no_score(prediction: str, example: Mapping[str, Any]) -> float:
-    """1.0 when a yes/no reply agrees with a Yes/No gold answer.
-
-    Example:
-        >>> yes_no_score("yes, it does", {"answer": "Yes"})
-        1.0
-        >>> yes_no_score("Maybe", {"answer": "No"})
-        0.0
-    """
-    predicted = read_yes_no(prediction)
-    return float(predicted is not None and predicted == read_yes_no(example["answer"]))
-
-
-def _as_list(text: str) -> list[str] | None:
-    """Items of a ``[a, b]`` answer (quoted or not), or None when the text is not a list."""
-    stripped = text.strip()
-    if not (stripped.startswith("[") and stripped.endswith("]")):
-        return None
-    try:
-        parsed = ast.literal_eval(stripped)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        parsed = [item for item in stripped[1:-1].split(",")]
-    if not isinstance(parsed, (list, tuple)):
-        return None
-    return [str(item).strip().strip("'\"").strip() for item in parsed]
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except (ValueError, OverflowError):
-        return None
-
-
-def _chartqapro_item(prediction: str, gold: str, exact: bool) -> float:
-    if exact:
-        return float(prediction.strip().lower() == gold.strip().lower())
-    pred, true = prediction.strip().strip("%").strip(), gold.strip().strip("%").strip()
-    pred_value, true_value = _number(pred), _number(true)
-    if pred_value is not None and true_value is not None:
-        if true_value == 0:
-            return float(pred_value == 0)
-        return float(relaxed_match(pred, true))  # 5% relative tolerance
-    return anls(pred, true)
-
-
-CHARTQAPRO_EXACT_TYPES = ("Fact Checking", "Multi Choice")
-
-
-def chartqapro_score(prediction: str, example: Mapping[str, Any]) -> float:
-    """ChartQAPro's relaxed correctness, as its authors define it.
-
-    Answers written as lists (``[a, b]``) are compared item by item and the item scores
-    averaged; a missing or extra item scores 0. Each item is compared by exact match
-    (case-insensitive) when it is a year (the row's ``Year`` flag says ``YES``) or the question
-    is Fact Checking or Multi Choice; otherwise numbers (``%`` stripped) must be within 5% of
-    the gold value (exactly 0 when the gold is 0), and text is scored with ANLS (threshold 0.5).
-    Trailing dots and newlines are stripped from both sides first.
-
-    The paper specifies exact match for Fact Checking and Multi Choice; the released script
-    (vis-nlp/ChartQAPro ``evaluate_predictions.py``) computes that flag but never passes it on,
-    so its numbers for those types come from the numeric/ANLS rule instead. We follow the paper.
-
-    Example:
-        >>> example = {"answer": "2016", "meta": {"question_type": "Factoid", "year_flags": ["YES"]}}
-        >>> chartqapro_score("2017", example)        # years: exact, no 5% tolerance
-        0.0
-        >>> example = {"answer": "[12, 30%]", "meta": {"question_type": "Factoid", "year_flags": ["NO"]}}
-        >>> chartqapro_score("[12.3, 30]", example)
-        1.0
-        >>> chartqapro_score("[12.3]", example)      # one of two items missing
-        0.5
-    """
-    meta = example.get("meta") or {}
-    gold = str(example["answer"]).strip(".").strip("\n")
-    pred = str(prediction or "").strip(".").strip("\n")
-    gold_items = _as_list(gold) or [gold]
-    pred_items = _as_list(pred) or [pred]
-    flags = [str(flag) for flag in meta.get("year_flags") or []]
-    if flags and len(flags) < len(gold_items):
-        flags = flags * len(gold_items)  # one flag given for a list answer applies to every item
-    always_exact = meta.get("question_type") in CHARTQAPRO_EXACT_TYPES
-    scores = []
-    for index in range(max(len(gold_items), len(pred_items))):
-        if index >= len(gold_items) or index >= len(pred_items):
-            scores.append(0.0)
-            continue
-        is_year = index < len(flags) and flags[index].strip().upper() == "YES"
-        scores.append(_chartqapro_item(pred_items[index], gold_items[index], always_exact or is_year))
-    return sum(scores) / len(scores)
-
-
-METRICS: dict[str, Callable[[str, Mapping[str, Any]], float]] = {
-    "relaxed": relaxed_score,
-    "yes_no": yes_no_score,
-    "chartqapro": chartqapro_score,
-}
-
-
-# --------------------------------------------------------------------------------------------
-# Aggregations: numbers reported next to the plain accuracy (all in percent)
-# --------------------------------------------------------------------------------------------
-
-
-def _percent(values: list[float]) -> float | None:
-    return 100.0 * sum(values) / len(values) if values else None
-
-
-def by_subset(records: list[Mapping[str, Any]]) -> dict[str, float]:
-    """Accuracy of each subset (e.g. ChartQA's human and augmented splits), in percent.
-
-    Example:
-        >>> by_subset([{"subset": "human", "score": 1.0}, {"subset": "human", "score": 0.0},
-        ...            {"subset": "augmented", "score": 1.0}])
-        {'augmented': 100.0, 'human': 50.0}
-    """
-    groups: dict[str, list[float]] = {}
-    for record in records:
-        if record.get("subset") is not None:
-            groups.setdefault(str(record["subset"]), []).append(float(record["score"]))
-    return {name: _percent(scores) for name, scores in sorted(groups.items())}
-
-
-def subset_mean(records: list[Mapping[str, Any]]) -> float | None:
-    """Mean of the per-subset accuracies: ChartQA's headline, the average of human and augmented.
-
-    Example:
-        >>> subset_mean([{"subset": "human", "score": 1.0}, {"subset": "human", "score": 0.0},
-        ...              {"subset": "augmented", "score": 1.0}])
-        75.0
-    """
-    accuracies = list(by_subset(records).values())
-    return sum(accuracies) / len(accuracies) if accuracies else None
-
-
-def acc_plus(records: list[Mapping[str, Any]]) -> float | None:
-    """ChartBench's Acc+: a chart counts only when both of its paired yes/no questions are right.
-
-    Examples carry ``meta["pair"]`` (the chart's id); pairs missing a question (e.g. cut by
-    ``--limit``) are left out. None when there is no complete pair.
-
-    Example:
-        >>> records = [{"meta": {"pair": 1}, "score": 1.0}, {"meta": {"pair": 1}, "score": 1.0},
-        ...            {"meta": {"pair": 2}, "score": 1.0}, {"meta": {"pair": 2}, "score": 0.0}]
-        >>> acc_plus(records)
-        50.0
-    """
-    pairs: dict[Any, list[float]] = {}
-    for record in records:
-        pair = (record.get("meta") or {}).get("pair")
-        if pair is not None:
-            pairs.setdefault(pair, []).append(float(record["score"]))
-    complete = [scores for scores in pairs.values() if len(scores) == 2]
-    return _percent([float(all(score == 1.0 for score in scores)) for scores in complete])
-
-
-AGGREGATIONS: dict[str, Callable[[list[Mapping[str, Any]]], Any]] = {
-    "subsets": by_subset,
-    "subset_mean": subset_mean,
-    "acc_plus": acc_plus,
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,7 +224,7 @@ def chartbench_examples(benchmark: Benchmark, row: Mapping[str, Any], index: int
 
     ``type`` holds ``chart``, ``image`` (the fine chart type), ``task`` and ``QA`` (``"Acc+"`` or
     ``"GPT-acc"``); ``conversation`` holds ``{"query", "label"}`` turns. Both assertions of a pair
-    share ``meta["pair"]`` (with ``meta["turn"]``) so :func:`acc_plus` can score the chart;
+    share ``meta["pair"]`` (with ``meta["turn"]``) so :func:`chartrvr_nb.metrics.acc_plus` can score the chart;
     numeric questions use relaxed accuracy and keep every label in ``meta["labels"]``.
 
     Example:

@@ -125,28 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_rewards(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from .runfiles import SAMPLES_FILE
+    from .runfiles import SAMPLES_FILE, load_samples, read_jsonl
 
     if args.file.is_dir() or args.file.name == SAMPLES_FILE:  # a run's own samples, grouped by prompt
-        from .inspection import format_samples
-        from .runfiles import load_samples
+        from .samples import format_samples
 
         print(format_samples(load_samples(args.file), step=args.step))
         return
 
-    from .inspection import reward_columns, score_completions
-    from .notebooks import read_completions
+    from .inspection import BATCH_LABELS, score_records
 
     try:
-        rows = read_completions(args.file)
+        records = read_jsonl(args.file, strict=True, required=("completion",))
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from error
     names = [n.strip() for n in args.rewards.split(",") if n.strip()]
-    table = score_completions([row["completion"] for row in rows], rewards=names, **reward_columns(rows))
+    table = score_records(records, rewards=names)
     with pd.option_context("display.max_rows", 200, "display.width", 160, "display.precision", 3):
         print(table.to_string())
         print()
-        print("mean  " + "  ".join(f"{name}={table[name].mean():.3f}" for name in table.columns))
+        print("mean  " + "  ".join(f"{name}={table[name].mean():.3f}" for name in table.columns if name not in BATCH_LABELS))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

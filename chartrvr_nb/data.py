@@ -1,25 +1,26 @@
-"""Training data: the hub/local loaders, GRPO preparation, and embedded synthetic charts.
+"""Training data: the hub/local loaders, synthetic rows, GRPO preparation, images and the cache root.
 
 Every source yields the same schema (see ``REQUIRED_COLUMNS``): ``image`` (PIL), ``query``,
 ``label``, ``chart_type`` (one of ``prompts.CHART_TYPES``), ``table``
 (``{"columns": [...], "rows": [[...]]}``, cells as strings) and ``reasoning``
-(``"<step-1>: ... <step-2>: ..."``). The synthetic generator needs no download: matplotlib draws
-ten chart types from small random tables, and every question's label is computed from the table
-by :func:`answer_question`, so labels are verifiable by construction.
+(``"<step-1>: ... <step-2>: ..."``). Synthetic rows need no download: :mod:`chartrvr_nb.synthetic`
+draws ten chart types from small random tables and computes every label from its table, so
+labels are verifiable by construction.
 
 Top-level imports stay light: datasets, matplotlib, numpy and PIL are imported inside functions.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
-from dataclasses import dataclass
-from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .prompts import CHART_TYPES, build_messages, format_completion
+from .prompts import CHART_TYPES, build_messages
+from .synthetic import QUESTION_KINDS, make_synthetic_example, render_chart
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only
     from datasets import Dataset
@@ -27,12 +28,17 @@ if TYPE_CHECKING:  # pragma: no cover - type hints only
 
 TRAIN_DATASET = "sanchit97/chart-rvr-grpo-train"  # the paper's GRPO training set (34,194 rows)
 REQUIRED_COLUMNS: tuple[str, ...] = ("image", "query", "label", "chart_type", "table", "reasoning")
-QUESTION_KINDS: tuple[str, ...] = ("value", "max", "min", "difference", "sum", "count", "yes/no")
 
 # Qwen2.5-VL merges 2x2 patches of 14 px, so 28 px is the smallest side its processor works with.
 MIN_IMAGE_SIDE = 28
-# The synthetic charts are drawn at this size unless a smaller pixel budget asks for less.
-_RENDER_WIDTH, _RENDER_HEIGHT = 320, 240
+
+
+def cache_root() -> Path:
+    """Where downloads and built models are kept: ``$CHARTRVR_NB_CACHE``, else ``~/.cache/chartrvr_nb``.
+
+    The tiny models, the benchmark downloads and the bench's random 3B all live under it.
+    """
+    return Path(os.environ.get("CHARTRVR_NB_CACHE") or Path.home() / ".cache" / "chartrvr_nb").expanduser()
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,391 +136,24 @@ def snap_to_patch_grid(image: Image, max_pixels: int, min_pixels: int = 56 * 56)
 
 
 # --------------------------------------------------------------------------------------------
-# Questions and their verifiable answers
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QuestionSpec:
-    """What a synthetic question asks, in a form :func:`answer_question` can evaluate.
-
-    ``column`` is the numeric column asked about; ``first``/``second`` are row labels (values of
-    the table's first column) for value, difference and yes/no questions; ``threshold`` is the
-    cut-off of a count question.
-    """
-
-    kind: str
-    column: str
-    first: str | None = None
-    second: str | None = None
-    threshold: str | None = None
-
-
-def _number(text: str) -> Decimal:
-    return Decimal(str(text).replace(",", ""))
-
-
-def format_number(value: Decimal) -> str:
-    """Write a number the way the tables do: no exponent, no trailing zeros.
-
-    Example:
-        >>> format_number(Decimal("12.50"))
-        '12.5'
-        >>> format_number(Decimal("30.0"))
-        '30'
-    """
-    if value == value.to_integral_value():
-        return str(int(value))
-    return format(value.normalize(), "f")
-
-
-def answer_question(table: dict[str, Any], spec: QuestionSpec) -> tuple[str, list[str]]:
-    """The answer to a question about a table, and the reasoning steps that derive it.
-
-    The table's first column labels the rows; ``spec.column`` names a numeric column. Arithmetic
-    is exact (decimal), so labels are what a careful reader of the table would write.
-
-    Args:
-        table: ``{"columns": [...], "rows": [[...]]}`` with string cells.
-        spec: the question.
-
-    Returns:
-        ``(answer, steps)``: the label string, and the steps (without ``<step-i>:`` prefixes).
-
-    Example:
-        >>> table = {"columns": ["Year", "Sales"], "rows": [["2020", "3"], ["2021", "5.5"]]}
-        >>> answer_question(table, QuestionSpec("difference", "Sales", "2021", "2020"))[0]
-        '2.5'
-        >>> answer_question(table, QuestionSpec("max", "Sales"))
-        ('2021', ['Read Sales: 2020 = 3, 2021 = 5.5.', 'The highest Sales is 5.5, for 2021.'])
-        >>> answer_question(table, QuestionSpec("count", "Sales", threshold="4"))[0]
-        '1'
-    """
-    columns = list(table["columns"])
-    label_column, index = columns[0], columns.index(spec.column)
-    values = {row[0]: row[index] for row in table["rows"]}
-    listing = f"Read {spec.column}: " + ", ".join(f"{k} = {v}" for k, v in values.items()) + "."
-
-    if spec.kind == "value":
-        value = values[spec.first]
-        return value, [f"Find {label_column} {spec.first} in the chart.", f"Its {spec.column} is {value}."]
-    if spec.kind in ("max", "min"):
-        pick = max if spec.kind == "max" else min
-        best = pick(values, key=lambda k: _number(values[k]))
-        word = "highest" if spec.kind == "max" else "lowest"
-        return best, [listing, f"The {word} {spec.column} is {values[best]}, for {best}."]
-    if spec.kind == "sum":
-        total = format_number(sum(_number(v) for v in values.values()))
-        return total, [f"Add up {spec.column}: {' + '.join(values.values())} = {total}."]
-    if spec.kind == "count":
-        above = [k for k, v in values.items() if _number(v) > _number(spec.threshold)]
-        names = ", ".join(above) if above else "none"
-        return str(len(above)), [listing, f"Above {spec.threshold}: {names}, so {len(above)}."]
-    first, second = values[spec.first], values[spec.second]
-    read = [f"{spec.first} has {spec.column} {first}.", f"{spec.second} has {spec.column} {second}."]
-    if spec.kind == "difference":
-        high, low = sorted((first, second), key=_number, reverse=True)
-        difference = format_number(_number(high) - _number(low))
-        return difference, read + [f"{high} - {low} = {difference}."]
-    if spec.kind == "yes/no":
-        greater = _number(first) > _number(second)
-        relation = "is greater than" if greater else "is not greater than"
-        answer = "Yes" if greater else "No"
-        return answer, read + [f"{first} {relation} {second}, so the answer is {answer}."]
-    raise ValueError(f"Unknown question kind {spec.kind!r}; choose one of {QUESTION_KINDS}.")
-
-
-def question_text(table: dict[str, Any], spec: QuestionSpec) -> str:
-    """The natural-language question for a spec.
-
-    Example:
-        >>> table = {"columns": ["Year", "Sales"], "rows": [["2020", "3"], ["2021", "5"]]}
-        >>> question_text(table, QuestionSpec("yes/no", "Sales", "2020", "2021"))
-        'Is the Sales of 2020 greater than that of 2021?'
-    """
-    label_column = table["columns"][0]
-    templates = {
-        "value": "What is the {column} of {first}?",
-        "max": "Which {label} has the highest {column}?",
-        "min": "Which {label} has the lowest {column}?",
-        "difference": "What is the difference between the {column} of {first} and {second}?",
-        "sum": "What is the total {column} over all {label} entries?",
-        "count": "How many {label} entries have a {column} above {threshold}?",
-        "yes/no": "Is the {column} of {first} greater than that of {second}?",
-    }
-    return templates[spec.kind].format(
-        column=spec.column, label=label_column, first=spec.first, second=spec.second, threshold=spec.threshold
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Random tables
-# --------------------------------------------------------------------------------------------
-
-_CATEGORIES = {
-    "Country": ["Brazil", "Canada", "China", "Egypt", "France", "India", "Japan", "Kenya", "Mexico", "Peru"],
-    "Product": ["Apples", "Bread", "Coffee", "Milk", "Rice", "Tea", "Juice", "Cheese", "Pasta", "Honey"],
-    "Department": ["Sales", "Legal", "Support", "Design", "Finance", "Research", "Marketing", "Admin"],
-    "Month": ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"],
-    "Year": [str(year) for year in range(2012, 2024)],
-}
-_MEASURES = ["Revenue", "Users", "Exports", "Visitors", "Orders", "Output", "Score", "Sales", "Costs"]
-_SERIES_PAIRS = [("Online", "Retail"), ("Men", "Women"), ("Urban", "Rural"), ("Domestic", "Foreign")]
-_ORDERED_LABELS = ("Month", "Month", "Year")  # time-like axes (in order); months tokenise shorter
-
-
-def _distinct_values(rng: random.Random, count: int, low: int, high: int, decimals: bool) -> list[str]:
-    """``count`` different numbers as strings (distinct, so max/min/difference are unambiguous)."""
-    if decimals:
-        picks = rng.sample(range(low * 10, high * 10), count)
-        return [format_number(Decimal(p) / 10) for p in picks]
-    return [str(p) for p in rng.sample(range(low, high), count)]
-
-
-def _percent_shares(rng: random.Random, count: int) -> list[str]:
-    """``count`` different whole percentages (each at least 3) that add up to 100, for pie charts."""
-    while True:
-        cuts = [0, *sorted(rng.sample(range(1, 100), count - 1)), 100]
-        shares = [high - low for low, high in zip(cuts, cuts[1:])]
-        if len(set(shares)) == count and min(shares) >= 3:
-            return [str(share) for share in shares]
-
-
-def _ordered_labels(rng: random.Random, label_column: str, count: int) -> list[str]:
-    names = _CATEGORIES[label_column]
-    start = rng.randrange(len(names) - count + 1)
-    return names[start : start + count]
-
-
-def make_table(chart_type: str, rng: random.Random) -> dict[str, Any]:
-    """A small random table suited to a chart type, cells as strings.
-
-    The first column labels the rows; the other columns are numeric with distinct values.
-
-    Example:
-        >>> table = make_table("stacked bar", random.Random(0))
-        >>> len(table["columns"]), all(isinstance(c, str) for r in table["rows"] for c in r)
-        (3, True)
-    """
-    if chart_type not in CHART_TYPES:
-        raise ValueError(f"Unknown chart type {chart_type!r}; choose one of {CHART_TYPES}.")
-    # Small tables keep a formatted completion short (Qwen's tokenizer spends one token per digit):
-    # the smoke preset's completion budget must hold the whole target.
-    count = 3 if chart_type in ("bubble", "stacked bar", "stacked area") else rng.randint(3, 4)
-    decimals = rng.random() < 0.15
-    if chart_type in ("line", "area"):
-        label_column = rng.choice(_ORDERED_LABELS)
-        labels = _ordered_labels(rng, label_column, count)
-        columns = [label_column, rng.choice(_MEASURES)]
-        series = [_distinct_values(rng, count, 5, 100, decimals)]
-    elif chart_type in ("stacked bar", "stacked area"):
-        label_column = rng.choice(_ORDERED_LABELS if chart_type == "stacked area" else ["Country", "Product", "Month"])
-        labels = (
-            _ordered_labels(rng, label_column, count)
-            if label_column in _ORDERED_LABELS
-            else rng.sample(_CATEGORIES[label_column], count)
-        )
-        columns = [label_column, *rng.choice(_SERIES_PAIRS)]
-        series = [_distinct_values(rng, count, 5, 60, decimals) for _ in range(2)]
-    elif chart_type == "histogram":
-        width = rng.choice([5, 10, 20])
-        start = rng.choice([0, 10, 20])
-        labels = [f"{start + i * width}-{start + (i + 1) * width}" for i in range(count)]
-        columns = ["Range", "Count"]
-        series = [_distinct_values(rng, count, 1, 50, decimals=False)]
-    elif chart_type == "scatterplot":
-        labels = sorted(_distinct_values(rng, count, 1, 40, decimals=False), key=int)
-        columns = [rng.choice(["Hours", "Age", "Distance"]), rng.choice(["Score", "Price", "Weight"])]
-        series = [_distinct_values(rng, count, 5, 100, decimals)]
-    elif chart_type == "bubble":
-        label_column = rng.choice(["Country", "Product"])
-        labels = rng.sample(_CATEGORIES[label_column], count)
-        columns = [label_column, "X", "Y", "Size"]
-        series = [_distinct_values(rng, count, 1, 50, decimals=False) for _ in range(3)]
-    elif chart_type == "pie":
-        label_column = rng.choice(["Country", "Product", "Department"])
-        labels = rng.sample(_CATEGORIES[label_column], count)
-        columns = [label_column, "Share"]
-        series = [_percent_shares(rng, count)]
-    else:  # bar, treemap: categories with one measure
-        label_column = rng.choice(["Country", "Product", "Department"])
-        labels = rng.sample(_CATEGORIES[label_column], count)
-        columns = [label_column, rng.choice(_MEASURES)]
-        series = [_distinct_values(rng, count, 3, 90, decimals and chart_type == "bar")]
-    rows = [[label, *(values[i] for values in series)] for i, label in enumerate(labels)]
-    return {"columns": columns, "rows": rows}
-
-
-def make_question(table: dict[str, Any], kind: str, rng: random.Random) -> QuestionSpec:
-    """A random question of the given kind about a table.
-
-    Example:
-        >>> table = {"columns": ["Year", "Sales"], "rows": [["2020", "3"], ["2021", "5"]]}
-        >>> make_question(table, "count", random.Random(1)).threshold
-        '4'
-    """
-    if kind not in QUESTION_KINDS:
-        raise ValueError(f"Unknown question kind {kind!r}; choose one of {QUESTION_KINDS}.")
-    column = rng.choice(table["columns"][1:])
-    labels = [row[0] for row in table["rows"]]
-    first, second = rng.sample(labels, 2)
-    if kind == "value":
-        return QuestionSpec(kind, column, first=first)
-    if kind in ("difference", "yes/no"):
-        return QuestionSpec(kind, column, first=first, second=second)
-    if kind == "count":
-        # A threshold between two neighbouring values: no value sits on the edge.
-        index = table["columns"].index(column)
-        values = sorted(_number(row[index]) for row in table["rows"])
-        cut = rng.randrange(len(values) - 1)
-        threshold = (values[cut] + values[cut + 1]) / 2
-        return QuestionSpec(kind, column, threshold=format_number(threshold))
-    return QuestionSpec(kind, column)
-
-
-def make_synthetic_example(chart_type: str, kind: str, rng: random.Random) -> dict[str, Any]:
-    """One synthetic row without its image: table, question, label and reasoning.
-
-    Returns:
-        A dict with ``query``, ``label``, ``chart_type``, ``table``, ``reasoning``,
-        ``question_kind``, plus ``steps`` (the reasoning as a list) and ``spec`` (the
-        :class:`QuestionSpec`), which the dataset leaves out.
-
-    Example:
-        >>> row = make_synthetic_example("bar", "sum", random.Random(3))
-        >>> row["reasoning"], row["label"]
-        ('<step-1>: Add up Revenue: 63 + 36 + 73 = 172.', '172')
-    """
-    table = make_table(chart_type, rng)
-    spec = make_question(table, kind, rng)
-    label, steps = answer_question(table, spec)
-    return {
-        "query": question_text(table, spec),
-        "label": label,
-        "chart_type": chart_type,
-        "table": table,
-        "reasoning": " ".join(f"<step-{i}>: {step}" for i, step in enumerate(steps, start=1)),
-        "question_kind": kind,
-        "steps": steps,
-        "spec": spec,
-    }
-
-
-def synthetic_completion(row: dict[str, Any]) -> str:
-    """The ideal completion for a synthetic row, in the exact target format.
-
-    Example:
-        >>> row = make_synthetic_example("pie", "max", random.Random(0))
-        >>> synthetic_completion(row).startswith("<think>\\n<type>pie</type>")
-        True
-    """
-    return format_completion(row["chart_type"], row["table"], row["steps"], row["label"])
-
-
-# --------------------------------------------------------------------------------------------
-# Drawing
-# --------------------------------------------------------------------------------------------
-
-
-def _treemap_rectangles(values: list[float], x: float, y: float, width: float, height: float):
-    """Slice-and-dice treemap: split the longer side in proportion to the first value, recurse."""
-    if len(values) == 1:
-        return [(x, y, width, height)]
-    share = values[0] / sum(values)
-    if width >= height:
-        first = (x, y, width * share, height)
-        return [first, *_treemap_rectangles(values[1:], x + width * share, y, width * (1 - share), height)]
-    first = (x, y, width, height * share)
-    return [first, *_treemap_rectangles(values[1:], x, y + height * share, width, height * (1 - share))]
-
-
-def _draw_chart(ax, chart_type: str, table: dict[str, Any]) -> None:
-    columns, rows = table["columns"], table["rows"]
-    labels = [row[0] for row in rows]
-    series = [[float(row[i]) for row in rows] for i in range(1, len(columns))]
-    positions = list(range(len(rows)))
-    if chart_type == "line":
-        ax.plot(positions, series[0], marker="o")
-    elif chart_type == "bar":
-        ax.bar(positions, series[0], color="tab:blue")
-    elif chart_type == "stacked bar":
-        ax.bar(positions, series[0], label=columns[1])
-        ax.bar(positions, series[1], bottom=series[0], label=columns[2])
-        ax.legend(fontsize=6)
-    elif chart_type == "histogram":
-        ax.bar(positions, series[0], width=1.0, edgecolor="black", color="tab:green")
-    elif chart_type == "area":
-        ax.fill_between(positions, series[0], alpha=0.6)
-        ax.plot(positions, series[0])
-    elif chart_type == "stacked area":
-        ax.stackplot(positions, series[0], series[1], labels=columns[1:], alpha=0.8)
-        ax.legend(fontsize=6, loc="upper left")
-    elif chart_type == "pie":
-        wedge_labels = [f"{row[0]} ({row[1]}%)" for row in rows]
-        ax.pie(series[0], labels=wedge_labels, textprops={"fontsize": 6})
-    elif chart_type == "scatterplot":
-        ax.scatter([float(k) for k in labels], series[0])
-        ax.set_xlabel(columns[0], fontsize=7)
-    elif chart_type == "bubble":
-        xs, ys, sizes = series
-        ax.scatter(xs, ys, s=[s * 15 for s in sizes], alpha=0.5)
-        for row, x, y in zip(rows, xs, ys):
-            ax.annotate(f"{row[0]} ({row[3]})", (x, y), fontsize=6, ha="center")  # the size, as written
-        ax.set_xlabel("X", fontsize=7)
-        ax.set_ylabel("Y", fontsize=7)
-    elif chart_type == "treemap":
-        from matplotlib.patches import Rectangle
-
-        rectangles = _treemap_rectangles(series[0], 0.0, 0.0, 1.0, 1.0)
-        for colour, ((x, y, w, h), row) in enumerate(zip(rectangles, rows)):
-            ax.add_patch(Rectangle((x, y), w, h, facecolor=f"C{colour}", edgecolor="white", linewidth=2))
-            ax.text(x + w / 2, y + h / 2, f"{row[0]}\n{row[1]}", ha="center", va="center", fontsize=6)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.axis("off")
-    if chart_type in ("line", "bar", "stacked bar", "histogram", "area", "stacked area"):
-        ax.set_xticks(positions, labels, fontsize=6)
-        ax.set_xlabel(columns[0], fontsize=7)
-    if chart_type not in ("pie", "treemap", "bubble"):
-        ax.set_ylabel(columns[1] if len(columns) == 2 else "Value", fontsize=7)
-    ax.tick_params(labelsize=6)
-
-
-def render_chart(chart_type: str, table: dict[str, Any], max_pixels: int | None = None) -> Image:
-    """Draw a table as a chart of the given type and return it as an RGB PIL image.
-
-    Uses a bare matplotlib ``Figure`` with the Agg canvas, never pyplot, so no global figure
-    state is created or leaked. The chart is drawn at 320x240 px, or smaller to fit
-    ``max_pixels``.
-
-    Example:
-        >>> table = {"columns": ["Year", "Sales"], "rows": [["2020", "3"], ["2021", "5"]]}
-        >>> render_chart("bar", table).size
-        (320, 240)
-    """
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from PIL import Image as PILImage
-
-    dpi = 80.0
-    if max_pixels is not None and _RENDER_WIDTH * _RENDER_HEIGHT > max_pixels:
-        dpi *= math.sqrt(max_pixels / (_RENDER_WIDTH * _RENDER_HEIGHT))
-    figure = Figure(figsize=(_RENDER_WIDTH / 80.0, _RENDER_HEIGHT / 80.0), dpi=dpi)
-    canvas = FigureCanvasAgg(figure)
-    ax = figure.add_subplot()
-    _draw_chart(ax, chart_type, table)
-    ax.set_title(f"{table['columns'][0]} vs {', '.join(table['columns'][1:])}", fontsize=7)
-    # Fixed margins rather than tight_layout: measuring text extents was half the drawing time.
-    figure.subplots_adjust(left=0.13, right=0.97, bottom=0.16, top=0.9)
-    canvas.draw()
-    image = PILImage.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
-    return resize_to_pixel_budget(image, max_pixels) if max_pixels else image
-
-
-# --------------------------------------------------------------------------------------------
 # Synthetic rows and datasets
 # --------------------------------------------------------------------------------------------
+
+
+def chart_image(chart_type: str, table: dict[str, Any], max_pixels: int | None = None) -> Image:
+    """A synthetic chart of ``table`` (:func:`chartrvr_nb.synthetic.render_chart`) within ``max_pixels``.
+
+    Drawn at 320x240 px, or at the lower resolution that fits the budget, then fitted to it
+    exactly by :func:`resize_to_pixel_budget` (whole pixels can round a row over).
+
+    Example:
+        >>> table = {"columns": ["Year", "Sales"], "rows": [["2020", "3"], ["2021", "5"]]}
+        >>> image = chart_image("bar", table, max_pixels=112 * 112)
+        >>> image.width * image.height <= 112 * 112
+        True
+    """
+    image = render_chart(chart_type, table, max_pixels)
+    return resize_to_pixel_budget(image, max_pixels) if max_pixels else image
 
 
 def make_synthetic_rows(
@@ -554,7 +193,7 @@ def make_synthetic_rows(
         example = make_synthetic_example(chart_type, rng.choice(QUESTION_KINDS), rng)
         example.pop("steps")
         example.pop("spec")
-        example["image"] = render_chart(chart_type, example["table"], max_pixels) if render else None
+        example["image"] = chart_image(chart_type, example["table"], max_pixels) if render else None
         rows.append(example)
     return rows
 
@@ -592,6 +231,33 @@ def make_synthetic_dataset(
     rows = make_synthetic_rows(n, seed=seed, max_pixels=max_pixels, chart_types=chart_types)
     features = _features()
     return Dataset.from_list([{name: row[name] for name in features} for row in rows], features=features)
+
+
+def write_demo_batch(path: str | os.PathLike, n: int = 8, seed: int = 0) -> Path:
+    """Write a JSONL batch to score: every :func:`chartrvr_nb.inspection.example_completions` variant of ``n`` synthetic rows.
+
+    Each line has ``completion``, ``label``, ``chart_type``, ``table``, ``reasoning`` (the
+    columns ``python -m chartrvr_nb rewards`` reads), plus ``example`` and ``variant``.
+
+    Args:
+        path: the file to write; its folder is created.
+        n: synthetic rows (each gives seven completions).
+        seed: the generator's seed.
+
+    Returns:
+        The file written.
+    """
+    from .inspection import REWARD_COLUMNS, example_completions
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for index, row in enumerate(make_synthetic_rows(n, seed=seed, render=False)):
+            for variant, completion in example_completions(row).items():
+                record = {"example": index, "variant": variant, "completion": completion,
+                          **{name: row[name] for name in REWARD_COLUMNS}}
+                out.write(json.dumps(record) + "\n")
+    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -710,6 +376,39 @@ def load_train_dataset(
             desc=f"Resizing images to {max_pixels} pixels",
         )
     return dataset
+
+
+def training_examples(source: str = "synthetic", n: int = 32, seed: int = 0, max_pixels: int | None = None) -> list[dict]:
+    """A few training rows to look at, with their images.
+
+    Args:
+        source: ``"synthetic"`` (or ``"synthetic:bar,pie"``), a local dataset path, or a hub id such as
+            ``sanchit97/chart-rvr-grpo-train`` (streamed: only ``n`` rows are downloaded).
+        n: number of rows.
+        seed: the synthetic generator's seed (and the local subset's shuffle).
+        max_pixels: resize images to this budget, as training does.
+
+    Returns:
+        Dicts in the training schema.
+    """
+    chart_types = synthetic_chart_types(source)
+    if chart_types is not None:
+        return make_synthetic_rows(n, seed=seed, max_pixels=max_pixels, chart_types=chart_types)
+    if os.path.exists(source):
+        return list(load_train_dataset(source, subset_size=n, seed=seed, max_pixels=max_pixels))
+    import datasets
+
+    try:
+        rows = list(datasets.load_dataset(source, split="train", streaming=True).take(n))
+    except Exception as error:  # the hub client raises many types (offline, gated, missing)
+        raise RuntimeError(
+            f"Could not stream {source!r} from the Hugging Face Hub ({type(error).__name__}: {error}). "
+            "Check the id and the connection, or use source='synthetic'."
+        ) from error
+    check_columns(list(rows[0]) if rows else REQUIRED_COLUMNS, name=source)
+    if max_pixels is not None:
+        rows = [{**row, "image": resize_to_pixel_budget(row["image"], max_pixels)} for row in rows]
+    return rows
 
 
 def prepare_grpo_dataset(dataset: Dataset, max_pixels: int, style: str = "rvr") -> Dataset:

@@ -2,18 +2,17 @@
 aggregations and headline, the ``official`` and ``chart_rvr_code`` figures, the paired bootstrap,
 and the table of our numbers beside the paper's.
 
-Pure functions over records (dicts); the metrics themselves are declared per benchmark in
-:mod:`chartrvr_nb.benchmarks` (the published-table rules in :mod:`chartrvr_nb.official_scoring`). numpy and pandas are imported inside functions.
+Pure functions over records (dicts); the metrics themselves are :mod:`chartrvr_nb.metrics`, named
+per benchmark in :mod:`chartrvr_nb.benchmarks` (the published-table rules in :mod:`chartrvr_nb.official_scoring`). numpy and pandas are imported inside functions.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .benchmarks import AGGREGATIONS, BENCHMARKS, CHART_RVR, GROUND_TRUTH_FIELDS, METRICS, QWEN_DIRECT, Benchmark
+from .benchmarks import BENCHMARKS, CHART_RVR, GROUND_TRUTH_FIELDS, QWEN_DIRECT, Benchmark
+from .metrics import AGGREGATIONS, METRICS
 from .official_scoring import OFFICIAL_SCORERS, score_chart_rvr_code
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only
@@ -30,7 +29,7 @@ HEADLINE_LABELS = {
 
 
 def score_example(example: Mapping[str, Any], prediction: str) -> float:
-    """Score one prediction with the example's metric (see ``benchmarks.METRICS``).
+    """Score one prediction with the example's metric (see ``metrics.METRICS``).
 
     Example:
         >>> score_example({"answer": "No", "metric": "yes_no"}, "no")
@@ -343,5 +342,7 @@ def results_table(summary_or_summaries: Any) -> pd.DataFrame:
 
 
 def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a ``predictions.jsonl`` file (e.g. for ``plots.plot_mistakes``)."""
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The records of a ``predictions.jsonl`` file (e.g. for ``plots.plot_mistakes``); a bad line is an error naming it."""
+    from .runfiles import read_jsonl
+
+    return read_jsonl(path, strict=True)

@@ -1,9 +1,11 @@
 """Reward inspection: what each reward read from a completion, and completions to start from.
 
 Pure text logic shared by the reward inspector widget, the notebooks and the CLI: score named
-completions of one example, explain each reward's score in words, and build a correct completion
-for an example plus broken variants that each fail different rewards. pandas is imported inside
-functions; nothing here touches files, models or a GPU.
+completions of one example, explain each reward's score in words (with the rewards' own
+``read_*`` functions), build a correct completion for an example plus broken variants that each
+fail different rewards, and score a batch of completions (the lines of a JSONL file, read above
+this layer by ``runfiles.read_jsonl``). A run's own samples are :mod:`chartrvr_nb.samples`.
+pandas is imported inside functions; nothing here touches files, models or a GPU.
 """
 
 from __future__ import annotations
@@ -12,12 +14,27 @@ import math
 import re
 from typing import Any, Mapping, Sequence
 
-from .answers import completion_text, count_steps, extract_answer, extract_between, parse_table, relaxed_match, table_similarity
+from .answers import completion_text, count_steps, parse_table, table_similarity
 from .prompts import CHART_TYPES, format_completion, table_to_json
-from .rewards import COUNTED_TOKENS, FORMAT_PATTERN, REWARD_MAXIMA, REWARDS, get_rewards
+from .rewards import (
+    FORMAT_PATTERN,
+    REWARD_MAXIMA,
+    REWARDS,
+    accuracy_reward,
+    chart_type_reward,
+    get_rewards,
+    read_answer,
+    read_reasoning,
+    read_steps_text,
+    read_tag_counts,
+    read_table,
+    read_type,
+)
 
 # The dataset columns the rewards read, passed as keyword lists (TRL's reward contract).
 REWARD_COLUMNS = ("label", "chart_type", "table", "reasoning")
+# Fields of a batch of completions (data.write_demo_batch's) that name a row rather than score it.
+BATCH_LABELS = ("example", "variant")
 
 
 def shorten(text: Any, limit: int) -> str:
@@ -78,7 +95,7 @@ def score_completions(
 
 
 def inspect_completion(completion: Any, label: Any = None, chart_type: Any = None, table: Any = None) -> dict:
-    """What each reward reads from one completion: the pieces behind the scores.
+    """What each reward reads from one completion (its ``read_*`` functions): the pieces behind the scores.
 
     Example:
         >>> info = inspect_completion("<think>\\n<type>bar</type>\\n<table>{}</table>\\n<step-1>: a\\n</think>\\n<answer>2.</answer>",
@@ -87,34 +104,28 @@ def inspect_completion(completion: Any, label: Any = None, chart_type: Any = Non
         ('bar', '2', True, 1)
     """
     text = completion_text(completion)
-    reasoning = (extract_between(text, "<think>", "</think>") or "").strip()
-    table_block = extract_between(text, "<table>", "</table>")
-    parsed_table = parse_table(table_block.strip()) if table_block is not None else None
-    type_block = extract_between(text, "<type>", "</type>")
-    predicted_type = type_block.strip().lower() if type_block is not None else None
-    answer = extract_answer(text)
+    reasoning = read_reasoning(text)
+    parsed_table = read_table(text)
     return {
         "format_ok": bool(FORMAT_PATTERN.match(text)),
-        "tag_counts": {token: text.count(token) for token in COUNTED_TOKENS},
-        "type": predicted_type,
-        "type_matches": predicted_type is not None and isinstance(chart_type, str)
-        and predicted_type == chart_type.lower(),
+        "tag_counts": read_tag_counts(text),
+        "type": read_type(text),
+        "type_matches": chart_type_reward([text], chart_type=[chart_type]) == [1.0],
         "table": parsed_table,
         "table_similarity": table_similarity(parsed_table, parse_table(table)),
-        "answer": answer,
-        "answer_matches_label": bool(answer) and "<think>" in text and label is not None
-        and relaxed_match(answer, label),
+        "answer": read_answer(text),
+        "answer_matches_label": accuracy_reward([text], label=[label]) == [1.0],
         "reasoning_chars": len(reasoning),
         "steps": count_steps(reasoning),
-        "process_text": (extract_between(text, "</table>", "</think>") or "").strip(),
+        "process_text": read_steps_text(text),
     }
 
 
-def _reference_steps(reasoning: Any) -> list[str]:
+def reference_steps(reasoning: Any) -> list[str]:
     """The step texts of a ``<step-1>: ... <step-2>: ...`` string.
 
     Example:
-        >>> _reference_steps("<step-1>: Read a. <step-2>: Add 1.")
+        >>> reference_steps("<step-1>: Read a. <step-2>: Add 1.")
         ['Read a.', 'Add 1.']
     """
     parts = re.split(r"<step-\d+>\s*:?\s*", str(reasoning or ""))
@@ -156,7 +167,7 @@ def example_completions(row: Mapping[str, Any]) -> dict[str, str]:
     """
     chart_type = str(row["chart_type"])
     table = row["table"]
-    steps = _reference_steps(row.get("reasoning")) or ["Read the value from the chart."]
+    steps = reference_steps(row.get("reasoning")) or ["Read the value from the chart."]
     label = str(row["label"])
     correct = format_completion(chart_type, table, steps, label)
     other_type = CHART_TYPES[(CHART_TYPES.index(chart_type) + 1) % len(CHART_TYPES)] if chart_type in CHART_TYPES else "bar"
@@ -227,151 +238,82 @@ def explain_completion(completion: Any, row: Mapping[str, Any]):
     return pd.DataFrame(rows)
 
 
-# --------------------------------------------------------------------------------------------
-# A training run's own samples (samples.jsonl rows, as runfiles.load_samples returns them)
-# --------------------------------------------------------------------------------------------
-
-_FORMAT_MAX = REWARD_MAXIMA["format"]
-
-
-def sample_rewards(record: Mapping[str, Any]) -> dict[str, float]:
-    """A sample's rewards by short name (``format``, not ``format_reward``), in ``REWARDS`` order.
+def example_summary(row: Mapping[str, Any]) -> str:
+    """Question, label, chart type and the reference reasoning, one step per line.
 
     Example:
-        >>> sample_rewards({"rewards": {"accuracy_reward": 1, "format_reward": 2.0}})
-        {'format': 2.0, 'accuracy': 1.0}
+        >>> print(example_summary({"query": "Max?", "label": "5", "chart_type": "bar",
+        ...                        "reasoning": "<step-1>: Read. <step-2>: Pick 5."}))
+        question    Max?
+        label       5
+        chart type  bar
+        reference reasoning:
+          <step-1>: Read.
+          <step-2>: Pick 5.
     """
-    given = {str(name).removesuffix("_reward"): value for name, value in (record.get("rewards") or {}).items()}
-    return {name: float(given[name]) for name in REWARDS if isinstance(given.get(name), (int, float))}
+    steps = re.split(r"\s+(?=<step-\d+>)", str(row.get("reasoning") or "").strip())
+    return "\n".join([
+        f"question    {row['query']}",
+        f"label       {row['label']}",
+        f"chart type  {row['chart_type']}",
+        "reference reasoning:",
+        *(f"  {step}" for step in steps if step),
+    ])
 
 
-def sample_steps(records: Sequence[Mapping[str, Any]]) -> list[int]:
-    """The steps that kept samples, in order.
-
-    Example:
-        >>> sample_steps([{"step": 4}, {"step": 0}, {"step": 4}])
-        [0, 4]
-    """
-    return sorted({record["step"] for record in records if isinstance(record.get("step"), int)})
-
-
-def sample_example(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The training example a sample answered, as the reward inspector takes it.
+def table_frame(table: Mapping[str, Any]):
+    """A ``{"columns": [...], "rows": [[...]]}`` table as a DataFrame (short rows padded).
 
     Example:
-        >>> sample_example({"label": "7", "chart_type": "bar", "completion": "...", "rewards": {}})
-        {'query': None, 'label': '7', 'chart_type': 'bar', 'table': None, 'reasoning': None}
-    """
-    return {name: record.get(name) for name in ("query", *REWARD_COLUMNS)}
-
-
-def samples_table(records: Sequence[Mapping[str, Any]], step: int | None = None):
-    """One step's sample completions, grouped by prompt, with what GRPO learns from each group.
-
-    Args:
-        records: ``samples.jsonl`` rows (``runfiles.load_samples``).
-        step: the step to show (default: the last one that kept samples).
-
-    Returns:
-        A DataFrame, one row per completion: ``group``, ``sample`` (its index in ``records``, to
-        open it in the reward inspector), the seven rewards, ``total``, ``advantage`` (TRL's, when
-        the run logged it), ``flag`` (``no signal``: every completion of the group scored the same
-        total, so its advantages are 0 and it teaches nothing; ``format ok, answer wrong``: full
-        format reward but accuracy 0), the extracted ``answer``, the ``label`` and the completion.
-
-    Example:
-        >>> ok = "<think>\\n<type>bar</type>\\n<table>{}</table></think>\\n<answer>ANSWER</answer>"
-        >>> rows = [{"step": 2, "group": 0, "label": "7", "completion": ok.replace("ANSWER", "87"[i]),
-        ...          "rewards": {"format_reward": 2.0, "accuracy_reward": float(i)}, "advantage": i - 0.5}
-        ...         for i in (0, 1)]
-        >>> samples_table(rows)[["group", "total", "advantage", "flag", "answer"]].to_dict("records")
-        [{'group': 0, 'total': 2.0, 'advantage': -0.5, 'flag': 'format ok, answer wrong', 'answer': '8'},
-         {'group': 0, 'total': 3.0, 'advantage': 0.5, 'flag': '', 'answer': '7'}]
+        >>> table_frame({"columns": ["x", "y"], "rows": [["a", "1"], ["b"]]}).values.tolist()
+        [['a', '1'], ['b', '']]
     """
     import pandas as pd
 
-    steps = sample_steps(records)
-    if not steps:
-        raise ValueError("No samples to show: the run has not reached its first sample_every step yet.")
-    step = steps[-1] if step is None else step
-    if step not in steps:
-        raise ValueError(f"No samples at step {step}; the run kept samples at steps {steps}.")
-    rows = []
-    for index, record in enumerate(records):
-        if record.get("step") != step:
-            continue
-        rewards = sample_rewards(record)
-        flags = []
-        if rewards.get("format") == _FORMAT_MAX and rewards.get("accuracy") == 0:
-            flags.append("format ok, answer wrong")
-        rows.append({
-            "group": record.get("group", 0),
-            "sample": index,
-            **rewards,
-            "total": sum(rewards.values()),
-            "advantage": record.get("advantage", math.nan),
-            "flag": flags,
-            "answer": extract_answer(completion_text(record.get("completion", ""))) or "",
-            "label": record.get("label"),
-            "completion": completion_text(record.get("completion", "")),
-        })
-    frame = pd.DataFrame(rows)
-    spread = frame.groupby("group")["total"].transform(lambda totals: totals.max() - totals.min())
-    no_signal = (spread < 1e-6) & (frame.groupby("group")["total"].transform("size") > 1)
-    frame["flag"] = [
-        ", ".join((["no signal"] if equal else []) + flags) for equal, flags in zip(no_signal, frame["flag"])
-    ]
-    return frame
+    columns = [str(c) for c in table.get("columns", [])]
+    rows = [list(row)[: len(columns)] + [""] * (len(columns) - len(row)) for row in table.get("rows", [])]
+    return pd.DataFrame(rows, columns=columns)
 
 
-def group_summary(table):
-    """Per prompt group of :func:`samples_table`: its label, size, total reward range and flags.
+# --------------------------------------------------------------------------------------------
+# Batches of completions (a JSONL file read with runfiles.read_jsonl, the CLI's rewards command)
+# --------------------------------------------------------------------------------------------
+
+
+def score_records(records: Sequence[Mapping[str, Any]], rewards: Sequence[str] | None = None):
+    """Score the ``completion`` of each record (one line of a batch) against the record's own columns.
+
+    Args:
+        records: dicts with ``completion`` and the reward columns (label, chart_type, table,
+            reasoning); ``example`` and ``variant`` (:data:`BATCH_LABELS`), when present, label them.
+        rewards: reward names (default: all seven).
+
+    Returns:
+        A DataFrame: ``example``/``variant`` when the records have them, one column per reward, ``total``.
+
+    Example:
+        >>> score_records([{"completion": "<answer>7</answer>", "label": "7", "variant": "bare"}],
+        ...               rewards=["format", "accuracy"]).to_dict("records")
+        [{'variant': 'bare', 'format': 0.0, 'accuracy': 0.0, 'total': 0.0}]
+    """
+    table = score_completions([record["completion"] for record in records], rewards=rewards, **reward_columns(records))
+    for position, name in enumerate(name for name in BATCH_LABELS if records and name in records[0]):
+        table.insert(position, name, [record.get(name) for record in records])
+    return table
+
+
+def mean_rewards(scores):
+    """Mean of each reward, per kind of completion when the batch says (``variant``), else overall.
 
     Example:
         >>> import pandas as pd
-        >>> table = pd.DataFrame({"group": [0, 0, 1, 1], "label": ["7", "7", "3", "3"], "total": [2.0, 3.0, 4.0, 4.0],
-        ...                       "flag": ["format ok, answer wrong", "", "no signal", "no signal"]})
-        >>> group_summary(table).to_dict("records")
-        [{'group': 0, 'label': '7', 'completions': 2, 'lowest total': 2.0, 'highest total': 3.0, 'learning signal': 'yes', 'format ok, answer wrong': 1},
-         {'group': 1, 'label': '3', 'completions': 2, 'lowest total': 4.0, 'highest total': 4.0, 'learning signal': 'no: all equal', 'format ok, answer wrong': 0}]
+        >>> mean_rewards(pd.DataFrame({"variant": ["a", "a", "b"], "format": [2.0, 0.0, 2.0]}))
+                 format
+        variant
+        a           1.0
+        b           2.0
     """
-    import pandas as pd
-
-    rows = []
-    for group, members in table.groupby("group", sort=True):
-        rows.append({
-            "group": group,
-            "label": members["label"].iloc[0],
-            "completions": len(members),
-            "lowest total": round(float(members["total"].min()), 3),
-            "highest total": round(float(members["total"].max()), 3),
-            "learning signal": "no: all equal" if members["flag"].str.contains("no signal").all() else "yes",
-            "format ok, answer wrong": int(members["flag"].str.contains("format ok, answer wrong").sum()),
-        })
-    return pd.DataFrame(rows)
-
-
-def format_samples(records: Sequence[Mapping[str, Any]], step: int | None = None, width: int = 70) -> str:
-    """The samples browser as text (headless notebooks, ``python -m chartrvr_nb rewards samples.jsonl``).
-
-    Each prompt group of the step: its question and label, then one line per completion with its
-    seven rewards, total, advantage and flags, then the completion cut to ``width`` characters.
-    """
-    import pandas as pd
-
-    table = samples_table(records, step)
-    summary = group_summary(table)
-    step = sample_steps(records)[-1] if step is None else step
-    lines = [f"step {step}: {len(table)} completions in {len(summary)} prompt group(s); "
-             f"{int((summary['learning signal'] != 'yes').sum())} without learning signal, "
-             f"{int(summary['format ok, answer wrong'].sum())} with full format but a wrong answer"]
-    numbers = [name for name in (*REWARDS, "total", "advantage") if name in table.columns]
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 2):
-        for group, members in table.groupby("group", sort=True):
-            first = records[int(members["sample"].iloc[0])]
-            lines += ["", f"group {group}: {shorten(first.get('query'), width)!r}  label {first.get('label')!r}"]
-            shown = members[["sample", *numbers, "answer", "flag"]].copy()
-            shown["answer"] = [shorten(text, 16) for text in members["answer"]]
-            shown["completion"] = [shorten(text, width) for text in members["completion"]]
-            lines.append(shown.to_string(index=False))
-    return "\n".join(lines)
+    numeric = scores.drop(columns=[name for name in BATCH_LABELS if name in scores.columns])
+    if "variant" in scores.columns:
+        return numeric.groupby(scores["variant"], sort=False).mean().round(3)
+    return numeric.mean().round(3).to_frame("mean").T

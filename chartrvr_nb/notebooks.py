@@ -1,11 +1,12 @@
 """The notebook suite: run the five notebooks headless, and the helpers their cells call.
 
 The notebooks hold no functions of their own; each cell is a few calls into ``chartrvr_nb``. What
-they need that has no other home lives here: where Drive and the run folders are, training rows and
-JSONL batches to look at, which run to resume, and
-:func:`run_notebooks`, which executes all five with papermill in order, sharing one training run so
-that ``03_resume_from_drive`` continues what ``02_train`` started. Reward inspection itself (what
-each reward read, the starting completions) is :mod:`chartrvr_nb.inspection`.
+they need that has no other home lives here: where Drive and the run folders are, which run to
+resume, and :func:`run_notebooks`, which executes all five with papermill in order, sharing one
+training run so that ``03_resume_from_drive`` continues what ``02_train`` started. Whether a preset
+fits this machine is :mod:`chartrvr_nb.estimate`; training rows to look at are
+:func:`chartrvr_nb.data.training_examples`; reward inspection (what each reward read, the starting
+completions, scoring a batch) is :mod:`chartrvr_nb.inspection`, a run's samples :mod:`chartrvr_nb.samples`.
 
 Heavy libraries (papermill, pandas, matplotlib, datasets, torch) are imported inside functions.
 """
@@ -13,9 +14,7 @@ Heavy libraries (papermill, pandas, matplotlib, datasets, torch) are imported in
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -231,175 +230,8 @@ def run_dirs(preset, run_dir: str | os.PathLike = "", drive_root: str | os.PathL
 
 
 # --------------------------------------------------------------------------------------------
-# Reward inspection
+# Runs: picking the run to resume
 # --------------------------------------------------------------------------------------------
-
-
-def training_examples(source: str = "synthetic", n: int = 32, seed: int = 0, max_pixels: int | None = None) -> list[dict]:
-    """A few training rows to look at, with their images.
-
-    Args:
-        source: ``"synthetic"``, a local dataset path, or a hub id such as
-            ``sanchit97/chart-rvr-grpo-train`` (streamed: only ``n`` rows are downloaded).
-        n: number of rows.
-        seed: the synthetic generator's seed (and the local subset's shuffle).
-        max_pixels: resize images to this budget, as training does.
-
-    Returns:
-        Dicts in the training schema.
-    """
-    from .data import REQUIRED_COLUMNS, load_train_dataset, make_synthetic_rows, resize_to_pixel_budget
-
-    if source == "synthetic":
-        return make_synthetic_rows(n, seed=seed, max_pixels=max_pixels)
-    if os.path.exists(source):
-        return list(load_train_dataset(source, subset_size=n, seed=seed, max_pixels=max_pixels))
-    import datasets
-
-    try:
-        rows = list(datasets.load_dataset(source, split="train", streaming=True).take(n))
-    except Exception as error:  # the hub client raises many types (offline, gated, missing)
-        raise RuntimeError(
-            f"Could not stream {source!r} from the Hugging Face Hub ({type(error).__name__}: {error}). "
-            "Check the id and the connection, or use source='synthetic'."
-        ) from error
-    missing = [column for column in REQUIRED_COLUMNS if rows and column not in rows[0]]
-    if missing:
-        raise ValueError(f"{source!r} lacks the training columns {missing}; it needs {list(REQUIRED_COLUMNS)}.")
-    if max_pixels is not None:
-        rows = [{**row, "image": resize_to_pixel_budget(row["image"], max_pixels)} for row in rows]
-    return rows
-
-
-def example_summary(row: Mapping[str, Any]) -> str:
-    """Question, label, chart type and the reference reasoning, one step per line.
-
-    Example:
-        >>> print(example_summary({"query": "Max?", "label": "5", "chart_type": "bar",
-        ...                        "reasoning": "<step-1>: Read. <step-2>: Pick 5."}))
-        question    Max?
-        label       5
-        chart type  bar
-        reference reasoning:
-          <step-1>: Read.
-          <step-2>: Pick 5.
-    """
-    steps = re.split(r"\s+(?=<step-\d+>)", str(row.get("reasoning") or "").strip())
-    return "\n".join([
-        f"question    {row['query']}",
-        f"label       {row['label']}",
-        f"chart type  {row['chart_type']}",
-        "reference reasoning:",
-        *(f"  {step}" for step in steps if step),
-    ])
-
-
-def table_frame(table: Mapping[str, Any]):
-    """A ``{"columns": [...], "rows": [[...]]}`` table as a DataFrame (short rows padded)."""
-    import pandas as pd
-
-    columns = [str(c) for c in table.get("columns", [])]
-    rows = [list(row)[: len(columns)] + [""] * (len(columns) - len(row)) for row in table.get("rows", [])]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def write_demo_batch(path: str | os.PathLike, n: int = 8, seed: int = 0) -> Path:
-    """Write a JSONL batch to score: every :func:`example_completions` variant of ``n`` synthetic rows.
-
-    Each line has ``completion``, ``label``, ``chart_type``, ``table``, ``reasoning`` (the
-    columns ``python -m chartrvr_nb rewards`` reads), plus ``example`` and ``variant``.
-
-    Returns:
-        The file written.
-    """
-    from . import env, inspection
-    from .data import make_synthetic_rows
-
-    path = env.run_path(path)  # under the run root, with the runs, not in the notebook's folder
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as out:
-        for index, row in enumerate(make_synthetic_rows(n, seed=seed, render=False)):
-            for variant, completion in inspection.example_completions(row).items():
-                record = {"example": index, "variant": variant, "completion": completion,
-                          **{name: row[name] for name in ("label", "chart_type", "table", "reasoning")}}
-                out.write(json.dumps(record) + "\n")
-    return path
-
-
-def read_completions(path: str | os.PathLike) -> list[dict]:
-    """The records of a JSONL file of completions (each needs a ``completion`` field).
-
-    Raises:
-        FileNotFoundError / ValueError: a missing file, or a line that is not a JSON object with a completion.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; give a JSONL file with one completion per line.")
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as error:
-            raise ValueError(f"{path}:{number} is not valid JSON ({error}); fix or remove that line.") from error
-        if not isinstance(record, dict) or "completion" not in record:
-            raise ValueError(f"{path}:{number} has no 'completion' field; each line needs one.")
-        records.append(record)
-    return records
-
-
-def score_jsonl(path: str | os.PathLike):
-    """Score every completion of a JSONL file with the seven rewards.
-
-    Returns:
-        A DataFrame: ``example``/``variant`` when the file has them, one column per reward, ``total``.
-    """
-    from .inspection import reward_columns, score_completions
-
-    records = read_completions(path)
-    table = score_completions([record["completion"] for record in records], **reward_columns(records))
-    for position, name in enumerate(name for name in ("example", "variant") if name in records[0]):
-        table.insert(position, name, [record.get(name) for record in records])
-    return table
-
-
-def mean_rewards(scores):
-    """Mean of each reward, per kind of completion when the batch says (``variant``), else overall.
-
-    Example:
-        >>> import pandas as pd
-        >>> mean_rewards(pd.DataFrame({"variant": ["a", "a", "b"], "format": [2.0, 0.0, 2.0]}))
-                 format
-        variant
-        a           1.0
-        b           2.0
-    """
-    numeric = scores.drop(columns=[name for name in ("example", "variant") if name in scores.columns])
-    if "variant" in scores.columns:
-        return numeric.groupby(scores["variant"], sort=False).mean().round(3)
-    return numeric.mean().round(3).to_frame("mean").T
-
-
-# --------------------------------------------------------------------------------------------
-# Runs: samples, picking the run to resume
-# --------------------------------------------------------------------------------------------
-
-
-def samples_frame(run_dir_or_file: str | os.PathLike, steps: int = 2):
-    """The sample completions of the last ``steps`` sampled steps, with their rewards (a DataFrame)."""
-    import pandas as pd
-
-    from .runfiles import load_samples
-
-    records = load_samples(run_dir_or_file)
-    kept = sorted({record["step"] for record in records})[-steps:]
-    rows = []
-    for record in (r for r in records if r["step"] in kept):
-        rewards = {name.removesuffix("_reward"): round(float(value), 2) for name, value in (record.get("rewards") or {}).items()}
-        rows.append({"step": record["step"], "label": record.get("label"), "completion": record.get("completion"),
-                     "total": round(sum(rewards.values()), 2), **rewards})
-    return pd.DataFrame(rows)
 
 
 def default_run(runs, preset: str | None = None) -> str:

@@ -202,8 +202,43 @@ def _chartqapro_parse_list(text: str) -> list[str] | None:
     return None
 
 
-def _chartqapro_single(target: str, prediction: str, max_relative_change: float) -> float:
-    """evaluate_single_answer: numbers (``%`` stripped) within the tolerance, else ANLS."""
+# The pieces below are one rule in both ChartQAPro columns: the project metric
+# (metrics.chartqapro_score) differs only in how it reads lists and which items are exact.
+
+
+def chartqapro_trim(text: str) -> str:
+    """A final ``.`` and then newlines removed (``.strip(".").strip("\\n")``: a dot before trailing whitespace stays).
+
+    Example:
+        >>> chartqapro_trim("Paris."), chartqapro_trim("Paris. ")
+        ('Paris', 'Paris. ')
+    """
+    return text.strip(".").strip("\n")
+
+
+def chartqapro_year_flags(year_flags: Sequence[Any] | None, items: int) -> list[str]:
+    """The ``Year`` flags as text; fewer than ``items`` flags are repeated (``year_flags = year_flags * n``).
+
+    Example:
+        >>> chartqapro_year_flags(["YES"], 2), chartqapro_year_flags(None, 2)
+        (['YES', 'YES'], [])
+    """
+    flags = [str(flag) for flag in year_flags or []]
+    if flags and len(flags) < items:
+        flags = flags * items
+    return flags
+
+
+def chartqapro_item_score(target: str, prediction: str, exact: bool, max_relative_change: float = 0.05) -> float:
+    """One answer item: equal text (case-insensitive) when ``exact``; else ``evaluate_single_answer``:
+    numbers (``%`` stripped) within the tolerance (exactly 0 for a gold 0), text by ANLS.
+
+    Example:
+        >>> chartqapro_item_score("2016", "2017", exact=True), chartqapro_item_score("2016", "2017", exact=False)
+        (0.0, 1.0)
+    """
+    if exact:
+        return 1.0 if target.strip().lower() == prediction.strip().lower() else 0.0
     target = target.strip().strip("%").strip()
     prediction = prediction.strip().strip("%").strip()
     target_value, prediction_value = _float(target), _float(prediction)
@@ -213,6 +248,26 @@ def _chartqapro_single(target: str, prediction: str, max_relative_change: float)
         change = abs(prediction_value - target_value) / abs(target_value)
         return 1.0 if change <= max_relative_change else 0.0
     return anls(prediction.lower(), target.lower())  # `anls_score(prediction=p.lower(), gold_labels=[t.lower()])`
+
+
+def chartqapro_items_score(
+    target_items: Sequence[str], prediction_items: Sequence[str], exact: Sequence[bool],
+    max_relative_change: float = 0.05,
+) -> float:
+    """The mean of the item scores, pairwise; a missing or extra item scores 0. ``exact[i]``: item i needs equal text.
+
+    Example:
+        >>> chartqapro_items_score(["3", "10"], ["3", "9", "1"], [False, False])
+        0.3333333333333333
+    """
+    scores = []
+    for index in range(max(len(target_items), len(prediction_items))):
+        if index >= len(target_items) or index >= len(prediction_items):
+            scores.append(0.0)
+        else:
+            scores.append(chartqapro_item_score(
+                target_items[index], prediction_items[index], exact[index], max_relative_change))
+    return sum(scores) / len(scores)
 
 
 def chartqapro_relaxed_correctness(
@@ -235,21 +290,10 @@ def chartqapro_relaxed_correctness(
     target, prediction = _text(target), _text(prediction)
     target_items = _chartqapro_parse_list(str(_chartqapro_fix_list(target))) or [target]
     prediction_items = _chartqapro_parse_list(prediction) or [prediction]  # no fix_list_format for predictions
-    flags = [str(flag) for flag in year_flags or []]
+    flags = chartqapro_year_flags(year_flags, len(target_items))
     crashes = not flags  # `year_flags[idx]` on [] (or None) raises; every row reaches it at idx 0
-    if flags and len(flags) < len(target_items):
-        flags = flags * len(target_items)  # `year_flags = year_flags * n`
-    scores = []
-    for index in range(max(len(target_items), len(prediction_items))):
-        if index >= len(target_items) or index >= len(prediction_items):
-            scores.append(0.0)
-            continue
-        target_item, prediction_item = target_items[index], prediction_items[index]
-        if flags and flags[index].upper() == "YES":
-            scores.append(1.0 if target_item.strip().lower() == prediction_item.strip().lower() else 0.0)
-        else:
-            scores.append(_chartqapro_single(target_item, prediction_item, max_relative_change))
-    return sum(scores) / len(scores), crashes
+    exact = [bool(flags) and flags[index].upper() == "YES" for index in range(len(target_items))]
+    return chartqapro_items_score(target_items, prediction_items, exact, max_relative_change), crashes
 
 
 def score_chartqapro(records: Sequence[Record]) -> dict[str, Any]:
@@ -269,8 +313,8 @@ def score_chartqapro(records: Sequence[Record]) -> dict[str, Any]:
     scores, crashes = [], 0
     for record in records:
         meta = record.get("meta") or {}
-        gold = _text(record.get("answer")).strip(".").strip("\n")  # `x['Answer'][-1].strip(".").strip("\n")`
-        prediction = _text(record.get("prediction")).strip(".").strip("\n")  # `x[pred_key].strip(".").strip("\n")`
+        gold = chartqapro_trim(_text(record.get("answer")))  # `x['Answer'][-1].strip(".").strip("\n")`
+        prediction = chartqapro_trim(_text(record.get("prediction")))  # `x[pred_key].strip(".").strip("\n")`
         # `always_use_exact_match` is computed but not passed to relaxed_correctness_chartqapro.
         score, crashed = chartqapro_relaxed_correctness(gold, prediction, meta.get("year_flags"))
         scores.append(score)
@@ -506,7 +550,7 @@ def score_project_metric(records: Sequence[Record]) -> dict[str, Any]:
     """
     scores = [float(record.get("score") or 0.0) for record in records]
     return _result(
-        "no official evaluation code for free-text replies: the project's metric (benchmarks.METRICS)",
+        "no official evaluation code for free-text replies: the project's metric (metrics.METRICS)",
         "accuracy", _percent(scores), len(records), _by_subset(records, scores),
     )
 

@@ -200,7 +200,7 @@ def plot_reward_histograms(scores, bins: int = 12):
     """One histogram per reward (and the total) over a scored batch.
 
     Args:
-        scores: a DataFrame from :func:`chartrvr_nb.notebooks.score_jsonl` or ``inspection.score_completions``.
+        scores: a DataFrame from :func:`chartrvr_nb.inspection.score_records` or ``inspection.score_completions``.
         bins: histogram bins.
 
     Returns:

@@ -13,7 +13,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
@@ -22,20 +22,58 @@ ADAPTER_DIR = "adapter"
 RUN_FILES = (METRICS_FILE, SAMPLES_FILE, RUN_CONFIG_FILE)  # mirrored to Drive beside the checkpoints
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """JSON objects, one per line; a line cut short by a killed process is skipped with a warning."""
+def _json_object(line: str, required: Sequence[str]) -> tuple[dict | None, str | None]:
+    """The object on one JSONL line, or what is wrong with the line."""
+    try:
+        record = json.loads(line)
+    except ValueError as error:
+        return None, f"is not valid JSON ({error}); fix or remove that line"
+    if not isinstance(record, dict):
+        return None, "is not a JSON object; each line needs one"
+    missing = [field for field in required if field not in record]
+    if missing:
+        return None, f"has no {missing[0]!r} field; each line needs one"
+    return record, None
+
+
+def read_jsonl(path: str | os.PathLike, strict: bool = False, required: Sequence[str] = ()) -> list[dict]:
+    """The JSON objects of a file, one per line (blank lines skipped): the one JSONL reader.
+
+    Args:
+        path: the file.
+        strict: what a bad line (not a JSON object, or without a ``required`` field) does. False,
+            for the run logs: it is skipped with one warning (a write cut short by a killed
+            process). True, for a file a user hands in: it is an error naming the file and line.
+        required: the fields every object must have.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: with ``strict``, the first bad line, as ``path:line``.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "batch.jsonl"
+        >>> _ = path.write_text('{"completion": "a"}\\n{"completion": \\n')
+        >>> read_jsonl(path, strict=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: .../batch.jsonl:2 is not valid JSON (...); fix or remove that line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; give a JSONL file with one JSON object per line.")
     records, broken = [], 0
     with open(path, encoding="utf-8") as lines:
-        for line in lines:
+        for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                broken += 1
-                continue
-            if isinstance(record, dict):
+            record, problem = _json_object(line, required)
+            if problem is None:
                 records.append(record)
+            elif strict:
+                raise ValueError(f"{path}:{number} {problem}.")
+            else:
+                broken += 1
     if broken:
         warnings.warn(f"Skipped {broken} unreadable line(s) in {path} (a write cut short by a crash).", stacklevel=3)
     return records

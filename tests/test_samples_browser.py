@@ -12,14 +12,14 @@ import math
 
 import pytest
 
-from chartrvr_nb import cli, inspection, notebooks, tracking, widgets
+from chartrvr_nb import cli, data, inspection, notebooks, samples, tracking, widgets
 from chartrvr_nb.presets import get_preset
 from chartrvr_nb.rewards import REWARDS
 
 
 @pytest.fixture(scope="module")
 def example():
-    return notebooks.training_examples("synthetic", n=1, seed=3, max_pixels=112 * 112)[0]
+    return data.training_examples("synthetic", n=1, seed=3, max_pixels=112 * 112)[0]
 
 
 @pytest.fixture
@@ -49,16 +49,16 @@ def run(tmp_path, example):
 def test_samples_table_flags_groups_without_signal_and_right_format_wrong_answer(run):
     from chartrvr_nb.runfiles import load_samples
 
-    table = inspection.samples_table(load_samples(run))
+    table = samples.samples_table(load_samples(run))
     assert table["group"].tolist() == [0, 0, 1, 1] and table["sample"].tolist() == [0, 1, 2, 3]
     assert table["flag"].tolist() == ["", "format ok, answer wrong", "no signal", "no signal"]
     assert table.loc[0, "accuracy"] == 1.0 and table.loc[1, "accuracy"] == 0.0
     assert table.loc[0, "advantage"] > 0 > table.loc[1, "advantage"]
-    summary = inspection.group_summary(table)
+    summary = samples.group_summary(table)
     assert summary["learning signal"].tolist() == ["yes", "no: all equal"]
     assert summary["format ok, answer wrong"].tolist() == [1, 0]
     with pytest.raises(ValueError, match=r"steps \[4\]"):
-        inspection.samples_table(load_samples(run), step=3)
+        samples.samples_table(load_samples(run), step=3)
 
 
 def test_headless_browser_and_the_rewards_command_print_the_same_tables(run, monkeypatch, capsys):
