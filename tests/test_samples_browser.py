@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from chartrvr_nb import cli, data, inspection, notebooks, samples, tracking, widgets
+from chartrvr_nb import cli, data, inspection, samples, tracking, widgets
 from chartrvr_nb.presets import get_preset
 from chartrvr_nb.rewards import REWARDS
 
