@@ -382,7 +382,7 @@ def run_evaluation(
     """
     import torch
 
-    from .models import load_model_and_processor
+    from .models import load_model_and_processor, model_threads
 
     benchmark = get_benchmark(dataset_name)
     if prompt not in PROMPT_STYLES:
@@ -413,10 +413,11 @@ def run_evaluation(
     )
 
     started = time.perf_counter()
-    records = _evaluate_pass(
-        model, processor, examples, out_dir / "predictions.jsonl",
-        description=f"{benchmark.title} ({'adapter' if adapter_path else vlm_name})", **settings,
-    )
+    with model_threads(vlm_name):  # one torch thread for the tiny model on CPU, while it generates
+        records = _evaluate_pass(
+            model, processor, examples, out_dir / "predictions.jsonl",
+            description=f"{benchmark.title} ({'adapter' if adapter_path else vlm_name})", **settings,
+        )
     seconds = time.perf_counter() - started
     summary: dict[str, Any] = {
         "benchmark": benchmark.name,
@@ -443,7 +444,7 @@ def run_evaluation(
 
     base_records: list[dict[str, Any]] = []
     if compare_base:
-        with model.disable_adapter():
+        with model.disable_adapter(), model_threads(vlm_name):
             base_records = _evaluate_pass(
                 model, processor, examples, out_dir / "base_predictions.jsonl",
                 description=f"{benchmark.title} (base {vlm_name})", **settings,
