@@ -105,7 +105,8 @@ def load(args, preset, as_t4: bool = False):
 
 def train_row(args, name: str, preset, steps: int, as_t4: bool = False) -> Row:
     """``steps`` optimizer steps (the first a warm-up) through the project's trainer."""
-    from chartrvr_nb.train import build_trainer, grpo_config
+    from chartrvr_nb.train import grpo_config
+    from chartrvr_nb.trainer import build_trainer
 
     from bench.train_step import _step_timer, bench_dataset
 

@@ -4,7 +4,7 @@
     python -m bench.train_step --preset moderate    # 2 generations (the seed's 30 s/step row)
     python -m bench.train_step --dry                # CPU: the tiny model, a few real GRPO steps
 
-Each variant is a real run through the trainer ``chartrvr_nb.train`` builds: the preset mapped by
+Each variant is a real run through the trainer ``chartrvr_nb.trainer`` builds: the preset mapped by
 ``train.grpo_config``, the project's GRPOTrainer subclass, the seven rewards, the paper's LoRA,
 synthetic charts resized to fill the preset's pixel budget. Completions are forced to exactly
 ``--completion-length`` tokens (end-of-sequence suppressed until then), so steps are comparable
@@ -88,7 +88,8 @@ def run_variant(args, variant: str, dataset) -> dict:
     import torch
 
     from chartrvr_nb.presets import get_preset
-    from chartrvr_nb.train import build_trainer, grpo_config
+    from chartrvr_nb.train import grpo_config
+    from chartrvr_nb.trainer import build_trainer
 
     preset = get_preset(
         args.preset,

@@ -1,4 +1,4 @@
-"""Complete and verified checkpoints, an atomic Google Drive mirror, and resuming from the newest good one.
+"""Complete and verified checkpoints, resuming from the newest good one, a full disk, and finding runs.
 
 How the Hugging Face Trainer (transformers 5.24, ``Trainer._save_checkpoint``) writes
 ``checkpoint-<step>``: it creates the final directory name directly (no temporary name,
@@ -10,56 +10,49 @@ It rotates old checkpoints and only then calls ``TrainerCallback.on_save``.
 So a process killed mid-save leaves a ``checkpoint-<step>`` directory without
 ``trainer_state.json``, or with one cut short. A checkpoint here is *complete* when its
 ``trainer_state.json`` parses as JSON, records the ``global_step`` of the directory name,
-and the weights it needs are present. Copies that this module makes (to and from Drive)
-go to a temporary name ``.tmp-<name>-<pid>`` and are renamed into place when finished,
-so a half-copied directory never carries a checkpoint name.
+and the weights it needs are present. Our own copies (to and from Drive) are atomic
+(:mod:`chartrvr_nb.drive`), so a half-copied directory never carries a checkpoint name.
 
 Complete is not the same as intact: a Drive sync cut short or a full disk can truncate a weights
 file after ``trainer_state.json`` was written, and a bit can flip. So each checkpoint gets a
 ``manifest.json`` (every file's size and sha256), written last and atomically by
-:func:`manifest_callback` as soon as the Trainer has saved, and copied last to Drive.
-:func:`prepare_resume` verifies newest-first (:func:`checkpoint_problem`: the manifest, then
-that the safetensors and torch files are whole) and resumes from the newest checkpoint that
-passes, saying which one is damaged and why; a damaged local checkpoint is moved aside to
-``damaged-checkpoint-<step>``, kept, not deleted, and a damaged Drive copy is never restored. A
-checkpoint written before manifests existed is accepted when complete and its files are whole.
-When the disk fills up during a save, :func:`explain_disk_full` removes the unfinished
+:func:`write_manifest` as soon as the Trainer has saved (``trainer.ManifestCallback``), and copied
+last to Drive. :func:`prepare_resume` verifies newest-first (:func:`checkpoint_problem`: the
+manifest, then that the safetensors and torch files are whole) and resumes from the newest
+checkpoint that passes, saying which one is damaged and why; a damaged local checkpoint is moved
+aside to ``damaged-checkpoint-<step>``, kept, not deleted, and a damaged Drive copy is never
+restored. A checkpoint written before manifests existed is accepted when complete and its files
+are whole. When the disk fills up during a save, :func:`explain_disk_full` removes the unfinished
 checkpoint and says how much space is left and which checkpoint the next run resumes from.
 
 It also lists the runs in a folder of run folders with their newest checkpoint (:func:`find_runs`,
 e.g. the runs on Drive to resume); the run's own files are read and written by :mod:`chartrvr_nb.runfiles`.
-
-Only the callbacks need transformers: :func:`drive_mirror_callback` and :func:`manifest_callback`
-(or the first access of ``chartrvr_nb.checkpoints.DriveMirrorCallback`` / ``ManifestCallback``)
-build the classes, so importing this module stays light.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
-import warnings
 import zipfile
 from datetime import datetime
 from pathlib import Path
 
+from .drive import MANIFEST_NAME, TEMP_PREFIX, clean_stale_temporaries, copy_atomic, discard, write_atomic
 from .runfiles import METRICS_FILE, RUN_CONFIG_FILE, RUN_FILES, load_metrics, read_run_config
 from .runlock import RunFolderError
 
+logger = logging.getLogger(__name__)
+
 TRAINER_STATE_NAME = "trainer_state.json"
-MANIFEST_NAME = "manifest.json"
 DAMAGED_PREFIX = "damaged-"  # a damaged checkpoint is moved aside to damaged-checkpoint-<step>
-TEMP_PREFIX = ".tmp-"
 
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
-# Every temporary this module creates: ".tmp-<name>-<pid>" and ".tmp-delete-<name>-<pid>".
-_TEMP_NAME = re.compile(r"^\.tmp-.+-\d+$")
 _WEIGHT_FILES = (
     "adapter_model.safetensors",
     "adapter_model.bin",
@@ -164,8 +157,8 @@ def _sha256(path: Path) -> str:
 def write_manifest(checkpoint_dir: str | os.PathLike) -> Path:
     """Record the size and sha256 of every file in ``checkpoint_dir`` in its ``manifest.json``.
 
-    Call it once the checkpoint is fully written; the manifest goes to a temporary name and is
-    renamed into place, so it is the last file to appear and never appears half-written.
+    Call it once the checkpoint is fully written; the manifest is written atomically
+    (:func:`chartrvr_nb.drive.write_atomic`), so it is the last file to appear and never appears half-written.
 
     Returns:
         The manifest's path.
@@ -177,16 +170,7 @@ def write_manifest(checkpoint_dir: str | os.PathLike) -> Path:
         if path.is_file() and relative != MANIFEST_NAME and not path.name.startswith(TEMP_PREFIX):
             files[relative] = {"size": path.stat().st_size, "sha256": _sha256(path)}
     manifest = {"format": 1, "step": checkpoint_step(checkpoint_dir), "files": files}
-    temporary = checkpoint_dir / f"{TEMP_PREFIX}{MANIFEST_NAME}-{os.getpid()}"
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(manifest, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, checkpoint_dir / MANIFEST_NAME)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return checkpoint_dir / MANIFEST_NAME
+    return write_atomic(checkpoint_dir / MANIFEST_NAME, json.dumps(manifest, indent=1))
 
 
 def _safetensors_problem(path: Path) -> str | None:
@@ -263,14 +247,14 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
 def newest_verified_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The newest complete checkpoint in ``run_dir`` that also verifies (:func:`checkpoint_problem`).
 
-    For readers such as evaluation: a damaged checkpoint is passed over with a printed line saying
+    For readers such as evaluation: a damaged checkpoint is passed over with a logged line saying
     why, and left where it is (resume, not a reader, moves damaged checkpoints aside).
     """
     for checkpoint in reversed(complete_checkpoints(run_dir)):
         problem = checkpoint_problem(checkpoint)
         if problem is None:
             return checkpoint
-        print(f"Passing over damaged {checkpoint.name}: {problem}.", flush=True)
+        logger.info(f"Passing over damaged {checkpoint.name}: {problem}.")
     return None
 
 
@@ -303,80 +287,6 @@ def _set_aside(checkpoint: Path) -> Path:
     return target
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _discard(path: Path) -> None:
-    """Remove ``path`` so that no interruption leaves it half-deleted under its own name."""
-    trash = path.with_name(f"{TEMP_PREFIX}delete-{path.name}-{os.getpid()}")
-    if trash.exists():
-        _remove(trash)
-    os.replace(path, trash)
-    _remove(trash)
-
-
-def clean_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
-    """Delete the temporaries that interrupted copies left in ``directory``.
-
-    Call it when no copy into ``directory`` is running (before training starts):
-    :func:`prepare_resume` does.
-
-    Args:
-        directory: a run directory or Drive folder; a missing one is fine.
-
-    Returns:
-        The paths removed.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    stale = sorted(child for child in directory.iterdir() if _TEMP_NAME.match(child.name))
-    for path in stale:
-        _remove(path)
-    return stale
-
-
-def copy_atomic(source: str | os.PathLike, destination: str | os.PathLike) -> Path:
-    """Copy a file or directory so that ``destination`` only ever appears complete.
-
-    The copy goes to ``.tmp-<name>-<pid>`` beside ``destination`` and is renamed into place
-    when finished; an existing ``destination`` is replaced. A directory's ``manifest.json`` is
-    copied last, so that on a syncing Drive it never arrives before the files it lists. A copy
-    that fails (e.g. Drive is full) removes its temporary.
-
-    Args:
-        source: file or directory to copy.
-        destination: the final path (its parent is created).
-
-    Returns:
-        ``destination`` as a Path.
-    """
-    source, destination = Path(source), Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(f"{TEMP_PREFIX}{destination.name}-{os.getpid()}")
-    if temporary.exists():
-        _remove(temporary)
-    try:
-        if source.is_dir():
-            shutil.copytree(source, temporary, ignore=lambda folder, names: [MANIFEST_NAME] if Path(folder) == source else [])
-            if (source / MANIFEST_NAME).is_file():
-                shutil.copy2(source / MANIFEST_NAME, temporary / MANIFEST_NAME)
-            if destination.exists():
-                _discard(destination)
-        else:
-            shutil.copy2(source, temporary)
-    except BaseException:
-        if temporary.exists():
-            _remove(temporary)
-        raise
-    os.replace(temporary, destination)
-    return destination
-
-
 def prune_checkpoints(directory: str | os.PathLike, keep_last: int) -> list[Path]:
     """Delete all but the newest ``keep_last`` complete checkpoints in ``directory``.
 
@@ -387,140 +297,8 @@ def prune_checkpoints(directory: str | os.PathLike, keep_last: int) -> list[Path
         raise ValueError(f"keep_last must be at least 1 (the checkpoint to resume from), got {keep_last}")
     old = complete_checkpoints(directory)[:-keep_last]
     for path in old:
-        _discard(path)
+        discard(path)
     return old
-
-
-class DriveMirror:
-    """Mirrors a run directory's checkpoints and log files to a Drive folder, atomically.
-
-    Args:
-        drive_dir: the Drive folder for this run; checkpoints land directly in it.
-        keep_last: complete checkpoints kept on Drive (older ones are deleted).
-
-    Example:
-        >>> mirror = DriveMirror("/content/drive/MyDrive/chartrvr-nb/run", keep_last=2)
-        >>> mirror.keep_last
-        2
-    """
-
-    def __init__(self, drive_dir: str | os.PathLike, keep_last: int = 3):
-        if keep_last < 1:
-            raise ValueError(f"keep_last must be at least 1, got {keep_last}")
-        self.drive_dir = Path(drive_dir)
-        self.keep_last = keep_last
-
-    def mirror_checkpoint(self, checkpoint_dir: str | os.PathLike) -> Path:
-        """Copy one finished checkpoint to Drive, then prune Drive to ``keep_last``.
-
-        Raises:
-            ValueError: the checkpoint is incomplete or fails verification (it would never be
-                resumed from).
-        """
-        checkpoint_dir = Path(checkpoint_dir)
-        if not is_complete_checkpoint(checkpoint_dir):
-            raise ValueError(
-                f"{checkpoint_dir} is not a complete checkpoint (no valid {TRAINER_STATE_NAME} "
-                "or missing weights), so it was not copied to Drive."
-            )
-        problem = checkpoint_problem(checkpoint_dir)
-        if problem:
-            raise ValueError(f"{checkpoint_dir} is damaged ({problem}), so it was not copied to Drive.")
-        copied = copy_atomic(checkpoint_dir, self.drive_dir / checkpoint_dir.name)
-        prune_checkpoints(self.drive_dir, self.keep_last)
-        return copied
-
-    def mirror_run_files(self, run_dir: str | os.PathLike) -> list[Path]:
-        """Copy metrics.jsonl, samples.jsonl and run_config.json (those that exist) to Drive."""
-        run_dir = Path(run_dir)
-        return [copy_atomic(run_dir / name, self.drive_dir / name) for name in RUN_FILES if (run_dir / name).is_file()]
-
-
-@functools.cache
-def _drive_mirror_callback_class() -> type:
-    from transformers import TrainerCallback
-
-    class DriveMirrorCallback(TrainerCallback):
-        """Copies each checkpoint the Trainer saves to Drive, atomically, keeping the last K.
-
-        Runs on the main process only, after the Trainer has finished writing the
-        checkpoint. A Drive error (e.g. Drive disconnected) is reported as a warning and
-        training continues: the local checkpoint is intact and the next save tries again.
-
-        Args:
-            drive_dir: the Drive folder for this run.
-            keep_last: complete checkpoints kept on Drive.
-        """
-
-        def __init__(self, drive_dir: str | os.PathLike, keep_last: int = 3):
-            self.mirror = DriveMirror(drive_dir, keep_last)
-
-        def on_save(self, args, state, control, **kwargs):
-            if not state.is_world_process_zero:
-                return
-            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            try:
-                self.mirror.mirror_checkpoint(checkpoint)
-                self.mirror.mirror_run_files(args.output_dir)
-            except (OSError, ValueError) as error:
-                warnings.warn(
-                    f"Could not mirror {checkpoint.name} to Drive ({error}). Training continues and the "
-                    "local checkpoint is intact; if Drive was unmounted, mount it again "
-                    "(chartrvr_nb.env.mount_drive()) and the next save is mirrored.",
-                    stacklevel=2,
-                )
-            else:
-                print(f"Mirrored {checkpoint.name} to {self.mirror.drive_dir}", flush=True)
-
-        def on_train_end(self, args, state, control, **kwargs):
-            if not state.is_world_process_zero:
-                return
-            try:
-                self.mirror.mirror_run_files(args.output_dir)
-            except OSError as error:
-                warnings.warn(f"Could not copy the run logs to Drive ({error}).", stacklevel=2)
-
-    DriveMirrorCallback.__module__ = __name__
-    return DriveMirrorCallback
-
-
-@functools.cache
-def _manifest_callback_class() -> type:
-    from transformers import TrainerCallback
-
-    class ManifestCallback(TrainerCallback):
-        """Writes ``manifest.json`` into each checkpoint the Trainer saves (main process only).
-
-        Put it before :func:`drive_mirror_callback` in the callback list, so that the Drive copy
-        carries the manifest too.
-        """
-
-        def on_save(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                write_manifest(Path(args.output_dir) / f"checkpoint-{state.global_step}")
-
-    ManifestCallback.__module__ = __name__
-    return ManifestCallback
-
-
-def manifest_callback():
-    """A ``ManifestCallback`` for ``Trainer(callbacks=[...])``: each saved checkpoint gets its manifest."""
-    return _manifest_callback_class()()
-
-
-def __getattr__(name: str):
-    # PEP 562: build the TrainerCallback subclasses (and import transformers) only when used.
-    if name == "DriveMirrorCallback":
-        return _drive_mirror_callback_class()
-    if name == "ManifestCallback":
-        return _manifest_callback_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def drive_mirror_callback(drive_dir: str | os.PathLike, keep_last: int = 3):
-    """A ``DriveMirrorCallback`` for ``Trainer(callbacks=[...])``: each saved checkpoint goes to
-    ``drive_dir`` atomically, keeping the newest ``keep_last`` there."""
-    return _drive_mirror_callback_class()(drive_dir, keep_last)
 
 
 def prepare_resume(output_dir: str | os.PathLike, drive_dir: str | os.PathLike | None = None) -> Path | None:
@@ -532,7 +310,7 @@ def prepare_resume(output_dir: str | os.PathLike, drive_dir: str | os.PathLike |
     damaged local checkpoint is moved aside to ``damaged-checkpoint-<step>`` (kept, not
     deleted); a damaged Drive copy is left where it is and not restored. A newer verified one
     on Drive (or the only one, e.g. on a fresh Colab VM) is copied into ``output_dir`` together
-    with the run's log files, atomically, and verified again there. Prints one line per damaged
+    with the run's log files, atomically, and verified again there. Logs one line per damaged
     checkpoint and one saying what was chosen. Call it from one process only (under
     ``accelerate launch``, the main process, before the others look for the checkpoint).
 
@@ -550,7 +328,7 @@ def prepare_resume(output_dir: str | os.PathLike, drive_dir: str | os.PathLike |
     unfinished = [path for path in _checkpoint_dirs(output_dir) if _unfinished(path)]
     for path in unfinished:
         # A later save to the same name must not find a stale trainer_state.json there.
-        _discard(path)
+        discard(path)
     local = None
     for candidate in _candidates(output_dir):
         problem = checkpoint_problem(candidate)
@@ -558,8 +336,8 @@ def prepare_resume(output_dir: str | os.PathLike, drive_dir: str | os.PathLike |
             local = candidate
             break
         moved = _set_aside(candidate)  # out of the way of the Trainer's next save of this step
-        print(f"Skipping damaged {candidate.name}: {problem}. Moved it aside to {moved.name} "
-              "(kept for inspection; delete it when done).", flush=True)
+        logger.info(f"Skipping damaged {candidate.name}: {problem}. Moved it aside to {moved.name} "
+                    "(kept for inspection; delete it when done).")
 
     restored = None
     if drive_dir is not None:
@@ -572,9 +350,9 @@ def prepare_resume(output_dir: str | os.PathLike, drive_dir: str | os.PathLike |
                 problem = checkpoint_problem(restored)  # what arrived from Drive must verify as well
                 if problem is None:
                     break
-                _discard(restored)
+                discard(restored)
                 restored, problem = None, f"{problem} (in the copy read from Drive)"
-            print(f"Not restoring {candidate.name} from Drive {drive_dir}: it is damaged, {problem}.", flush=True)
+            logger.info(f"Not restoring {candidate.name} from Drive {drive_dir}: it is damaged, {problem}.")
 
     skipped = f" (removed unfinished {', '.join(p.name for p in unfinished)})" if unfinished else ""
     if restored is not None:
@@ -582,17 +360,17 @@ def prepare_resume(output_dir: str | os.PathLike, drive_dir: str | os.PathLike |
             if (drive_dir / name).is_file():
                 copy_atomic(drive_dir / name, output_dir / name)
         reason = "no local checkpoint" if local is None else f"newer than local {local.name}"
-        print(f"Resuming from {restored.name}, restored from Drive {drive_dir} ({reason}){skipped}.", flush=True)
+        logger.info(f"Resuming from {restored.name}, restored from Drive {drive_dir} ({reason}){skipped}.")
         return restored
     if drive_dir is not None:
         for name in RUN_FILES:
             if (drive_dir / name).is_file() and not (output_dir / name).exists():
                 copy_atomic(drive_dir / name, output_dir / name)
     if local is not None:
-        print(f"Resuming from {local}{skipped}.", flush=True)
+        logger.info(f"Resuming from {local}{skipped}.")
         return local
     where = str(output_dir) + (f" or {drive_dir}" if drive_dir is not None else "")
-    print(f"No complete checkpoint in {where}: starting from step 0{skipped}.", flush=True)
+    logger.info(f"No complete checkpoint in {where}: starting from step 0{skipped}.")
     return None
 
 
@@ -662,7 +440,7 @@ def explain_disk_full(output_dir: str | os.PathLike):
         unfinished = [path for path in _checkpoint_dirs(output_dir) if _unfinished(path)]
         for path in unfinished:
             with contextlib.suppress(OSError):
-                _discard(path)
+                discard(path)
         usage = shutil.disk_usage(output_dir)
         newest = next((path for path in _candidates(output_dir) if checkpoint_problem(path) is None), None)
         removed = f"Removed the unfinished {', '.join(path.name for path in unfinished)}; now " if unfinished else ""

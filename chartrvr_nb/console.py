@@ -1,21 +1,22 @@
 """The calm console of a training run: one compact line per logging step, and no known noise.
 
 TRL prints each step's whole metrics dict (dozens of keys on one line) above the progress bar;
-:func:`use_calm_console` replaces that with one line: step / total, total reward, the seven
-reward means, completion length, seconds per step and time left. The full dict still goes to
-``metrics.jsonl`` (and to TRL's raw lines with ``--verbose``). :func:`quiet_known_warnings` hides
-the transformers deprecation warnings that TRL triggers at every generation, only while our
-commands train; under several processes only the first prints warnings, so each is seen once.
+the calm progress callback (``trainer.CalmProgress``) writes :func:`step_line` instead: step / total,
+total reward, the seven reward means, completion length, seconds per step and time left. The full
+dict still goes to ``metrics.jsonl`` (and to TRL's raw lines with ``--verbose``).
+:func:`quiet_known_warnings` hides the transformers deprecation warnings that TRL triggers at every
+generation, only while our commands train; under several processes only the first prints warnings,
+so each is seen once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import time
 import warnings
 from typing import Any, Iterator, Mapping
 
+from .estimate import format_duration
 from .rewards import REWARDS
 
 # transformers 5 renamed gradient checkpointing to activation checkpointing; TRL still uses the
@@ -51,19 +52,6 @@ def quiet_known_warnings() -> Iterator[None]:
         yield
 
 
-def duration(seconds: float) -> str:
-    """``h:mm:ss`` (``m:ss`` under an hour).
-
-    Example:
-        >>> duration(75), duration(3725.4)
-        ('1:15', '1:02:05')
-    """
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
-
-
 def step_line(logs: Mapping[str, Any], step: int, max_steps: int, seconds_per_step: float | None) -> str:
     """One logging event of a GRPO run on one line.
 
@@ -89,41 +77,5 @@ def step_line(logs: Mapping[str, Any], step: int, max_steps: int, seconds_per_st
         parts.append(" ".join(f"{key} {value:.4g}" for key, value in logs.items() if isinstance(value, (int, float))))
     if seconds_per_step is not None:
         parts.append(f"{seconds_per_step:.3g} s/step")
-        parts.append(f"ETA {duration(max(0, max_steps - step) * seconds_per_step)}")
+        parts.append(f"ETA {format_duration(max(0, max_steps - step) * seconds_per_step, 'clock')}")
     return " | ".join(parts)
-
-
-def _calm_progress_class() -> type:
-    from transformers.trainer_callback import ProgressCallback
-
-    class CalmProgress(ProgressCallback):
-        """TRL's progress bar, with :func:`step_line` written above it instead of the raw dict."""
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            super().on_train_begin(args, state, control, **kwargs)
-            self._started, self._start_step = time.perf_counter(), state.global_step  # a resume starts later
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or self.training_bar is None or not logs:
-                return
-            if "train_runtime" in logs:  # the end-of-training summary
-                self.training_bar.write(
-                    f"done: {state.global_step} steps in {duration(logs['train_runtime'])}"
-                    + (f", mean loss {logs['train_loss']:.4g}" if isinstance(logs.get("train_loss"), float) else "")
-                )
-                return
-            done = state.global_step - self._start_step
-            per_step = (time.perf_counter() - self._started) / done if done > 0 else None
-            self.training_bar.write(step_line(logs, state.global_step, state.max_steps, per_step))
-
-    CalmProgress.__module__ = __name__
-    return CalmProgress
-
-
-def use_calm_console(trainer) -> None:
-    """Swap the trainer's console progress callback for the calm one (notebook progress stays)."""
-    from transformers.trainer_callback import ProgressCallback
-
-    if any(type(callback) is ProgressCallback for callback in trainer.callback_handler.callbacks):
-        trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(_calm_progress_class()())

@@ -202,20 +202,39 @@ def seed_formula_steps(num_samples: int, batch_size: int, num_epochs: float, gra
     return math.ceil(num_samples / (batch_size * grad_accum) * num_epochs)
 
 
-def format_duration(seconds: float) -> str:
-    """A duration as people say it: seconds, minutes, hours, or days.
+# Each style's units, tried in order: (below this many seconds, seconds per unit, format).
+_DURATION_UNITS = {
+    "words": ((90, 1, "{:.0f} s"), (90 * 60, 60, "{:.0f} min"), (48 * 3600, 3600, "{:.1f} h"),
+              (math.inf, 86400, "{:.1f} days")),
+    "ago": ((120, 1, "{:.0f} s ago"), (2 * 3600, 60, "{:.0f} min ago"), (math.inf, 3600, "{:.1f} h ago")),
+}
+
+
+def format_duration(seconds: float, style: str = "words") -> str:
+    """A duration as people read it; the one place the project formats one.
+
+    Args:
+        seconds: the duration (a negative one, e.g. from clock skew, counts as 0).
+        style: ``"words"`` (estimates: seconds, minutes, hours or days), ``"ago"`` (how long
+            since a lock's heartbeat) or ``"clock"`` (a progress line: ``h:mm:ss``, ``m:ss``
+            under an hour).
 
     Example:
         >>> [format_duration(s) for s in (42, 600, 75_000, 2_052_000)]
         ['42 s', '10 min', '20.8 h', '23.8 days']
+        >>> [format_duration(s, "ago") for s in (30, 660, 9000)]
+        ['30 s ago', '11 min ago', '2.5 h ago']
+        >>> format_duration(75, "clock"), format_duration(3725.4, "clock")
+        ('1:15', '1:02:05')
     """
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
+    seconds = max(0.0, seconds)
+    if style == "clock":
+        hours, rest = divmod(int(round(seconds)), 3600)
+        minutes, seconds = divmod(rest, 60)
+        return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+    if style not in _DURATION_UNITS:
+        raise ValueError(f"Unknown duration style {style!r}; choose one of: clock, {', '.join(_DURATION_UNITS)}.")
+    return next(text.format(seconds / unit) for below, unit, text in _DURATION_UNITS[style] if seconds < below)
 
 
 @dataclass(frozen=True)

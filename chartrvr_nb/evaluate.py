@@ -330,7 +330,7 @@ def run_evaluation(
     """
     import torch
 
-    from .models import load_model_and_processor
+    from .models import load_model_and_processor, model_threads
 
     config = config or EvalConfig()
     benchmark = get_benchmark(dataset_name)
@@ -356,10 +356,11 @@ def run_evaluation(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
-    records = _evaluate_pass(
-        model, processor, examples, out_dir / "predictions.jsonl", config,
-        description=f"{benchmark.title} ({'adapter' if adapter_path else vlm_name})",
-    )
+    with model_threads(vlm_name):  # one torch thread for the tiny model on CPU, while it generates
+        records = _evaluate_pass(
+            model, processor, examples, out_dir / "predictions.jsonl", config,
+            description=f"{benchmark.title} ({'adapter' if adapter_path else vlm_name})",
+        )
     seconds = time.perf_counter() - started
     summary: dict[str, Any] = {
         "benchmark": benchmark.name,
@@ -386,7 +387,7 @@ def run_evaluation(
 
     base_records: list[dict[str, Any]] = []
     if config.compare_base:
-        with model.disable_adapter():
+        with model.disable_adapter(), model_threads(vlm_name):
             base_records = _evaluate_pass(
                 model, processor, examples, out_dir / "base_predictions.jsonl", config,
                 description=f"{benchmark.title} (base {vlm_name})",

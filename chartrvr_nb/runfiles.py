@@ -15,6 +15,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .drive import write_atomic
+
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
 RUN_CONFIG_FILE = "run_config.json"
@@ -168,10 +170,9 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def write_run_config(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> Path:
-    """Write ``run_config.json`` (the preset as a dict) into the run folder."""
-    path = Path(run_dir) / RUN_CONFIG_FILE
-    path.write_text(json.dumps(dict(config), indent=2) + "\n", encoding="utf-8")
-    return path
+    """Write ``run_config.json`` (the preset as a dict) into the run folder, atomically: a write cut
+    short (a full disk, a kill) leaves the previous file whole, which a resume compares against."""
+    return write_atomic(Path(run_dir) / RUN_CONFIG_FILE, json.dumps(dict(config), indent=2) + "\n")
 
 
 def preset_from_run(run_dir: str | os.PathLike):

@@ -4,7 +4,7 @@ A training run holds its run folder, and its Drive mirror folder, for its whole 
 small JSON file, ``run.lock``, in each folder: who holds it (host, process id, the command), when
 the run started, and a heartbeat that a background thread rewrites on a clock (every minute by
 default; a paper-preset step takes about a minute and checkpoints come hours apart, so neither
-would do). Every write goes to a temporary file that is renamed over ``run.lock``, so a reader, on
+would do). Every rewrite is atomic (:func:`chartrvr_nb.drive.write_atomic`), so a reader, on
 Google Drive too, sees the old lock or the new one, never half of one. Drive offers no file
 locking and syncs with a delay, which is why the lock is plain data plus a heartbeat, not ``flock``.
 
@@ -18,7 +18,7 @@ A second run on a held folder fails at once, before any model is loaded, with a
 - the user passes ``force_unlock`` (``--force-unlock``) because the holder is certainly gone.
 
 A holder whose lock was taken over anyway (a runtime paused longer than the timeout, then back)
-notices at its next heartbeat; :func:`lock_watch_callback` then stops its training before the next
+notices at its next heartbeat; ``trainer.LockWatchCallback`` then stops its training before the next
 log line or checkpoint, with a :class:`RunLockLostError`. Under torchrun or ``accelerate launch``
 only the main process holds the lock.
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import socket
 import sys
@@ -41,6 +42,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from .drive import write_atomic
+from .estimate import format_duration
+
+logger = logging.getLogger(__name__)
 
 LOCK_FILE = "run.lock"
 STALE_AFTER_MINUTES = 10.0
@@ -68,15 +74,6 @@ class RunLockLostError(RunFolderError):
 
 def _utc(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
-
-
-def _ago(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
 
 
 @functools.cache
@@ -121,7 +118,7 @@ class LockHolder:
     def describe(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
         return (f"host {self.host}, process {self.pid}, started {_utc(self.started)}, "
-                f"last heartbeat {_utc(self.heartbeat)} ({_ago(now - self.heartbeat)})")
+                f"last heartbeat {_utc(self.heartbeat)} ({format_duration(now - self.heartbeat, 'ago')})")
 
     def on_this_machine(self) -> bool:
         return self.host == socket.gethostname() and self.boot_id == _boot_id()
@@ -155,19 +152,6 @@ def read_lock(folder: str | os.PathLike) -> LockHolder | None:
         )
     except (ValueError, KeyError, TypeError):
         return LockHolder(host="unknown", pid=-1, started=mtime, heartbeat=mtime, token="")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``path`` through a temporary renamed over it (readers see the old or the new text)."""
-    temporary = path.with_name(f".{path.name}-{socket.gethostname()}-{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 class RunLock:
@@ -218,7 +202,7 @@ class RunLock:
         if holder.token and holder.on_this_machine() and not _process_running(holder.pid):
             return f"its process {holder.pid} on this machine has ended"
         if now - holder.heartbeat > self.stale_after:
-            return (f"its last heartbeat is {_ago(now - holder.heartbeat)}, older than the "
+            return (f"its last heartbeat is {format_duration(now - holder.heartbeat, 'ago')}, older than the "
                     f"{self.stale_after / 60:g} min lock timeout")
         return None
 
@@ -257,13 +241,13 @@ class RunLock:
         reason = self._free_because(holder, now)
         if reason is None and not self.force:
             raise RunLockedError(self._locked_message(folder, holder))
-        _write_atomic(path, self._record().to_json())
+        write_atomic(path, self._record().to_json())
         time.sleep(_TAKEOVER_SETTLE_SECONDS)
         current = read_lock(folder)
         if current is None or current.token != self.token:
             raise RunLockedError(self._locked_message(folder, current or holder))
         how = f"Took over the stale lock ({reason})" if reason else "Force-unlocked: took over the lock"
-        print(f"{how} on {folder} from {holder.describe(now)}.", flush=True)
+        logger.info(f"{how} on {folder} from {holder.describe(now)}.")
 
     def acquire(self) -> "RunLock":
         """Take every folder's lock (or none: on failure those taken are released) and start the heartbeat.
@@ -296,7 +280,7 @@ class RunLock:
                 self.lost = f"another run took over the lock on {folder}: {holder.describe()}"
                 return
             try:
-                _write_atomic(folder / LOCK_FILE, self._record().to_json())
+                write_atomic(folder / LOCK_FILE, self._record().to_json())
             except OSError as error:
                 if folder not in self._warned:  # e.g. Drive unmounted: keep training, keep trying
                     self._warned.add(folder)
@@ -355,28 +339,3 @@ def holding(folders: Iterable[str | os.PathLike | None], main_process: bool = Tr
         return
     with RunLock(folders, **options) as lock:
         yield lock
-
-
-@functools.cache
-def _lock_watch_callback_class() -> type:
-    from transformers import TrainerCallback
-
-    class LockWatchCallback(TrainerCallback):
-        """Stops training with :class:`RunLockLostError` once another run took the lock over.
-
-        Checked at the end of each step, which the Trainer runs before it logs or saves that step.
-        """
-
-        def __init__(self, lock: RunLock):
-            self.lock = lock
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.lock.check()
-
-    LockWatchCallback.__module__ = __name__
-    return LockWatchCallback
-
-
-def lock_watch_callback(lock: RunLock):
-    """A ``TrainerCallback`` that stops the run when ``lock`` has been lost to another run."""
-    return _lock_watch_callback_class()(lock)

@@ -510,9 +510,10 @@ def build_tiny_model(cache_dir: str | os.PathLike | None = None, force: bool = F
 
 
 @contextmanager
-def _single_torch_thread():
-    """Tensors this small gain nothing from threads, and on a busy shared CPU a second thread
-    spin-waits: one thread builds the tiny model several times faster there."""
+def single_torch_thread():
+    """One torch thread inside the block, the previous count restored after (``models.model_threads``
+    uses it too). Tensors this small gain nothing from threads, and on a busy shared CPU a second
+    thread spin-waits: one thread builds the tiny model several times faster there."""
     import torch
 
     threads = torch.get_num_threads()
@@ -524,7 +525,7 @@ def _single_torch_thread():
 
 
 def _build_tiny_model_into(folder: Path, name: str = "tiny") -> None:
-    with _single_torch_thread():
+    with single_torch_thread():
         _build_tiny_model_steps(folder, name)
 
 

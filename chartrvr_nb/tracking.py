@@ -5,17 +5,17 @@ folder's name as the run name; the trackers' files go into the run folder (Tenso
 ``<run>/tensorboard``, W&B's ``wandb/`` folder, Trackio's database in ``<run>/trackio``), and the
 preset is recorded in each tracker's config beside the trainer's arguments. W&B without a login
 runs offline and says how to upload the run later (``wandb sync``). A tracker whose package is
-missing is an error naming the pip command, before any model is loaded.
+missing is an error naming the pip command, before any model is loaded. The callback that records
+the preset in the tracker is ``trainer.PresetToTrackers`` (``trainer.attach_trackers``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 # report_to value -> the package it needs (``pip install 'chartrvr-nb[tracking]'`` brings all three).
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
@@ -83,76 +83,3 @@ def tracker_environment(report_to: str, output_dir: str | os.PathLike) -> Iterat
     finally:
         for name in added:
             os.environ.pop(name, None)
-
-
-def _preset_callback_class() -> type:
-    from transformers import TrainerCallback
-    from transformers.integrations import TensorBoardCallback, TrackioCallback, WandbCallback
-
-    class PresetToTrackers(TrainerCallback):
-        """Records the preset in the tracker's config, and remembers where the tracker's files went.
-
-        Added after the trainer's own tracker callbacks, so their ``on_train_begin`` (which opens
-        the writer or the run) has already run when this one's does.
-        """
-
-        def __init__(self, trackers: list, preset: Mapping[str, Any], output_dir: Path):
-            self.trackers = trackers
-            self.preset = dict(preset)
-            self.output_dir = output_dir
-            self.where: list[str] = []
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            if not state.is_world_process_zero:
-                return
-            for tracker in self.trackers:
-                if isinstance(tracker, TensorBoardCallback) and tracker.tb_writer is not None:
-                    tracker.tb_writer.add_text("preset", json.dumps(self.preset, indent=2))
-                    self.where = [
-                        f"TensorBoard events: {tracker.logging_dir}",
-                        f"  view them with: tensorboard --logdir {tracker.logging_dir}",
-                    ]
-                elif isinstance(tracker, WandbCallback) and tracker._wandb.run is not None:
-                    run = tracker._wandb.run
-                    run.config.update({"preset": self.preset}, allow_val_change=True)
-                    run_folder = Path(run.dir).parent  # run.dir is <run folder>/files
-                    if run.settings.mode == "offline":
-                        self.where = [
-                            f"W&B offline run: {run_folder}",
-                            f"  upload it with: wandb sync {run_folder}",
-                        ]
-                    else:
-                        self.where = [f"W&B run: {run.url}"]
-                elif isinstance(tracker, TrackioCallback) and tracker._initialized:
-                    import trackio
-                    from trackio.utils import TRACKIO_DIR as trackio_dir
-
-                    trackio.config.update({"preset": self.preset}, allow_val_change=True)
-                    self.where = [
-                        f"Trackio database: {trackio_dir}",
-                        f"  view it with: TRACKIO_DIR={trackio_dir} trackio show --project {args.project}",
-                    ]
-
-    PresetToTrackers.__module__ = __name__
-    return PresetToTrackers
-
-
-def attach(trainer, report_to: str, preset: Mapping[str, Any], output_dir: str | os.PathLike):
-    """Aim the trainer's tracker at the run folder and record the preset in it.
-
-    Returns:
-        The callback added to ``trainer`` (its ``where`` lists the tracker's files after training
-        starts), or None for ``report_to="none"``.
-    """
-    if report_to == "none":
-        return None
-    from transformers.integrations import TensorBoardCallback
-
-    output_dir = Path(output_dir)
-    trackers = list(trainer.callback_handler.callbacks)
-    for tracker in trackers:
-        if isinstance(tracker, TensorBoardCallback) and tracker.tb_writer is None:
-            tracker.logging_dir = str(output_dir / TENSORBOARD_DIR)  # one place, not runs/<date>_<host>
-    callback = _preset_callback_class()(trackers, preset, output_dir)
-    trainer.add_callback(callback)
-    return callback

@@ -3,19 +3,23 @@
 ``train(preset)`` is the whole run: lock the run folder (one writer, :mod:`chartrvr_nb.runlock`),
 load data and model, map the preset onto the installed ``GRPOConfig``, resume from the newest
 verified checkpoint (local or Drive), train, save the adapter. Re-running the same call after a
-crash or a Colab disconnect continues the run.
+crash or a Colab disconnect continues the run. The trainer and its callbacks are in
+:mod:`chartrvr_nb.trainer` (heavy: imported here only once training starts).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from . import console, runlock, tracking
 from .presets import Preset
-from .runfiles import ADAPTER_DIR, METRICS_FILE, SAMPLES_FILE, append_jsonl, read_run_config, write_run_config
+from .runfiles import ADAPTER_DIR, METRICS_FILE, SAMPLES_FILE, read_run_config, write_run_config
+
+logger = logging.getLogger(__name__)
 
 # Fields that may change between the first run and a resumed one without changing what is trained.
 _RESUMABLE_CHANGES = {"save_steps", "save_total_limit", "logging_steps", "sample_every", "use_vllm", "torch_compile", "eval_dataset", "report_to"}
@@ -121,121 +125,6 @@ def _check_run_config(output_dir: Path, preset: Preset) -> None:
         )
 
 
-def _make_callbacks(output_dir: Path):
-    from transformers import TrainerCallback
-
-    class MetricsFileCallback(TrainerCallback):
-        """Appends every log event (per-reward mean/std, loss, lengths...) to ``metrics.jsonl``."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs:
-                append_jsonl(output_dir / METRICS_FILE, [{"step": state.global_step, **logs}])
-
-    return [MetricsFileCallback()]
-
-
-def _adapters_in_fp32(model) -> None:
-    """Keep a 4-bit base's LoRA weights in fp32, as they are on a bf16 base.
-
-    TRL 1.16 casts them to bf16 for a quantised model (the QLoRA paper's choice, at lr 2e-4). At
-    the paper's lr 1e-5 an Adam step (~1e-5) is below half of bf16's spacing around LoRA A's
-    initial values (~1.2e-4 at 0.02), so A would never move; and a T4 only emulates bf16.
-    """
-    import torch
-
-    for parameter in model.parameters():
-        if parameter.requires_grad and parameter.dtype != torch.float32:
-            parameter.data = parameter.data.float()
-
-
-def _trainer_class():
-    from trl import GRPOTrainer
-
-    from .answers import completion_text
-
-    class ChartRVRTrainer(GRPOTrainer):
-        """GRPOTrainer that keeps sample completions every ``sample_every`` steps (``samples.jsonl``).
-
-        Each row holds what the rewards compared (label, chart type, table, reference reasoning),
-        the training row's id (``row_id``, not the image), its seven rewards, the prompt group it
-        belongs to (``group``: its ``num_generations`` completions answer the same prompt) and the
-        group-relative advantage GRPO computed from the group's total rewards.
-        """
-
-        def __init__(self, *args, samples_path: Path, sample_every: int, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._samples_path = samples_path
-            self._sample_every = sample_every
-            self._last_sampled_step = -1
-            self._pending_samples: list[dict] = []
-
-        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-            rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-            step = self.state.global_step
-            if (
-                self.accelerator.is_main_process
-                and self.model.training
-                and step % self._sample_every == 0
-                and step != self._last_sampled_step
-            ):
-                self._last_sampled_step = step
-                # Rewards are gathered from every process, the main one's rows first: they pair with its inputs.
-                values = rewards_per_func.detach().float().cpu().tolist()
-                self._pending_samples = [
-                    {
-                        "step": step,
-                        "group": index // self.num_generations,
-                        "row_id": example.get("row_id"),
-                        "query": example.get("query"),
-                        "label": example.get("label"),
-                        "chart_type": example.get("chart_type"),
-                        "table": example.get("table"),
-                        "reasoning": example.get("reasoning"),
-                        "completion": completion_text(completion),
-                        "rewards": dict(zip(self.reward_func_names, row)),
-                    }
-                    for index, (example, completion, row) in enumerate(zip(inputs, completions, values))
-                ]
-            return rewards_per_func
-
-        def _generate_and_score_completions(self, inputs):
-            output = super()._generate_and_score_completions(inputs)
-            if self._pending_samples:  # this process's slice of the advantages, in the order of its inputs
-                advantages = output["advantages"].detach().float().cpu().tolist()
-                for record, advantage in zip(self._pending_samples, advantages):
-                    record["advantage"] = advantage
-                append_jsonl(self._samples_path, self._pending_samples)
-                self._pending_samples = []
-            return output
-
-    return ChartRVRTrainer
-
-
-def build_trainer(preset: Preset, model, processor, dataset, args, callbacks: Sequence[Any], samples_path: str | Path):
-    """The project's GRPO trainer for ``preset``: the seven rewards, the paper's LoRA, sample logging.
-
-    One place for what :func:`train` and the benchmarks (``bench.train_step``, ``bench.gpu_check``)
-    train with; a 4-bit base gets its LoRA weights back in fp32 (see :func:`_adapters_in_fp32`).
-    """
-    from .models import paper_lora_config
-    from .rewards import get_rewards
-
-    trainer = _trainer_class()(
-        model=model,
-        reward_funcs=get_rewards(),
-        args=args,
-        train_dataset=dataset,
-        processing_class=processor,
-        peft_config=paper_lora_config(r=preset.lora_r, alpha=preset.lora_alpha, dropout=preset.lora_dropout),
-        callbacks=list(callbacks),
-        samples_path=Path(samples_path),
-        sample_every=preset.sample_every,
-    )
-    if preset.load_in_4bit:
-        _adapters_in_fp32(trainer.model)
-    return trainer
-
-
 @contextlib.contextmanager
 def _quiet_and_tracked(preset: Preset, output_dir: Path) -> Iterator[None]:
     """While the trainer is built and trains: known transformers warnings hidden, tracker aimed at the run."""
@@ -264,7 +153,9 @@ def train(
         drive_dir: mirror each finished checkpoint here (Google Drive in Colab); resume from it too.
         keep_last: checkpoints kept on ``drive_dir``.
         max_steps: stop after this many optimizer steps (the step count otherwise follows the preset).
-        callbacks: extra ``transformers.TrainerCallback`` objects (e.g. live plots in a notebook).
+        callbacks: extra ``transformers.TrainerCallback`` objects, or plain objects with
+            ``on_log(logs)`` and ``on_train_end()`` that watch the run (e.g. a notebook's live
+            reward curves, ``widgets.live_reward_curves``).
         verbose: print TRL's full metrics dict at every logging step instead of one compact line.
         force_unlock: take over the run folder's lock even from a run that looks alive
             (``--force-unlock``; only when that run is certainly gone).
@@ -281,6 +172,7 @@ def train(
             are intact and the next run resumes from the newest.
     """
     from . import env
+    from .models import model_threads
 
     env.require_gpu(preset)
     tracking.require_tracker(preset.report_to)
@@ -288,9 +180,10 @@ def train(
     drive = env.resolve_drive_dir(drive_dir) if drive_dir else None
     output_dir.mkdir(parents=True, exist_ok=True)
     # One writer per folder: rank 0 holds the run folder and its Drive folder from before torch is
-    # even imported (a refused start returns in a second) until the run ends, however it ends.
+    # even imported (a refused start returns in a second) until the run ends, however it ends. The
+    # tiny model on CPU trains on one torch thread; the process's setting is restored after.
     with runlock.holding([output_dir, drive], main_process=runlock.launched_as_rank_zero(), force=force_unlock,
-                         stale_after_minutes=lock_timeout) as lock:
+                         stale_after_minutes=lock_timeout) as lock, model_threads(preset.model):
         return _train_in_locked_folder(preset, output_dir, drive, lock, keep_last, max_steps, callbacks, verbose)
 
 
@@ -299,6 +192,7 @@ def _train_in_locked_folder(preset: Preset, output_dir: Path, drive: Path | None
     """The run itself, its folders held (``lock`` is None off rank 0): resume, load, train, save."""
     from . import checkpoints, env
     from .data import load_train_dataset, prepare_grpo_dataset
+    from .drive import copy_atomic
     from .models import load_model_and_processor
 
     # Building the arguments sets up the processes (torchrun / accelerate launch; gloo on CPU): a
@@ -324,28 +218,38 @@ def _train_in_locked_folder(preset: Preset, output_dir: Path, drive: Path | None
     model, processor = load_model_and_processor(
         preset.model, load_in_4bit=preset.load_in_4bit, max_pixels=preset.max_pixels
     )
-    trainer_callbacks = _make_callbacks(output_dir) + list(callbacks)
-    trainer_callbacks.append(checkpoints.manifest_callback())  # before the Drive mirror copies the checkpoint
-    if lock is not None:
-        trainer_callbacks.append(runlock.lock_watch_callback(lock))
-    if drive is not None:
-        trainer_callbacks.append(checkpoints.drive_mirror_callback(drive, keep_last=keep_last))
     with _quiet_and_tracked(preset, output_dir):  # importing TRL imports Trackio, which reads TRACKIO_DIR once
+        from .trainer import (
+            DriveMirrorCallback,
+            LockWatchCallback,
+            ManifestCallback,
+            MetricsFileCallback,
+            attach_trackers,
+            build_trainer,
+            use_calm_console,
+        )
+
+        trainer_callbacks = [MetricsFileCallback(output_dir), *callbacks]
+        trainer_callbacks.append(ManifestCallback())  # before the Drive mirror copies the checkpoint
+        if lock is not None:
+            trainer_callbacks.append(LockWatchCallback(lock))
+        if drive is not None:
+            trainer_callbacks.append(DriveMirrorCallback(drive, keep_last=keep_last))
         trainer = build_trainer(preset, model, processor, dataset, args, trainer_callbacks, output_dir / SAMPLES_FILE)
     if not verbose:
-        console.use_calm_console(trainer)
-    tracker = tracking.attach(trainer, preset.report_to, preset.to_dict(), output_dir)
+        use_calm_console(trainer)
+    tracker = attach_trackers(trainer, preset.report_to, preset.to_dict(), output_dir)
     if preset.load_in_4bit:
         if is_main:
-            print(f"Base model {preset.model} in 4-bit NF4 (bitsandbytes; compute {str(model.dtype)[6:]}, vision tower "
-                  "and lm_head unquantised); LoRA adapters train in float32.", flush=True)
+            logger.info(f"Base model {preset.model} in 4-bit NF4 (bitsandbytes; compute {str(model.dtype)[6:]}, vision tower "
+                        "and lm_head unquantised); LoRA adapters train in float32.")
     with env.explain_oom(preset), checkpoints.explain_disk_full(output_dir), _quiet_and_tracked(preset, output_dir):
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     adapter_dir = output_dir / ADAPTER_DIR
     trainer.save_model(str(adapter_dir))
     if drive is not None and trainer.accelerator.is_main_process:
-        checkpoints.copy_atomic(adapter_dir, drive / ADAPTER_DIR)
+        copy_atomic(adapter_dir, drive / ADAPTER_DIR)
     result = TrainResult(
         output_dir=output_dir,
         adapter_dir=adapter_dir,
@@ -355,11 +259,10 @@ def _train_in_locked_folder(preset: Preset, output_dir: Path, drive: Path | None
         resumed_from=resume_from,
     )
     if is_main:
-        print(f"Finished {trainer.state.global_step} optimizer steps.")
-        print(f"LoRA adapter: {adapter_dir}")
-        print(f"Reward log:   {result.metrics_file}")
-        print(f"Samples:      {result.samples_file}")
+        logger.info(f"Finished {trainer.state.global_step} optimizer steps.")
+        logger.info(f"LoRA adapter: {adapter_dir}")
+        logger.info(f"Reward log:   {result.metrics_file}")
+        logger.info(f"Samples:      {result.samples_file}")
         for line in tracker.where if tracker else ():
-            print(line)
+            logger.info(line)
     return result
-

@@ -5,13 +5,11 @@ values it was given (the notebook's ``parameters`` cell) and prints or returns p
 notebook runs top to bottom unattended. In a live notebook a :class:`Form` starts from those same
 values and the next cell reads whatever the user picked; nothing waits for input.
 
-ipywidgets, IPython, transformers and matplotlib are imported inside functions, so importing this
-module stays light.
+ipywidgets, IPython and matplotlib are imported inside functions, so importing this module stays light.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 import sys
@@ -202,76 +200,74 @@ def reward_inspector(row: dict, completions: dict[str, str] | None = None):
     return ipywidgets.VBox([start, hint, editor, explanation])
 
 
-@functools.cache
-def _live_curves_class() -> type:
-    from transformers import TrainerCallback
+class LiveRewardCurves:
+    """Redraws ``plots.plot_reward_curves`` in place every ``every`` logging events of a training run.
 
-    class LiveRewardCurves(TrainerCallback):
-        """Redraws ``plots.plot_reward_curves`` in place every ``every`` logging events.
+    A plain object: training hands it each log event of the main process (``on_log``) and the end
+    of training (``on_train_end``), through ``trainer.ForwardLogs``. It reads the run's
+    ``metrics.jsonl``, which the trainer's own callback has just appended to. Headless (papermill,
+    scripts) it does nothing, so logs stay quiet.
 
-        It reads the run's ``metrics.jsonl``, which the trainer's own callback has just
-        appended to. Headless (papermill, scripts) it does nothing, so logs stay quiet.
-        """
+    Args:
+        run_dir: the training run folder (absolute; :func:`live_reward_curves` resolves a relative one).
+        every: redraw after this many logging events.
+        rewards: reward names to plot (all when None).
+    """
 
-        def __init__(self, run_dir: str | os.PathLike, every: int = 5, rewards: Sequence[str] | None = None):
-            if every < 1:
-                raise ValueError(f"every must be at least 1 logging event, got {every}.")
-            self.run_dir = Path(run_dir)
-            self.every = every
-            self.rewards = list(rewards) if rewards is not None else None
-            self.enabled = is_interactive()
-            self.logs_seen = 0
-            self._handle = None
+    def __init__(self, run_dir: str | os.PathLike, every: int = 5, rewards: Sequence[str] | None = None):
+        if every < 1:
+            raise ValueError(f"every must be at least 1 logging event, got {every}.")
+        self.run_dir = Path(run_dir)
+        self.every = every
+        self.rewards = list(rewards) if rewards is not None else None
+        self.enabled = is_interactive()
+        self.logs_seen = 0
+        self._handle = None
 
-        def _redraw(self) -> None:
-            from .plots import plot_reward_curves
-            from .runfiles import load_metrics
+    def _redraw(self) -> None:
+        from .plots import plot_reward_curves
+        from .runfiles import load_metrics
 
-            try:
-                figure = plot_reward_curves(load_metrics(self.run_dir), rewards=self.rewards, run_name=self.run_dir.name)
-            except (FileNotFoundError, ValueError):
-                return  # nothing logged yet: the next event tries again
-            if self._handle is None:
-                from IPython.display import display
+        try:
+            figure = plot_reward_curves(load_metrics(self.run_dir), rewards=self.rewards, run_name=self.run_dir.name)
+        except (FileNotFoundError, ValueError):
+            return  # nothing logged yet: the next event tries again
+        if self._handle is None:
+            from IPython.display import display
 
-                self._handle = display(figure, display_id=True)
-            else:
-                self._handle.update(figure)
+            self._handle = display(figure, display_id=True)
+        else:
+            self._handle.update(figure)
 
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not self.enabled or not state.is_world_process_zero:
-                return
-            self.logs_seen += 1
-            if self.logs_seen % self.every == 0:
-                self._redraw()
+    def on_log(self, logs: dict) -> None:
+        if not self.enabled:
+            return
+        self.logs_seen += 1
+        if self.logs_seen % self.every == 0:
+            self._redraw()
 
-        def on_train_end(self, args, state, control, **kwargs):
-            if self.enabled and state.is_world_process_zero and self.logs_seen % self.every:
-                self._redraw()
-
-    LiveRewardCurves.__module__ = __name__
-    return LiveRewardCurves
+    def on_train_end(self) -> None:
+        if self.enabled and self.logs_seen % self.every:
+            self._redraw()
 
 
 def live_reward_curves(run_dir: str | os.PathLike, every: int = 5, rewards: Sequence[str] | None = None):
-    """A ``TrainerCallback`` for ``train(..., callbacks=[...])`` that keeps the reward curves live.
+    """Reward curves that stay live while ``train(..., callbacks=[...])`` runs.
 
     Args:
-        run_dir: the training run directory (where ``metrics.jsonl`` grows).
+        run_dir: the training run folder (where ``metrics.jsonl`` grows); a relative one is under
+            the run root (``env.run_path``), as ``train``'s ``output_dir`` is, whatever the
+            kernel's working directory.
         every: redraw after this many logging events (one per optimizer step by default).
         rewards: reward names to plot (all when None).
 
     Returns:
-        The callback; a no-op when nobody is watching (see :func:`is_interactive`).
+        A :class:`LiveRewardCurves` for ``train``'s ``callbacks``; a no-op when nobody is watching
+        (see :func:`is_interactive`).
     """
-    return _live_curves_class()(run_dir, every=every, rewards=rewards)
+    from .env import run_path
 
-
-def __getattr__(name: str):
-    # PEP 562: build the TrainerCallback subclass (and import transformers) only when asked for.
-    if name == "LiveRewardCurves":
-        return _live_curves_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return LiveRewardCurves(run_path(run_dir), every=every, rewards=rewards)
 
 
 def text_table(frame, *text_columns: str, decimals: int = 3):

@@ -16,7 +16,7 @@ PARTS = {
     "Face": {"cli", "__main__", "__init__"},
     "Cells": {"notebooks", "widgets", "learncheck"},
     "Config": {"presets", "settings", "env", "estimate"},
-    "Train": {"train", "checkpoints", "runfiles", "runlock", "console", "tracking"},
+    "Train": {"train", "trainer", "checkpoints", "drive", "runfiles", "runlock", "console", "tracking"},
     "Eval": {"evaluate", "benchmarks", "benchmark_data", "eval_results", "metrics", "official_scoring"},
     "Models": {"models", "tiny"},
     "Data": {"data", "synthetic"},

@@ -14,17 +14,15 @@ from pathlib import Path
 import pytest
 
 from chartrvr_nb.checkpoints import (
-    DriveMirror,
     checkpoint_step,
-    clean_stale_temporaries,
     complete_checkpoints,
-    copy_atomic,
     find_runs,
     is_complete_checkpoint,
     newest_complete_checkpoint,
     prepare_resume,
 )
-from chartrvr_nb.runfiles import preset_from_run
+from chartrvr_nb.drive import clean_stale_temporaries, copy_atomic
+from chartrvr_nb.runfiles import preset_from_run, read_run_config, write_run_config
 from chartrvr_nb.presets import get_preset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -68,11 +66,11 @@ def _train_tiny(output_dir: Path, max_steps: int, callbacks=(), resume_from_chec
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A run dir with checkpoint-2/4/6 from a real Trainer, mirrored by the callback (keep_last=2)."""
-    from chartrvr_nb.checkpoints import drive_mirror_callback
+    from chartrvr_nb.trainer import DriveMirrorCallback
 
     root = tmp_path_factory.mktemp("trained")
     local, drive = root / "run", root / "drive" / "run"
-    _train_tiny(local, max_steps=6, callbacks=[drive_mirror_callback(drive, keep_last=2)])
+    _train_tiny(local, max_steps=6, callbacks=[DriveMirrorCallback(drive, keep_last=2)])
     return local, drive
 
 
@@ -181,7 +179,7 @@ def test_no_checkpoint_anywhere_starts_from_scratch(tmp_path, capsys):
 _SLOW_COPY = textwrap.dedent(
     """
     import functools, shutil, sys, time
-    from chartrvr_nb.checkpoints import copy_atomic
+    from chartrvr_nb.drive import copy_atomic
 
     def slow_copy(src, dst, **kwargs):
         shutil.copy2(src, dst, **kwargs)
@@ -263,19 +261,46 @@ def test_copy_atomic_replaces_an_existing_destination(tmp_path):
     assert sorted(p.name for p in destination.parent.iterdir()) == ["dst"]
 
 
+_WRITE_ON_A_FULL_DISK = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from chartrvr_nb.runfiles import write_run_config
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))  # no file may grow past 64 bytes: a full disk
+    try:
+        write_run_config(sys.argv[1], {"name": "smoke", "notes": "x" * 1000})
+    except OSError as error:
+        print("failed:", error)
+    """
+)
+
+
+def test_a_run_config_write_cut_short_leaves_the_previous_one_whole(tmp_path):
+    write_run_config(tmp_path, {"name": "smoke", "seed": 42})
+    environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([sys.executable, "-c", _WRITE_ON_A_FULL_DISK, str(tmp_path)], cwd=REPO_ROOT,
+                          env=environment, capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("failed:"), done.stdout + done.stderr
+    assert read_run_config(tmp_path) == {"name": "smoke", "seed": 42}  # resume compares against it
+    assert [p.name for p in tmp_path.iterdir()] == ["run_config.json"]  # and no temporary is left
+
+
 def test_mirror_refuses_an_incomplete_checkpoint(tmp_path):
+    from chartrvr_nb.trainer import DriveMirrorCallback
+
     half = tmp_path / "checkpoint-3"
     half.mkdir()
     (half / "model.safetensors").write_bytes(b"x")
     with pytest.raises(ValueError, match="not a complete checkpoint"):
-        DriveMirror(tmp_path / "drive").mirror_checkpoint(half)
+        DriveMirrorCallback(tmp_path / "drive").mirror_checkpoint(half)
     assert not (tmp_path / "drive" / "checkpoint-3").exists()
 
 
 def test_callback_warns_and_lets_training_continue_when_drive_fails(trained_run, tmp_path):
     from transformers import TrainerCallback
 
-    from chartrvr_nb.checkpoints import DriveMirrorCallback
+    from chartrvr_nb.trainer import DriveMirrorCallback
 
     local, _ = trained_run
     blocked = tmp_path / "not-a-dir"

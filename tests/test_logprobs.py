@@ -10,7 +10,7 @@ captured, and the trainer's own log-probability method is run on it and on each 
 
 import pytest
 
-from chartrvr_nb.models import load_model_and_processor, paper_lora_config
+from chartrvr_nb.models import load_model_and_processor, model_threads, paper_lora_config
 from chartrvr_nb.presets import get_preset
 from chartrvr_nb.prompts import build_messages
 
@@ -31,7 +31,8 @@ def captured(tiny_model_dir, tmp_path_factory):
 
     from chartrvr_nb.data import make_synthetic_rows
     from chartrvr_nb.rewards import get_rewards
-    from chartrvr_nb.train import _trainer_class, grpo_config
+    from chartrvr_nb.train import grpo_config
+    from chartrvr_nb.trainer import ChartRVRTrainer
 
     rows = make_synthetic_rows(len(SIZES), seed=5)
     dataset = Dataset.from_list([
@@ -42,7 +43,7 @@ def captured(tiny_model_dir, tmp_path_factory):
     preset = get_preset("smoke", batch_size=6, grad_accum=1, subset_size=3, max_completion_length=24)
     model, processor = load_model_and_processor("tiny", max_pixels=preset.max_pixels)
     out = tmp_path_factory.mktemp("logprobs")
-    trainer = _trainer_class()(
+    trainer = ChartRVRTrainer(
         model=model,
         reward_funcs=get_rewards(),
         args=grpo_config(preset, out, max_steps=1, save_strategy="no", disable_tqdm=True),
@@ -60,7 +61,8 @@ def captured(tiny_model_dir, tmp_path_factory):
         return compute_loss(model, inputs)
 
     trainer._compute_loss = recording
-    trainer.train()
+    with model_threads("tiny"):  # as train() runs it: one torch thread on CPU
+        trainer.train()
     assert len(batches) == 1
     return trainer, batches[0]
 

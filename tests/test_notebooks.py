@@ -259,10 +259,12 @@ def _metrics_run(tmp_path: Path, steps: int = 3) -> Path:
 
 
 def test_live_reward_curves_stay_quiet_headless(monkeypatch, tmp_path):
+    from chartrvr_nb.trainer import ForwardLogs  # how train() hands the plain object its log events
+
     calls = []
     monkeypatch.setattr(widgets, "is_interactive", lambda: False)
     monkeypatch.setattr("chartrvr_nb.plots.plot_reward_curves", lambda *a, **k: calls.append(a))
-    callback = widgets.live_reward_curves(_metrics_run(tmp_path), every=1)
+    callback = ForwardLogs(widgets.live_reward_curves(_metrics_run(tmp_path), every=1))
     state = SimpleNamespace(is_world_process_zero=True)
     for _ in range(3):
         callback.on_log(None, state, None, logs={"loss": 0.1})
@@ -272,6 +274,8 @@ def test_live_reward_curves_stay_quiet_headless(monkeypatch, tmp_path):
 
 def test_live_reward_curves_redraw_in_place_every_n_logs(monkeypatch, tmp_path):
     from transformers import TrainerCallback
+
+    from chartrvr_nb.trainer import ForwardLogs  # how train() hands the plain object its log events
 
     shown = []
 
@@ -285,7 +289,7 @@ def test_live_reward_curves_redraw_in_place_every_n_logs(monkeypatch, tmp_path):
 
     monkeypatch.setattr(widgets, "is_interactive", lambda: True)
     monkeypatch.setattr("IPython.display.display", fake_display)
-    callback = widgets.live_reward_curves(_metrics_run(tmp_path), every=2)
+    callback = ForwardLogs(widgets.live_reward_curves(_metrics_run(tmp_path), every=2))
     assert isinstance(callback, TrainerCallback)
     state = SimpleNamespace(is_world_process_zero=True)
     for _ in range(5):
@@ -295,6 +299,25 @@ def test_live_reward_curves_redraw_in_place_every_n_logs(monkeypatch, tmp_path):
     assert shown[0][1].get_suptitle().startswith("GRPO training: run")
     with pytest.raises(ValueError, match="every must be at least 1"):
         widgets.live_reward_curves(tmp_path, every=0)
+
+
+def test_live_reward_curves_find_a_relative_run_under_the_run_root(monkeypatch, tmp_path):
+    """Notebook 03 passes "runs/<name>" while its kernel runs in notebooks/: the curves must read the
+    metrics.jsonl that train() writes under the run root, not look beside the notebook."""
+    from chartrvr_nb.env import RUN_ROOT_ENV
+
+    shown = []
+    monkeypatch.setattr(widgets, "is_interactive", lambda: True)
+    monkeypatch.setattr("IPython.display.display", lambda figure, display_id=False: shown.append(figure))
+    root = tmp_path / "root"
+    root.mkdir()
+    run = _metrics_run(root)
+    monkeypatch.setenv(RUN_ROOT_ENV, str(root))
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    curves = widgets.live_reward_curves(run.name, every=1)
+    curves.on_log({"loss": 0.1})
+    assert curves.run_dir == run and len(shown) == 1
 
 
 # --------------------------------------------------------------------------------------------

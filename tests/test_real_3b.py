@@ -46,7 +46,8 @@ def test_one_grpo_step_on_the_3b_architecture_saves_and_reloads_the_adapter(mode
 
     from bench.train_step import bench_dataset
     from chartrvr_nb.rewards import get_rewards
-    from chartrvr_nb.train import _trainer_class, grpo_config
+    from chartrvr_nb.train import grpo_config
+    from chartrvr_nb.trainer import ChartRVRTrainer
 
     model, processor = model_and_processor
     text = model.config.text_config
@@ -65,7 +66,7 @@ def test_one_grpo_step_on_the_3b_architecture_saves_and_reloads_the_adapter(mode
     assert 0.9 * 320 <= image_tokens <= PAPER_MAX_PIXELS // (28 * 28) == 320  # the chart fills the budget
 
     out = tmp_path / "run"
-    trainer = _trainer_class()(
+    trainer = ChartRVRTrainer(
         model=model,
         reward_funcs=[*get_rewards(), rank_in_group],
         args=grpo_config(preset, out, max_steps=1, generation_kwargs={"min_new_tokens": 8}, disable_tqdm=True),

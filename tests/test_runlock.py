@@ -26,7 +26,6 @@ from chartrvr_nb.runlock import (
     RunLockLostError,
     holding,
     launched_as_rank_zero,
-    lock_watch_callback,
     read_lock,
 )
 
@@ -150,11 +149,13 @@ def test_force_unlock_takes_over_and_the_old_holder_stops_at_its_next_step(tmp_p
         # In training, the callback raises it at the end of the step, before that step is logged or saved.
         from transformers import TrainerCallback
 
-        watch = lock_watch_callback(old)
+        from chartrvr_nb.trainer import LockWatchCallback
+
+        watch = LockWatchCallback(old)
         assert isinstance(watch, TrainerCallback)
         with pytest.raises(RunLockLostError):
             watch.on_step_end(args=None, state=None, control=None)
-        lock_watch_callback(new).on_step_end(args=None, state=None, control=None)  # the holder trains on
+        LockWatchCallback(new).on_step_end(args=None, state=None, control=None)  # the holder trains on
         old.release()
         assert read_lock(tmp_path).token == new.token, "the old holder must not remove the new holder's lock"
         new.check()

@@ -120,6 +120,32 @@ def test_a_dataset_without_reward_columns_is_rejected(tmp_path, tiny_model_dir):
         train(get_preset("smoke", train_data=str(path), subset_size=4), output_dir=tmp_path / "out")
 
 
+def test_the_tiny_models_single_torch_thread_lasts_only_while_it_trains(tmp_path, tiny_model_dir):
+    """Loading the tiny model leaves torch's thread count alone; train() runs it on one thread on
+    CPU (faster there) and gives the process back its own count."""
+    import torch
+    from transformers import TrainerCallback
+
+    from chartrvr_nb.models import load_model_and_processor
+
+    class RecordThreads(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.append(torch.get_num_threads())
+
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # the user's own count: neither torch's default nor the tiny model's 1
+    try:
+        load_model_and_processor("tiny")
+        assert torch.get_num_threads() == 3
+        preset = get_preset("smoke", subset_size=4, max_completion_length=16, save_steps=10)
+        train(preset, output_dir=tmp_path / "out", max_steps=1, callbacks=[RecordThreads()])
+        assert torch.get_num_threads() == 3
+        assert seen == [3 if torch.cuda.is_available() else 1]
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize(
     "preset_name, overrides",
     [
