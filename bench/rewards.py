@@ -23,9 +23,10 @@ import argparse
 import random
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from bench.common import machine_line, ratio_line, rate, set_threads, stopwatch
+from bench.common import machine_line, rate, ratio_line, set_threads, stopwatch
 
 # Completion kinds and how often a policy mid-training produces them (weights, not fractions).
 VARIANTS: dict[str, int] = {
@@ -99,7 +100,9 @@ def make_step_batch(rows: Sequence[dict], generations: int, step: int, seed: int
     return completions, columns
 
 
-def original_process_reward(completions: Sequence[Any], reasoning: Sequence[Any] | None = None, **kwargs) -> list[float]:
+def original_process_reward(
+    completions: Sequence[Any], reasoning: Sequence[Any] | None = None, **kwargs
+) -> list[float]:
     """The original's process reward: one ``encode`` for the completion, one for its reference."""
     from sentence_transformers import util
 
@@ -146,11 +149,19 @@ def score_all(rewards: dict[str, Callable], completions: list[str], columns: dic
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.rewards", description=__doc__.split("\n")[0])
     parser.add_argument("--completions", type=int, default=512, help="completions per training step (default: 512)")
-    parser.add_argument("--generations", type=int, default=4, help="completions per prompt, sharing a reference (default: 4)")
-    parser.add_argument("--steps", type=int, default=4, help="simulated training steps on the same prompts (default: 4)")
-    parser.add_argument("--baseline-share", type=float, default=0.25,
-                        help="share of each step's prompts also scored one at a time, just before the batched "
-                             "call, so both sides see the same machine load (default: 0.25)")
+    parser.add_argument(
+        "--generations", type=int, default=4, help="completions per prompt, sharing a reference (default: 4)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=4, help="simulated training steps on the same prompts (default: 4)"
+    )
+    parser.add_argument(
+        "--baseline-share",
+        type=float,
+        default=0.25,
+        help="share of each step's prompts also scored one at a time, just before the batched "
+        "call, so both sides see the same machine load (default: 0.25)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="8 completions, 2 steps: checks the bench runs")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -207,13 +218,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     first = batches[0]
     encoded = [text for text in map(rewards.read_steps_text, first[0]) if text]
     print(machine_line())
-    print(f"embedder: all-MiniLM-L6-v2 on {embedder.device} (max_seq_length {embedder.max_seq_length}), "
-          f"loaded in {load_seconds:.1f} s (not counted)")
-    print(f"batch: {args.completions} completions per step = {prompts} prompts x {args.generations} generations, "
-          f"{args.steps} steps on the same prompts; step 1 has {len(encoded)} process texts to encode "
-          f"({len(set(encoded))} distinct) and {len(set(first[1]['reasoning']))} distinct references")
-    print(f"one-at-a-time: {sliced} completions of each step (the first {sliced // args.generations} prompts), "
-          "scored just before the batched call, so each ratio compares rates measured side by side")
+    print(
+        f"embedder: all-MiniLM-L6-v2 on {embedder.device} (max_seq_length {embedder.max_seq_length}), "
+        f"loaded in {load_seconds:.1f} s (not counted)"
+    )
+    print(
+        f"batch: {args.completions} completions per step = {prompts} prompts x {args.generations} generations, "
+        f"{args.steps} steps on the same prompts; step 1 has {len(encoded)} process texts to encode "
+        f"({len(set(encoded))} distinct) and {len(set(first[1]['reasoning']))} distinct references"
+    )
+    print(
+        f"one-at-a-time: {sliced} completions of each step (the first {sliced // args.generations} prompts), "
+        "scored just before the batched call, so each ratio compares rates measured side by side"
+    )
 
     def full(seconds: dict) -> float:
         return sum(seconds.values())
@@ -225,8 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     later = "step 2" if args.steps == 2 else f"steps 2-{args.steps}"
     periods = [("step 1", slice(0, 1))] + ([(later, slice(1, None))] if args.steps > 1 else [])
     print()
-    print(f"{'reward':<12} " + " ".join(f"{'one-at-a-time / batched, ' + label:>38}" for label, _ in periods)
-          + "    (completions/s; each pair measured in the same steps)")
+    print(
+        f"{'reward':<12} "
+        + " ".join(f"{'one-at-a-time / batched, ' + label:>38}" for label, _ in periods)
+        + "    (completions/s; each pair measured in the same steps)"
+    )
     for name in list(rewards.REWARDS) + ["full set"]:
         cells = []
         for _, steps in periods:
@@ -234,21 +254,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             batched_rate = pooled_rate(step_seconds[steps], args.completions, name)
             cells.append(f"{rate(base_rate):>13} / {rate(batched_rate):>11} ({batched_rate / base_rate:5.2f}x)")
         print(f"{name:<12} " + " ".join(f"{cell:>38}" for cell in cells))
-    print("full set per step (completions/s): batched "
-          + ", ".join(rate(args.completions / full(s)) for s in step_seconds)
-          + "; one-at-a-time " + ", ".join(rate(sliced / full(s)) for s in base_seconds))
+    print(
+        "full set per step (completions/s): batched "
+        + ", ".join(rate(args.completions / full(s)) for s in step_seconds)
+        + "; one-at-a-time "
+        + ", ".join(rate(sliced / full(s)) for s in base_seconds)
+    )
 
     print()
-    print("agreement with one-at-a-time: max |difference| = "
-          + ", ".join(f"{name} {value:.1e}" for name, value in worst.items()))
+    print(
+        "agreement with one-at-a-time: max |difference| = "
+        + ", ".join(f"{name} {value:.1e}" for name, value in worst.items())
+    )
     if max(worst.values()) > AGREEMENT_TOLERANCE:
         print(f"error: batched scores differ from one-at-a-time by more than {AGREEMENT_TOLERANCE}", file=sys.stderr)
         return 1
     for label, steps in periods:
         cache = "cold reference cache" if label == "step 1" else "references cached"
-        print(ratio_line(f"full-set completions/s, {'first' if label == 'step 1' else 'steady state'} "
-                         f"({label}, {cache})", "batched", pooled_rate(step_seconds[steps], args.completions, "full set"),
-                         "one-at-a-time", pooled_rate(base_seconds[steps], sliced, "full set")))
+        print(
+            ratio_line(
+                f"full-set completions/s, {'first' if label == 'step 1' else 'steady state'} ({label}, {cache})",
+                "batched",
+                pooled_rate(step_seconds[steps], args.completions, "full set"),
+                "one-at-a-time",
+                pooled_rate(base_seconds[steps], sliced, "full set"),
+            )
+        )
     return 0
 
 

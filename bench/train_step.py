@@ -24,7 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from bench.common import gib, machine_line, ratio_line, set_threads
 
@@ -63,9 +63,8 @@ def _step_timer():
 
 def bench_dataset(rows: int, max_pixels: int, seed: int):
     """Synthetic training rows with charts filling the pixel budget, prepared as ``train`` prepares them."""
-    from chartrvr_nb.data import make_synthetic_dataset, prepare_grpo_dataset
-
     from bench.random_3b import fill_pixel_budget
+    from chartrvr_nb.data import make_synthetic_dataset, prepare_grpo_dataset
 
     dataset = make_synthetic_dataset(rows, seed=seed)
     dataset = dataset.map(lambda row: {"image": fill_pixel_budget(row["image"], max_pixels)})
@@ -105,15 +104,23 @@ def run_variant(args, variant: str, dataset) -> dict:
     timer = _step_timer()
     with tempfile.TemporaryDirectory(prefix="bench-train-step-") as output_dir:
         config = grpo_config(
-            preset, output_dir, max_steps=args.steps + 1, generation_kwargs=force_length,
-            save_strategy="no", logging_steps=1, disable_tqdm=True,
+            preset,
+            output_dir,
+            max_steps=args.steps + 1,
+            generation_kwargs=force_length,
+            save_strategy="no",
+            logging_steps=1,
+            disable_tqdm=True,
         )
         trainer = build_trainer(preset, model, processor, dataset, config, [timer], f"{output_dir}/samples.jsonl")
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         trainer.train()
-        lengths = [record["completions/mean_length"] for record in trainer.state.log_history
-                   if "completions/mean_length" in record]
+        lengths = [
+            record["completions/mean_length"]
+            for record in trainer.state.log_history
+            if "completions/mean_length" in record
+        ]
     result = {
         "variant": variant,
         "preset": preset,
@@ -141,18 +148,27 @@ def peak_rss_bytes() -> float:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.train_step", description=__doc__.split("\n")[0])
-    parser.add_argument("--dry", action="store_true",
-                        help="the tiny model and the smoke preset: a CPU check of the same code path")
+    parser.add_argument(
+        "--dry", action="store_true", help="the tiny model and the smoke preset: a CPU check of the same code path"
+    )
     parser.add_argument("--quick", action="store_true", help="with --dry: 2 timed steps, 8-token completions")
     parser.add_argument("--preset", help="preset to measure (default: paper; smoke with --dry)")
     parser.add_argument("--num-generations", type=int, help="override the preset's generations per prompt")
-    parser.add_argument("--completion-length", type=int,
-                        help="tokens generated per completion, forced (default: the preset's, 768; 32 with --dry)")
+    parser.add_argument(
+        "--completion-length",
+        type=int,
+        help="tokens generated per completion, forced (default: the preset's, 768; 32 with --dry)",
+    )
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per variant, after one warm-up")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
-                        help="what to compare (default: hf hf-nockpt, plus vllm on a GPU with vLLM installed)")
-    parser.add_argument("--layers", type=int,
-                        help="cut the 3B to this many layers: only to check the code on a small machine")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        help="what to compare (default: hf hf-nockpt, plus vllm on a GPU with vLLM installed)",
+    )
+    parser.add_argument(
+        "--layers", type=int, help="cut the 3B to this many layers: only to check the code on a small machine"
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -178,8 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cuda = torch.cuda.is_available()
     if not cuda and not args.dry and args.layers is None:
-        print("error: no GPU is visible. Run with --dry to check the same GRPO path on CPU with the tiny "
-              "model, or on a GPU runtime for the 3B figures.", file=sys.stderr)
+        print(
+            "error: no GPU is visible. Run with --dry to check the same GRPO path on CPU with the tiny "
+            "model, or on a GPU runtime for the 3B figures.",
+            file=sys.stderr,
+        )
         return 2
     vllm_ready = cuda and importlib.util.find_spec("vllm") is not None
     variants = args.variants or ["hf", "hf-nockpt"] + (["vllm"] if vllm_ready else [])
@@ -198,15 +217,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = [run_variant(args, variant, dataset) for variant in variants]
 
     print(machine_line())
-    print(f"model: {model_name}; preset {args.preset}: {generations} generations x batch {preset.batch_size} "
-          f"x grad accum {preset.grad_accum} = {preset.batch_size * preset.grad_accum} completions per optimizer "
-          f"step; completions forced to {args.completion_length} tokens; images fill {preset.max_pixels:,} pixels")
+    print(
+        f"model: {model_name}; preset {args.preset}: {generations} generations x batch {preset.batch_size} "
+        f"x grad accum {preset.grad_accum} = {preset.batch_size * preset.grad_accum} completions per optimizer "
+        f"step; completions forced to {args.completion_length} tokens; images fill {preset.max_pixels:,} pixels"
+    )
     print()
     memory = "   peak allocated / reserved" if cuda else ""
     print(f"{'variant':<28} {'s/step':>8} {'warm-up step':>13} {'tokens/completion':>18}{memory}")
     for result in results:
-        line = (f"{VARIANTS[result['variant']]:<28} {result['step_s']:>8.3f} {result['warmup_s']:>11.2f} s"
-                f" {result['completion_tokens']:>18.0f}")
+        line = (
+            f"{VARIANTS[result['variant']]:<28} {result['step_s']:>8.3f} {result['warmup_s']:>11.2f} s"
+            f" {result['completion_tokens']:>18.0f}"
+        )
         if cuda:
             line += f"   {gib(result['peak_allocated'])} / {gib(result['peak_reserved'])}"
         print(line)
@@ -220,8 +243,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     for variant in ("hf-nockpt", "hf-compile", "vllm"):
         if variant in by_name:
-            print(ratio_line(f"optimizer steps/hour ({args.preset})", VARIANTS[variant], 3600 / by_name[variant]["step_s"],
-                             VARIANTS["hf"], 3600 / base["step_s"]))
+            print(
+                ratio_line(
+                    f"optimizer steps/hour ({args.preset})",
+                    VARIANTS[variant],
+                    3600 / by_name[variant]["step_s"],
+                    VARIANTS["hf"],
+                    3600 / base["step_s"],
+                )
+            )
     return 0
 
 

@@ -19,6 +19,7 @@ import sys
 
 __version__ = "0.1.0"
 
+
 class _CurrentStdout(logging.StreamHandler):
     """A handler writing to whatever ``sys.stdout`` is when a record arrives: a notebook cell's output,
     pytest's capture, a redirected terminal (a plain StreamHandler keeps the stream it was made with)."""

@@ -198,4 +198,3 @@ def count_steps(reasoning: str) -> int:
         2
     """
     return reasoning.count("<step-") if isinstance(reasoning, str) else 0
-

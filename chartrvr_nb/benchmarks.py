@@ -23,8 +23,9 @@ Pure Python: nothing heavy is imported here.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .metrics import AGGREGATIONS, METRICS
 from .official_scoring import OFFICIAL_SCORERS
@@ -54,7 +55,8 @@ class Benchmark:
     Attributes:
         name: the ``--dataset-name``.
         title: how tables and plots name it.
-        source: hub dataset id, ``"release"`` (local files only) or ``"synthetic"`` (``"synthetic:bar,pie"``: only those chart types).
+        source: hub dataset id, ``"release"`` (local files only) or ``"synthetic"``
+            (``"synthetic:bar,pie"``: only those chart types).
         split, config: the hub split and configuration.
         question_field, answer_field, image_field, id_field: the row fields (a list answer
             counts its first item).

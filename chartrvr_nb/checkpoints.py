@@ -262,8 +262,10 @@ def _checkpoint_dirs(directory: Path) -> list[Path]:
     """Every ``checkpoint-<step>`` directory in ``directory``, oldest step first."""
     if not directory.is_dir():
         return []
-    return sorted((child for child in directory.iterdir() if checkpoint_step(child) is not None and child.is_dir()),
-                  key=checkpoint_step)
+    return sorted(
+        (child for child in directory.iterdir() if checkpoint_step(child) is not None and child.is_dir()),
+        key=checkpoint_step,
+    )
 
 
 def _unfinished(path: Path) -> bool:
@@ -273,7 +275,11 @@ def _unfinished(path: Path) -> bool:
 
 def _candidates(directory: Path, above_step: int = -1) -> list[Path]:
     """The checkpoints to try resuming from, newest first: every finished one above ``above_step``."""
-    return [path for path in reversed(_checkpoint_dirs(directory)) if checkpoint_step(path) > above_step and not _unfinished(path)]
+    return [
+        path
+        for path in reversed(_checkpoint_dirs(directory))
+        if checkpoint_step(path) > above_step and not _unfinished(path)
+    ]
 
 
 def _set_aside(checkpoint: Path) -> Path:
@@ -336,8 +342,10 @@ def prepare_resume(output_dir: str | os.PathLike, drive_dir: str | os.PathLike |
             local = candidate
             break
         moved = _set_aside(candidate)  # out of the way of the Trainer's next save of this step
-        logger.info(f"Skipping damaged {candidate.name}: {problem}. Moved it aside to {moved.name} "
-                    "(kept for inspection; delete it when done).")
+        logger.info(
+            f"Skipping damaged {candidate.name}: {problem}. Moved it aside to {moved.name} "
+            "(kept for inspection; delete it when done)."
+        )
 
     restored = None
     if drive_dir is not None:
@@ -444,8 +452,11 @@ def explain_disk_full(output_dir: str | os.PathLike):
         usage = shutil.disk_usage(output_dir)
         newest = next((path for path in _candidates(output_dir) if checkpoint_problem(path) is None), None)
         removed = f"Removed the unfinished {', '.join(path.name for path in unfinished)}; now " if unfinished else ""
-        resume = (f"{newest.name} is intact (verified) and the next run resumes from it." if newest
-                  else "No checkpoint was finished yet, so the next run starts from step 0.")
+        resume = (
+            f"{newest.name} is intact (verified) and the next run resumes from it."
+            if newest
+            else "No checkpoint was finished yet, so the next run starts from step 0."
+        )
         raise DiskFullError(
             f"The disk of {output_dir} is full: training stopped while writing to it. "
             f"{removed}{_size(usage.free)} free of {_size(usage.total)}. {resume}\n"
@@ -476,7 +487,16 @@ def find_runs(root: str | os.PathLike):
     import pandas as pd
 
     root = Path(root)
-    columns = ["run", "preset", "model", "newest checkpoint", "checkpoint step", "logged steps", "last reward", "updated"]
+    columns = [
+        "run",
+        "preset",
+        "model",
+        "newest checkpoint",
+        "checkpoint step",
+        "logged steps",
+        "last reward",
+        "updated",
+    ]
     folders = [root] + sorted(child for child in root.iterdir() if child.is_dir()) if root.is_dir() else []
     rows = []
     for folder in (f for f in folders if _is_run(f)):
@@ -485,16 +505,18 @@ def find_runs(root: str | os.PathLike):
         metrics = load_metrics(folder) if (folder / METRICS_FILE).is_file() else []
         rewards = [record["reward"] for record in metrics if isinstance(record.get("reward"), (int, float))]
         updated = max(path.stat().st_mtime for path in [folder, *folder.iterdir()])
-        rows.append({
-            "run": "." if folder == root else folder.name,
-            "preset": config.get("name"),
-            "model": config.get("model"),
-            "newest checkpoint": newest.name if newest else None,
-            "checkpoint step": checkpoint_step(newest) if newest else 0,
-            "logged steps": metrics[-1]["step"] if metrics else 0,
-            "last reward": round(float(rewards[-1]), 3) if rewards else None,
-            "updated": datetime.fromtimestamp(updated).strftime("%Y-%m-%d %H:%M:%S"),
-            "mtime": updated,
-        })
+        rows.append(
+            {
+                "run": "." if folder == root else folder.name,
+                "preset": config.get("name"),
+                "model": config.get("model"),
+                "newest checkpoint": newest.name if newest else None,
+                "checkpoint step": checkpoint_step(newest) if newest else 0,
+                "logged steps": metrics[-1]["step"] if metrics else 0,
+                "last reward": round(float(rewards[-1]), 3) if rewards else None,
+                "updated": datetime.fromtimestamp(updated).strftime("%Y-%m-%d %H:%M:%S"),
+                "mtime": updated,
+            }
+        )
     frame = pd.DataFrame(rows, columns=[*columns, "mtime"]).sort_values("mtime", ascending=False, ignore_index=True)
     return frame.drop(columns="mtime")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .benchmarks import BENCHMARKS
 from .models import MODEL_REGISTRY
@@ -43,8 +43,12 @@ def _add_setting_flags(group, settings_class: type, default_label: str) -> None:
 
 def _add_preset_flags(parser: argparse.ArgumentParser, default_preset: str) -> None:
     group = parser.add_argument_group("preset and the seed guide's flags (each overrides the preset)")
-    group.add_argument("--preset", default=default_preset, choices=list(PRESETS),
-                       help=f"starting configuration (default: {default_preset})")
+    group.add_argument(
+        "--preset",
+        default=default_preset,
+        choices=list(PRESETS),
+        help=f"starting configuration (default: {default_preset})",
+    )
     _add_setting_flags(group, Preset, default_label="paper")
 
 
@@ -67,19 +71,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     grpo = commands.add_parser("grpo", help="train with GRPO and the seven rewards (resumes automatically)")
     _add_preset_flags(grpo, default_preset="paper")
-    grpo.add_argument("--output-dir", help="run directory (default: grpo-start-ckpts/<model>-prm-large-train-v2-<seed>); "
-                      "a relative one is under the run root: the repository root, /content/chartrvr-nb in Colab, "
-                      "or $CHARTRVR_NB_RUN_ROOT")
-    grpo.add_argument("--drive-dir", help="mirror checkpoints here (a Google Drive folder in Colab, any folder elsewhere)")
+    grpo.add_argument(
+        "--output-dir",
+        help="run directory (default: grpo-start-ckpts/<model>-prm-large-train-v2-<seed>); "
+        "a relative one is under the run root: the repository root, /content/chartrvr-nb in Colab, "
+        "or $CHARTRVR_NB_RUN_ROOT",
+    )
+    grpo.add_argument(
+        "--drive-dir", help="mirror checkpoints here (a Google Drive folder in Colab, any folder elsewhere)"
+    )
     grpo.add_argument("--keep-last", type=int, default=3, help="checkpoints kept on --drive-dir (default: 3)")
     grpo.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (for quick tries)")
-    grpo.add_argument("--force-unlock", action="store_true",
-                      help="take over the run folder's lock from another run; only when that run is certainly gone")
-    grpo.add_argument("--lock-timeout", type=float, default=STALE_AFTER_MINUTES, metavar="MINUTES",
-                      help="minutes without a heartbeat after which another run's lock is stale and taken over "
-                      f"(default: {STALE_AFTER_MINUTES:g})")
-    grpo.add_argument("--verbose", action="store_true",
-                      help="print TRL's full metrics dict every step instead of one compact line")
+    grpo.add_argument(
+        "--force-unlock",
+        action="store_true",
+        help="take over the run folder's lock from another run; only when that run is certainly gone",
+    )
+    grpo.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=STALE_AFTER_MINUTES,
+        metavar="MINUTES",
+        help="minutes without a heartbeat after which another run's lock is stale and taken over "
+        f"(default: {STALE_AFTER_MINUTES:g})",
+    )
+    grpo.add_argument(
+        "--verbose", action="store_true", help="print TRL's full metrics dict every step instead of one compact line"
+    )
 
     evaluate = commands.add_parser("eval", help="evaluate a model or adapter on a chart benchmark")
     evaluate.add_argument("--vlm-name", default="qwen2-5-3b", choices=list(MODEL_REGISTRY))
@@ -91,17 +109,25 @@ def build_parser() -> argparse.ArgumentParser:
     estimate = commands.add_parser("estimate", help="steps, time and memory a preset will really take")
     _add_preset_flags(estimate, default_preset="paper")
     estimate.add_argument("--gpu", default="a100-40gb", choices=GPUS, help="GPU to estimate for (default: a100-40gb)")
-    estimate.add_argument("--num-processes", type=int,
-                          help="training processes (GPUs; CPU processes under torchrun), default $WORLD_SIZE or 1")
+    estimate.add_argument(
+        "--num-processes",
+        type=int,
+        help="training processes (GPUs; CPU processes under torchrun), default $WORLD_SIZE or 1",
+    )
 
     rewards = commands.add_parser(
-        "rewards", help="score a JSONL file of completions with the seven rewards, or browse a run's samples")
-    rewards.add_argument("file", type=Path,
-                         help="JSONL: one object per line with completion, label, chart_type, table, reasoning; "
-                         "or a training run folder / its samples.jsonl")
+        "rewards", help="score a JSONL file of completions with the seven rewards, or browse a run's samples"
+    )
+    rewards.add_argument(
+        "file",
+        type=Path,
+        help="JSONL: one object per line with completion, label, chart_type, table, reasoning; "
+        "or a training run folder / its samples.jsonl",
+    )
     rewards.add_argument("--step", type=int, help="with a run's samples: the step to show (default: the last)")
-    rewards.add_argument("--rewards", default=",".join(REWARDS),
-                         help=f"comma-separated reward names (default: {','.join(REWARDS)})")
+    rewards.add_argument(
+        "--rewards", default=",".join(REWARDS), help=f"comma-separated reward names (default: {','.join(REWARDS)})"
+    )
 
     params = commands.add_parser("params", help="trainable LoRA parameters of a model, counted on the meta device")
     params.add_argument("--vlm-name", default="qwen2-5-3b", choices=list(MODEL_REGISTRY))
@@ -109,16 +135,25 @@ def build_parser() -> argparse.ArgumentParser:
     notebooks = commands.add_parser("notebooks", help="run the numbered notebooks with papermill")
     notebooks.add_argument("action", choices=["run"])
     notebooks.add_argument("--preset", default="smoke", choices=list(PRESETS))
-    notebooks.add_argument("--out", default="runs/notebooks",
-                           help="folder for the executed notebooks (relative: under the run root, as run folders are)")
+    notebooks.add_argument(
+        "--out",
+        default="runs/notebooks",
+        help="folder for the executed notebooks (relative: under the run root, as run folders are)",
+    )
 
     learn = commands.add_parser(
         "learn-check", help="prove GRPO learns: tiny model, held-out charts before/after, exit 1 if not learned"
     )
-    learn.add_argument("--output-dir", help="where the report, figure and run go (default: runs/learn-check/seed-<seed>)")
+    learn.add_argument(
+        "--output-dir", help="where the report, figure and run go (default: runs/learn-check/seed-<seed>)"
+    )
     learn.add_argument("--seed", type=int, default=2025, help="training seed; the held-out charts stay the same")
-    learn.add_argument("--held-out", type=int, default=200, help="held-out charts evaluated before and after (default: 200)")
-    learn.add_argument("--max-steps", type=int, help="stop training early (a shortened check; the verdict then rarely passes)")
+    learn.add_argument(
+        "--held-out", type=int, default=200, help="held-out charts evaluated before and after (default: 200)"
+    )
+    learn.add_argument(
+        "--max-steps", type=int, help="stop training early (a shortened check; the verdict then rarely passes)"
+    )
     return parser
 
 
@@ -144,7 +179,10 @@ def _run_rewards(args: argparse.Namespace) -> None:
     with pd.option_context("display.max_rows", 200, "display.width", 160, "display.precision", 3):
         print(table.to_string())
         print()
-        print("mean  " + "  ".join(f"{name}={table[name].mean():.3f}" for name in table.columns if name not in BATCH_LABELS))
+        print(
+            "mean  "
+            + "  ".join(f"{name}={table[name].mean():.3f}" for name in table.columns if name not in BATCH_LABELS)
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -154,14 +192,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             preset = preset_from_args(args)
             from .train import train
 
-            train(preset, output_dir=args.output_dir, drive_dir=args.drive_dir,
-                  keep_last=args.keep_last, max_steps=args.max_steps, verbose=args.verbose,
-                  force_unlock=args.force_unlock, lock_timeout=args.lock_timeout)
+            train(
+                preset,
+                output_dir=args.output_dir,
+                drive_dir=args.drive_dir,
+                keep_last=args.keep_last,
+                max_steps=args.max_steps,
+                verbose=args.verbose,
+                force_unlock=args.force_unlock,
+                lock_timeout=args.lock_timeout,
+            )
         elif args.command == "eval":
             from .evaluate import run_evaluation
 
-            run_evaluation(args.vlm_name, args.dataset_name, eval_config_from_args(args), adapter=args.adapter,
-                           output_dir=args.output_dir)
+            run_evaluation(
+                args.vlm_name,
+                args.dataset_name,
+                eval_config_from_args(args),
+                adapter=args.adapter,
+                output_dir=args.output_dir,
+            )
         elif args.command == "estimate":
             preset = preset_from_args(args)
             from .estimate import estimate, format_estimate

@@ -16,8 +16,9 @@ import json
 import math
 import os
 import random
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .prompts import CHART_TYPES, build_messages
 from .synthetic import QUESTION_KINDS, make_synthetic_example, render_chart
@@ -234,7 +235,8 @@ def make_synthetic_dataset(
 
 
 def write_demo_batch(path: str | os.PathLike, n: int = 8, seed: int = 0) -> Path:
-    """Write a JSONL batch to score: every :func:`chartrvr_nb.inspection.example_completions` variant of ``n`` synthetic rows.
+    """Write a JSONL batch to score: every :func:`chartrvr_nb.inspection.example_completions` variant
+    of ``n`` synthetic rows.
 
     Each line has ``completion``, ``label``, ``chart_type``, ``table``, ``reasoning`` (the
     columns ``python -m chartrvr_nb rewards`` reads), plus ``example`` and ``variant``.
@@ -254,8 +256,12 @@ def write_demo_batch(path: str | os.PathLike, n: int = 8, seed: int = 0) -> Path
     with path.open("w", encoding="utf-8") as out:
         for index, row in enumerate(make_synthetic_rows(n, seed=seed, render=False)):
             for variant, completion in example_completions(row).items():
-                record = {"example": index, "variant": variant, "completion": completion,
-                          **{name: row[name] for name in REWARD_COLUMNS}}
+                record = {
+                    "example": index,
+                    "variant": variant,
+                    "completion": completion,
+                    **{name: row[name] for name in REWARD_COLUMNS},
+                }
                 out.write(json.dumps(record) + "\n")
     return path
 
@@ -293,6 +299,8 @@ def synthetic_chart_types(source: str) -> tuple[str, ...] | None:
             "(comma-separated after 'synthetic:', e.g. synthetic:bar,pie)."
         )
     return chosen
+
+
 _DATA_FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
 
@@ -338,9 +346,9 @@ def load_train_dataset(
     """Load training rows from the hub, a local path, or the synthetic generator.
 
     Args:
-        source: ``"synthetic"`` (or ``"synthetic:bar,pie"``, only those chart types); a local ``save_to_disk`` folder, folder of data files, or a
-            ``.parquet``/``.json``/``.jsonl``/``.csv``/``.arrow`` file; otherwise a hub dataset id
-            (its ``train`` split).
+        source: ``"synthetic"`` (or ``"synthetic:bar,pie"``, only those chart types); a local
+            ``save_to_disk`` folder, folder of data files, or a ``.parquet``/``.json``/``.jsonl``/
+            ``.csv``/``.arrow`` file; otherwise a hub dataset id (its ``train`` split).
         subset_size: keep this many rows after shuffling with ``seed`` (all rows when ``None``;
             for ``"synthetic"``, the number of rows generated, default 256).
         seed: shuffle seed (and the synthetic generator's seed).
@@ -378,7 +386,9 @@ def load_train_dataset(
     return dataset
 
 
-def training_examples(source: str = "synthetic", n: int = 32, seed: int = 0, max_pixels: int | None = None) -> list[dict]:
+def training_examples(
+    source: str = "synthetic", n: int = 32, seed: int = 0, max_pixels: int | None = None
+) -> list[dict]:
     """A few training rows to look at, with their images.
 
     Args:

@@ -103,7 +103,8 @@ def clean_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     if not directory.is_dir():
         return []
     stale = sorted(
-        child for child in directory.iterdir()
+        child
+        for child in directory.iterdir()
         if (match := _TEMP_NAME.match(child.name)) and int(match.group(1)) != os.getpid()
     )
     for path in stale:
@@ -133,7 +134,9 @@ def copy_atomic(source: str | os.PathLike, destination: str | os.PathLike) -> Pa
         _remove(temporary)
     try:
         if source.is_dir():
-            shutil.copytree(source, temporary, ignore=lambda folder, names: [MANIFEST_NAME] if Path(folder) == source else [])
+            shutil.copytree(
+                source, temporary, ignore=lambda folder, names: [MANIFEST_NAME] if Path(folder) == source else []
+            )
             if (source / MANIFEST_NAME).is_file():
                 shutil.copy2(source / MANIFEST_NAME, temporary / MANIFEST_NAME)
             if destination.exists():

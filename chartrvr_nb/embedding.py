@@ -11,7 +11,8 @@ sentence-transformers, torch and numpy are imported inside functions.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 _EMBEDDER = None
 _REFERENCE_CACHE: OrderedDict[str, Any] = OrderedDict()

@@ -127,7 +127,8 @@ def system_report(path: str | os.PathLike = ".") -> dict[str, str]:
         gpu = None
     report["gpu"] = (
         f"{gpu.name}, {gpu.memory_gb:.1f} GiB, bf16 {'yes' if gpu.bf16 else 'no (fp16/fp32 only)'}"
-        if gpu else "none (CPU only: use --preset smoke)"
+        if gpu
+        else "none (CPU only: use --preset smoke)"
     )
     memory = _memory_gb()
     report["ram"] = f"{memory[0]:.1f} GiB total, {memory[1]:.1f} GiB available" if memory else "unknown"
@@ -209,7 +210,8 @@ def require_gpu(preset) -> None:
     if preset.requires_gpu and gpu_info() is None:
         where = (
             "In Colab: Runtime > Change runtime type > T4/L4/A100 GPU, then run the notebook again. "
-            if in_colab() else ""
+            if in_colab()
+            else ""
         )
         raise RuntimeError(
             f"Preset {preset.name!r} trains {preset.model} and needs a CUDA GPU, but none was found. "
@@ -240,21 +242,29 @@ def oom_advice(preset) -> str:
     tips = []
     if not preset.gradient_checkpointing:
         same_run = " (--preset fast)" if preset.name == "fast-nockpt" else ""
-        tips.append(f"re-enable gradient checkpointing: drop --disable-gradient-checkpointing{same_run}: "
-                    "seed figures 12-13 GB instead of 15-18 GB")
+        tips.append(
+            f"re-enable gradient checkpointing: drop --disable-gradient-checkpointing{same_run}: "
+            "seed figures 12-13 GB instead of 15-18 GB"
+        )
     if preset.batch_size > 1:
         completions_per_step = preset.batch_size * preset.grad_accum
-        tips.append(f"--batch-size 1 --grad-accum {completions_per_step} "
-                    "(same completions per optimizer step, "
-                    f"{'half' if preset.batch_size == 2 else f'1/{preset.batch_size} of'} the training micro-batch)")
+        tips.append(
+            f"--batch-size 1 --grad-accum {completions_per_step} "
+            "(same completions per optimizer step, "
+            f"{'half' if preset.batch_size == 2 else f'1/{preset.batch_size} of'} the training micro-batch)"
+        )
     if preset.max_completion_length > SHORTER_COMPLETION_LENGTH:
-        tips.append(f"--max-completion-length {SHORTER_COMPLETION_LENGTH} "
-                    f"(shorter completions; {preset.max_completion_length} now)")
+        tips.append(
+            f"--max-completion-length {SHORTER_COMPLETION_LENGTH} "
+            f"(shorter completions; {preset.max_completion_length} now)"
+        )
     smaller = SMALLER_PRESET.get(preset.name)
     if smaller:
         lighter = PRESETS[smaller].load_in_4bit and not preset.load_in_4bit
-        tips.append(f"the next smaller preset: --preset {smaller} "
-                    + ("(4-bit base weights, QLoRA: about 5 GB less)" if lighter else "(a shorter run; same memory per step)"))
+        tips.append(
+            f"the next smaller preset: --preset {smaller} "
+            + ("(4-bit base weights, QLoRA: about 5 GB less)" if lighter else "(a shorter run; same memory per step)")
+        )
     if preset.requires_gpu and not preset.load_in_4bit and smaller != "colab-t4":
         tips.append("--preset colab-t4 (4-bit base weights, QLoRA: about 5 GB less)")
     if preset.requires_gpu and not smaller:

@@ -67,7 +67,9 @@ def _build_step_figures() -> dict[tuple[str, int, bool, bool], StepFigure]:
         (REFERENCE_GPU, 2, True, False): StepFigure(30.0, (12.0, 13.0), seed),
         (REFERENCE_GPU, 2, False, False): StepFigure(21.0, (15.0, 18.0), seed),
         (REFERENCE_GPU, 4, False, False): StepFigure(
-            60.0 * 21.0 / 30.0, (15.0, 18.0), "derived from the seed guide's A100 figures (its 21/30 ratio), not measured"
+            60.0 * 21.0 / 30.0,
+            (15.0, 18.0),
+            "derived from the seed guide's A100 figures (its 21/30 ratio), not measured",
         ),
     }
     for (gpu, generations, checkpointing, _four_bit), figure in list(table.items()):
@@ -90,12 +92,14 @@ def _build_step_figures() -> dict[tuple[str, int, bool, bool], StepFigure]:
                     f"A100 figure: {figure.source})",
                 )
     cpu = StepFigure(
-        1.3, (0.0, 0.0),
+        1.3,
+        (0.0, 0.0),
         "measured: smoke run of the tiny model on 2 CPU cores, 1 torch thread, ~100-token completions "
         "(2026-11-25; plus ~1 min start-up and the first-time model build)",
     )
     cpu_4bit = StepFigure(
-        2.2, (0.0, 0.0),
+        2.2,
+        (0.0, 0.0),
         "measured: smoke run with --load-in-4bit on 2 shared CPU cores (median step 2.15 s vs 0.79 s without "
         "4-bit in the same session, 2026-12-01: bitsandbytes' CPU NF4 kernels are slower than fp32 matmuls)",
     )
@@ -172,7 +176,8 @@ def trainer_steps(
         made_of = "batch_size * grad_accum" + (f" * {world_size} processes" if world_size > 1 else "")
     elif generation_batch_size % per_round:
         raise ValueError(
-            f"generation_batch_size ({generation_batch_size}) must be divisible by batch_size * world_size ({per_round})."
+            f"generation_batch_size ({generation_batch_size}) must be divisible by "
+            f"batch_size * world_size ({per_round})."
         )
     else:
         steps_per_generation = generation_batch_size // per_round
@@ -204,8 +209,12 @@ def seed_formula_steps(num_samples: int, batch_size: int, num_epochs: float, gra
 
 # Each style's units, tried in order: (below this many seconds, seconds per unit, format).
 _DURATION_UNITS = {
-    "words": ((90, 1, "{:.0f} s"), (90 * 60, 60, "{:.0f} min"), (48 * 3600, 3600, "{:.1f} h"),
-              (math.inf, 86400, "{:.1f} days")),
+    "words": (
+        (90, 1, "{:.0f} s"),
+        (90 * 60, 60, "{:.0f} min"),
+        (48 * 3600, 3600, "{:.1f} h"),
+        (math.inf, 86400, "{:.1f} days"),
+    ),
     "ago": ((120, 1, "{:.0f} s ago"), (2 * 3600, 60, "{:.0f} min ago"), (math.inf, 3600, "{:.1f} h ago")),
 }
 
@@ -303,15 +312,22 @@ def estimate(preset, gpu: str = REFERENCE_GPU, world_size: int | None = None) ->
     if not preset.requires_gpu:
         gpu = "cpu"
     elif gpu not in MEMORY_BANDWIDTH_GBPS:
-        raise ValueError(f"Unknown GPU {gpu!r} for preset {preset.name!r}. Choose one of: {', '.join(MEMORY_BANDWIDTH_GBPS)}.")
+        raise ValueError(
+            f"Unknown GPU {gpu!r} for preset {preset.name!r}. Choose one of: {', '.join(MEMORY_BANDWIDTH_GBPS)}."
+        )
     if preset.num_samples <= 0:
         raise ValueError(
             f"Preset {preset.name!r} reads {preset.train_data!r}, whose size is unknown: set subset_size "
             "(--subset-size N) to estimate it."
         )
     steps = trainer_steps(
-        preset.num_samples, preset.num_generations, preset.batch_size, preset.grad_accum, preset.num_epochs,
-        world_size, generation_batch_size=preset.generation_batch_size,
+        preset.num_samples,
+        preset.num_generations,
+        preset.batch_size,
+        preset.grad_accum,
+        preset.num_epochs,
+        world_size,
+        generation_batch_size=preset.generation_batch_size,
     )
     seed_steps = seed_formula_steps(preset.num_samples, preset.batch_size, preset.num_epochs, preset.grad_accum)
     figure = _step_figure(preset, gpu)
@@ -358,7 +374,8 @@ def format_estimate(est: Estimate) -> str:
     memory = "n/a (CPU)" if est.gpu == "cpu" else f"{low:g}-{high:g} GB peak"
     steps = f"{est.steps:,}" + (f" (the seed's formula says {est.seed_steps:,})" if est.seed_steps != est.steps else "")
     lines = [
-        f"Preset {est.preset!r} on {GPU_NAMES[est.gpu]}" + (f", {est.processes} processes" if est.processes > 1 else ""),
+        f"Preset {est.preset!r} on {GPU_NAMES[est.gpu]}"
+        + (f", {est.processes} processes" if est.processes > 1 else ""),
         f"  optimizer steps  {steps}",
         f"  time per step    {est.seconds_per_step:.3g} s",
         f"  total time       ~{est.duration}",
@@ -409,7 +426,9 @@ def fits_gpu(preset, gpu_memory_gb: float) -> tuple[bool, str]:
     verdict = fit_verdict(figure.memory_gb, gpu_memory_gb)
     if verdict == "yes":
         return True, needs + "."
-    return False, f"{needs}: it {'may not' if verdict == 'maybe' else 'will not'} fit.\n" + env.oom_advice(preset).split("\n", 1)[1]
+    return False, f"{needs}: it {'may not' if verdict == 'maybe' else 'will not'} fit.\n" + env.oom_advice(
+        preset
+    ).split("\n", 1)[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,8 +448,10 @@ def local_estimate(preset) -> str:
     text = format_estimate(estimate(preset, gpu=key or REFERENCE_GPU))
     if preset.requires_gpu and key is None:
         found = f"no figures were measured on this GPU ({gpu.name})" if gpu else "no GPU was found on this machine"
-        text = (f"NOTE: {found}, so these are the figures of the reference GPU, the {GPU_NAMES[REFERENCE_GPU]} "
-                "of the seed guide.\n" + text)
+        text = (
+            f"NOTE: {found}, so these are the figures of the reference GPU, the {GPU_NAMES[REFERENCE_GPU]} "
+            "of the seed guide.\n" + text
+        )
     return text
 
 
@@ -475,13 +496,15 @@ def estimate_table(preset, gpus: tuple[str, ...] = COLAB_GPUS):
     for gpu in gpus if preset.requires_gpu else ("cpu",):
         est = estimate(preset, gpu=gpu)
         low, high = est.peak_memory_gb
-        rows.append({
-            "GPU": GPU_NAMES[gpu],
-            "optimizer steps": est.steps,
-            "seed formula steps": est.seed_steps,
-            "s / step": round(est.seconds_per_step, 2),
-            "total time": est.duration,
-            "GPU memory (GB)": "n/a" if gpu == "cpu" else f"{low:g}-{high:g}",
-            "fits": "yes" if gpu == "cpu" else fit_verdict(est.peak_memory_gb, GPU_MEMORY_GB[gpu]),
-        })
+        rows.append(
+            {
+                "GPU": GPU_NAMES[gpu],
+                "optimizer steps": est.steps,
+                "seed formula steps": est.seed_steps,
+                "s / step": round(est.seconds_per_step, 2),
+                "total time": est.duration,
+                "GPU memory (GB)": "n/a" if gpu == "cpu" else f"{low:g}-{high:g}",
+                "fits": "yes" if gpu == "cpu" else fit_verdict(est.peak_memory_gb, GPU_MEMORY_GB[gpu]),
+            }
+        )
     return pd.DataFrame(rows)

@@ -3,13 +3,15 @@ aggregations and headline, the ``official`` and ``chart_rvr_code`` figures, the 
 and the table of our numbers beside the paper's.
 
 Pure functions over records (dicts); the metrics themselves are :mod:`chartrvr_nb.metrics`, named
-per benchmark in :mod:`chartrvr_nb.benchmarks` (the published-table rules in :mod:`chartrvr_nb.official_scoring`). numpy and pandas are imported inside functions.
+per benchmark in :mod:`chartrvr_nb.benchmarks` (the published-table rules in
+:mod:`chartrvr_nb.official_scoring`). numpy and pandas are imported inside functions.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .benchmarks import BENCHMARKS, CHART_RVR, GROUND_TRUTH_FIELDS, QWEN_DIRECT, Benchmark
 from .metrics import AGGREGATIONS, METRICS
@@ -256,15 +258,21 @@ def _official_rows(summary: Mapping[str, Any]) -> list[tuple[str, float | None, 
     """(metric, value, n) rows for the two published-table figures of a summary, the paper's first."""
     chart_rvr, official = summary.get("chart_rvr_code") or {}, summary.get("official") or {}
     sizes = summary.get("subset_sizes") or {}
-    rows = [(f"chart_rvr_code: {chart_rvr.get('label', 'relaxed accuracy')}", chart_rvr.get("value"),
-             chart_rvr.get("n"))]
+    rows = [
+        (f"chart_rvr_code: {chart_rvr.get('label', 'relaxed accuracy')}", chart_rvr.get("value"), chart_rvr.get("n"))
+    ]
     if official:
         rows.append((f"official: {official.get('label', 'accuracy')}", official.get("value"), official.get("n")))
         breakdown = official.get("breakdown") or {}
         rows.extend((f"official: {key}", value, sizes.get(key)) for key, value in breakdown.items())
         if official.get("rows_official_code_crashes_on"):
-            rows.append(("official: rows its code crashes on (scored as if it had not)", None,
-                         official["rows_official_code_crashes_on"]))
+            rows.append(
+                (
+                    "official: rows its code crashes on (scored as if it had not)",
+                    None,
+                    official["rows_official_code_crashes_on"],
+                )
+            )
     return rows
 
 
@@ -342,7 +350,9 @@ def results_table(summary_or_summaries: Any) -> pd.DataFrame:
 
 
 def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a ``predictions.jsonl`` file (e.g. for ``plots.plot_mistakes``); a bad line is an error naming it."""
+    """The records of a ``predictions.jsonl`` file (e.g. for ``plots.plot_mistakes``).
+
+    A bad line is an error naming it."""
     from .runfiles import read_jsonl
 
     return read_jsonl(path, strict=True)

@@ -23,19 +23,25 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .answers import extract_answer, extract_between
 from .benchmark_data import load_examples, load_image
 from .benchmarks import get_benchmark
 from .checkpoints import newest_verified_checkpoint
-from .eval_results import (
-    paired_bootstrap, paper_reference, prediction_record, results_table, reward_summary, summarize,
-)
 from .console import quiet_known_warnings
 from .env import run_path
+from .eval_results import (
+    paired_bootstrap,
+    paper_reference,
+    prediction_record,
+    results_table,
+    reward_summary,
+    summarize,
+)
 from .presets import PAPER_MAX_PIXELS, EvalConfig
 from .prompts import build_messages
 
@@ -358,7 +364,11 @@ def run_evaluation(
     started = time.perf_counter()
     with model_threads(vlm_name):  # one torch thread for the tiny model on CPU, while it generates
         records = _evaluate_pass(
-            model, processor, examples, out_dir / "predictions.jsonl", config,
+            model,
+            processor,
+            examples,
+            out_dir / "predictions.jsonl",
+            config,
             description=f"{benchmark.title} ({'adapter' if adapter_path else vlm_name})",
         )
     seconds = time.perf_counter() - started
@@ -389,7 +399,11 @@ def run_evaluation(
     if config.compare_base:
         with model.disable_adapter(), model_threads(vlm_name):
             base_records = _evaluate_pass(
-                model, processor, examples, out_dir / "base_predictions.jsonl", config,
+                model,
+                processor,
+                examples,
+                out_dir / "base_predictions.jsonl",
+                config,
                 description=f"{benchmark.title} (base {vlm_name})",
             )
         summary["base"] = summarize(benchmark, base_records)

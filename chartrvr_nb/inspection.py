@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .answers import completion_text, count_steps, parse_table, table_similarity
 from .prompts import CHART_TYPES, format_completion, table_to_json
@@ -26,8 +27,8 @@ from .rewards import (
     read_answer,
     read_reasoning,
     read_steps_text,
-    read_tag_counts,
     read_table,
+    read_tag_counts,
     read_type,
 )
 
@@ -98,8 +99,10 @@ def inspect_completion(completion: Any, label: Any = None, chart_type: Any = Non
     """What each reward reads from one completion (its ``read_*`` functions): the pieces behind the scores.
 
     Example:
-        >>> info = inspect_completion("<think>\\n<type>bar</type>\\n<table>{}</table>\\n<step-1>: a\\n</think>\\n<answer>2.</answer>",
-        ...                           label="2")
+        >>> info = inspect_completion(
+        ...     "<think>\\n<type>bar</type>\\n<table>{}</table>\\n<step-1>: a\\n</think>\\n<answer>2.</answer>",
+        ...     label="2",
+        ... )
         >>> info["type"], info["answer"], info["answer_matches_label"], info["steps"]
         ('bar', '2', True, 1)
     """
@@ -170,7 +173,9 @@ def example_completions(row: Mapping[str, Any]) -> dict[str, str]:
     steps = reference_steps(row.get("reasoning")) or ["Read the value from the chart."]
     label = str(row["label"])
     correct = format_completion(chart_type, table, steps, label)
-    other_type = CHART_TYPES[(CHART_TYPES.index(chart_type) + 1) % len(CHART_TYPES)] if chart_type in CHART_TYPES else "bar"
+    other_type = (
+        CHART_TYPES[(CHART_TYPES.index(chart_type) + 1) % len(CHART_TYPES)] if chart_type in CHART_TYPES else "bar"
+    )
     table_json = table_to_json(table)
     marked_steps = "\n".join(f"<step-{i}>: {step}" for i, step in enumerate(steps, start=1))
     return {
@@ -203,35 +208,48 @@ def explain_completion(completion: Any, row: Mapping[str, Any]):
     """
     import pandas as pd
 
-
-    info = inspect_completion(completion, label=row.get("label"), chart_type=row.get("chart_type"), table=row.get("table"))
+    info = inspect_completion(
+        completion, label=row.get("label"), chart_type=row.get("chart_type"), table=row.get("table")
+    )
     scores = score_completions([completion], **reward_columns([row])).iloc[0]
     off_counts = {tag: n for tag, n in info["tag_counts"].items() if n != 1}
     parsed = info["table"]
     if isinstance(parsed, dict) and isinstance(parsed.get("columns"), list) and isinstance(parsed.get("rows"), list):
-        table_text = (f"parsed: {len(parsed['columns'])} columns, {len(parsed['rows'])} rows, "
-                      f"keys {sorted(parsed)}; match with the true table {info['table_similarity']:.2f}")
+        table_text = (
+            f"parsed: {len(parsed['columns'])} columns, {len(parsed['rows'])} rows, "
+            f"keys {sorted(parsed)}; match with the true table {info['table_similarity']:.2f}"
+        )
     elif parsed is not None:
         table_text = f"parsed, but not a {{columns, rows}} object: {shorten(parsed, 60)}"
     else:
         table_text = "no <table> block that parses as JSON"
     read = {
-        "format": "the whole text has the exact layout" if info["format_ok"]
-        else "layout differs from <think>\\n<type>…</type>\\n<table>…</table>…</think>\\n<answer>…</answer> (nothing after)",
-        "count": "every tag exactly once" if not off_counts
+        "format": "the whole text has the exact layout"
+        if info["format_ok"]
+        else "layout differs from "
+        "<think>\\n<type>…</type>\\n<table>…</table>…</think>\\n<answer>…</answer> (nothing after)",
+        "count": "every tag exactly once"
+        if not off_counts
         else "not exactly once: " + ", ".join(f"{tag!r} x{n}" for tag, n in off_counts.items()),
-        "accuracy": "no <answer> block" if info["answer"] is None
+        "accuracy": "no <answer> block"
+        if info["answer"] is None
         else f"answer {info['answer']!r} vs label {row.get('label')!r}: "
         + ("match" if info["answer_matches_label"] else "no match"),
-        "length": f"reasoning of {info['reasoning_chars']} characters (bonus for 71-250), {info['steps']} step marker(s)",
+        "length": f"reasoning of {info['reasoning_chars']} characters (bonus for 71-250), "
+        f"{info['steps']} step marker(s)",
         "chart_type": f"type {info['type']!r} vs {row.get('chart_type')!r}",
         "table_style": table_text,
         "process": f"steps {shorten(info['process_text'], 70)!r} vs the reference reasoning"
-        if info["process_text"] else "no text between </table> and </think>",
+        if info["process_text"]
+        else "no text between </table> and </think>",
     }
     rows = [
-        {"reward": name, "score": round(float(scores[name]), 3),
-         "max": "open" if REWARD_MAXIMA[name] is None else REWARD_MAXIMA[name], "what it read": read[name]}
+        {
+            "reward": name,
+            "score": round(float(scores[name]), 3),
+            "max": "open" if REWARD_MAXIMA[name] is None else REWARD_MAXIMA[name],
+            "what it read": read[name],
+        }
         for name in REWARDS
     ]
     rows.append({"reward": "total", "score": round(float(scores["total"]), 3), "max": "", "what it read": ""})
@@ -252,13 +270,15 @@ def example_summary(row: Mapping[str, Any]) -> str:
           <step-2>: Pick 5.
     """
     steps = re.split(r"\s+(?=<step-\d+>)", str(row.get("reasoning") or "").strip())
-    return "\n".join([
-        f"question    {row['query']}",
-        f"label       {row['label']}",
-        f"chart type  {row['chart_type']}",
-        "reference reasoning:",
-        *(f"  {step}" for step in steps if step),
-    ])
+    return "\n".join(
+        [
+            f"question    {row['query']}",
+            f"label       {row['label']}",
+            f"chart type  {row['chart_type']}",
+            "reference reasoning:",
+            *(f"  {step}" for step in steps if step),
+        ]
+    )
 
 
 def table_frame(table: Mapping[str, Any]):

@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .benchmarks import get_benchmark
 from .eval_results import paired_bootstrap, reward_scores
@@ -97,9 +98,10 @@ def learned(metrics: Mapping[str, Mapping[str, Any]]) -> bool:
     chart-dependent reward (:data:`IMAGE_REWARDS`) gains with its interval above 0.
 
     Example:
-        >>> learned({"total_reward": {"gain": 1.4, "ci95": [0.9, 1.9]}, "chart_type": {"gain": 0.2, "ci95": [0.1, 0.3]}})
+        >>> total = {"gain": 1.4, "ci95": [0.9, 1.9]}
+        >>> learned({"total_reward": total, "chart_type": {"gain": 0.2, "ci95": [0.1, 0.3]}})
         True
-        >>> learned({"total_reward": {"gain": 1.4, "ci95": [0.9, 1.9]}, "chart_type": {"gain": 0.1, "ci95": [-0.1, 0.3]}})
+        >>> learned({"total_reward": total, "chart_type": {"gain": 0.1, "ci95": [-0.1, 0.3]}})
         False
     """
     total = metrics["total_reward"]
@@ -116,10 +118,14 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines = [f"{'reward':<14}{'before':>8}{'after':>8}{'gain':>8}   95% CI of the gain"]
     for name, row in metrics.items():
         low, high = row["ci95"]
-        lines.append(f"{name:<14}{row['before']:>8.3f}{row['after']:>8.3f}{row['gain']:>+8.3f}   [{low:+.3f}, {high:+.3f}]")
+        lines.append(
+            f"{name:<14}{row['before']:>8.3f}{row['after']:>8.3f}{row['gain']:>+8.3f}   [{low:+.3f}, {high:+.3f}]"
+        )
     total = metrics["total_reward"]
-    image = ", ".join(f"{name} {metrics[name]['gain']:+.3f} [{metrics[name]['ci95'][0]:+.3f}, "
-                      f"{metrics[name]['ci95'][1]:+.3f}]" for name in IMAGE_REWARDS)
+    image = ", ".join(
+        f"{name} {metrics[name]['gain']:+.3f} [{metrics[name]['ci95'][0]:+.3f}, {metrics[name]['ci95'][1]:+.3f}]"
+        for name in IMAGE_REWARDS
+    )
     verdict = "LEARNED" if report["learned"] else "NOT LEARNED"
     lines.append(
         f"{verdict}: total reward {total['before']:.2f} -> {total['after']:.2f} ({total['gain']:+.2f}, 95% CI "

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .answers import relaxed_match
 from .official_scoring import chartqapro_items_score, chartqapro_trim, chartqapro_year_flags
@@ -119,7 +120,8 @@ def chartqapro_score(prediction: str, example: Mapping[str, Any]) -> float:
     flags = chartqapro_year_flags(meta.get("year_flags"), len(gold_items))
     always_exact = meta.get("question_type") in CHARTQAPRO_EXACT_TYPES
     exact = [
-        always_exact or (index < len(flags) and flags[index].strip().upper() == "YES") for index in range(len(gold_items))
+        always_exact or (index < len(flags) and flags[index].strip().upper() == "YES")
+        for index in range(len(gold_items))
     ]
     return chartqapro_items_score(gold_items, pred_items, exact)
 

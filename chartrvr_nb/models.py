@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only
     from peft import LoraConfig
@@ -32,7 +33,13 @@ QWEN_MAX_PIXELS = 28 * 28 * 1280
 # also the vision tower's MLPs (gate/up/down_proj), which is why the count includes 3,609,600
 # vision parameters.
 PAPER_LORA_TARGET_MODULES: tuple[str, ...] = (
-    "q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "up_proj",
+    "down_proj",
+    "gate_proj",
 )
 
 # Left unquantised in 4-bit (QLoRA) loading: the vision tower (0.67B of the 3B's 3.75B weights,
@@ -367,5 +374,3 @@ def meta_lora_parameter_counts(name: str = "qwen2-5-3b") -> tuple[int, int]:
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
     return count_parameters(get_peft_model(model, paper_lora_config()))
-
-

@@ -16,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from .widgets import HEADLESS_ENV
 
@@ -157,8 +158,12 @@ def run_notebooks(
             started = time.perf_counter()
             try:
                 papermill.execute_notebook(
-                    str(source), str(executed), parameters=values, cwd=str(out),
-                    kernel_name=kernel_name, progress_bar=False,
+                    str(source),
+                    str(executed),
+                    parameters=values,
+                    cwd=str(out),
+                    kernel_name=kernel_name,
+                    progress_bar=False,
                 )
             except papermill.PapermillExecutionError as error:
                 raise RuntimeError(
@@ -198,12 +203,18 @@ def drive_root_dir(drive_root: str | os.PathLike = "", use_drive: bool = True) -
         folder = env.resolve_drive_dir(drive_root)
     else:
         folder = mounted or env.resolve_drive_dir(LOCAL_DRIVE_STANDIN)
-    where = "on Google Drive" if env.in_colab() and folder.is_relative_to(env.DRIVE_MOUNT_POINT) else "(local stand-in for Drive)"
+    where = (
+        "on Google Drive"
+        if env.in_colab() and folder.is_relative_to(env.DRIVE_MOUNT_POINT)
+        else "(local stand-in for Drive)"
+    )
     print(f"Runs are mirrored to {folder} {where}.")
     return folder
 
 
-def run_dirs(preset, run_dir: str | os.PathLike = "", drive_root: str | os.PathLike | None = None) -> tuple[Path, Path | None]:
+def run_dirs(
+    preset, run_dir: str | os.PathLike = "", drive_root: str | os.PathLike | None = None
+) -> tuple[Path, Path | None]:
     """The local run folder and its mirror on Drive.
 
     Args:

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 Record = Mapping[str, Any]
 
@@ -47,10 +48,18 @@ def _by_subset(records: Sequence[Record], scores: Sequence[float]) -> dict[str, 
     return {name: _percent(values) for name, values in sorted(groups.items())}
 
 
-def _result(rule: str, label: str, value: float | None, n: int, breakdown: Mapping[str, Any],
-            crashes: int = 0, **extra: Any) -> dict[str, Any]:
-    return {"rule": rule, "label": label, "value": value, "n": n, "breakdown": dict(breakdown),
-            "rows_official_code_crashes_on": crashes, **extra}
+def _result(
+    rule: str, label: str, value: float | None, n: int, breakdown: Mapping[str, Any], crashes: int = 0, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "rule": rule,
+        "label": label,
+        "value": value,
+        "n": n,
+        "breakdown": dict(breakdown),
+        "rows_official_code_crashes_on": crashes,
+        **extra,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,7 +175,10 @@ def score_pix2struct(records: Sequence[Record]) -> dict[str, Any]:
     return _result(
         "pix2struct relaxed_correctness: best of the labels, 5% relative tolerance, every trailing % read as "
         "percent, nothing stripped (google-research/pix2struct pix2struct/metrics.py)",
-        "relaxed accuracy", _percent(scores), len(records), _by_subset(records, scores),
+        "relaxed accuracy",
+        _percent(scores),
+        len(records),
+        _by_subset(records, scores),
     )
 
 
@@ -251,7 +263,9 @@ def chartqapro_item_score(target: str, prediction: str, exact: bool, max_relativ
 
 
 def chartqapro_items_score(
-    target_items: Sequence[str], prediction_items: Sequence[str], exact: Sequence[bool],
+    target_items: Sequence[str],
+    prediction_items: Sequence[str],
+    exact: Sequence[bool],
     max_relative_change: float = 0.05,
 ) -> float:
     """The mean of the item scores, pairwise; a missing or extra item scores 0. ``exact[i]``: item i needs equal text.
@@ -265,8 +279,9 @@ def chartqapro_items_score(
         if index >= len(target_items) or index >= len(prediction_items):
             scores.append(0.0)
         else:
-            scores.append(chartqapro_item_score(
-                target_items[index], prediction_items[index], exact[index], max_relative_change))
+            scores.append(
+                chartqapro_item_score(target_items[index], prediction_items[index], exact[index], max_relative_change)
+            )
     return sum(scores) / len(scores)
 
 
@@ -324,7 +339,11 @@ def score_chartqapro(records: Sequence[Record]) -> dict[str, Any]:
         "ChartQAPro relaxed_correctness_chartqapro: year items exact, numbers within 5% (% stripped), text by ANLS "
         "0.5, lists item by item; Fact Checking and Multi Choice not exact "
         "(vis-nlp/ChartQAPro evaluate_predictions.py)",
-        "Overall", _percent(scores), len(records), breakdown, crashes,
+        "Overall",
+        _percent(scores),
+        len(records),
+        breakdown,
+        crashes,
     )
 
 
@@ -340,16 +359,46 @@ CHARTBENCH_GROUPS: dict[str, tuple[str, ...]] = {
     "pie": ("sector", "ring_wo_anno", "pie", "ring", "InteSun"),
     "scatter": ("scatter_2d", "scatter_2d_smooth", "scatter_3d"),
     "line": ("line_err", "line_multi_wi_anno", "line_multi", "line_single_wi_anno", "line_single"),
-    "bar": ("horizontal_single", "vertical_single", "horizontal_single_wi_anno", "vertical_single_wi_anno",
-            "vertical_percent_stacked", "horizontal_multi", "vertical_multi", "threeD_stacked", "vertical_stacked",
-            "horizontal_stacked", "threeD_bar_multi", "horizontal_percent_stacked", "threeD_percent_stacked"),
+    "bar": (
+        "horizontal_single",
+        "vertical_single",
+        "horizontal_single_wi_anno",
+        "vertical_single_wi_anno",
+        "vertical_percent_stacked",
+        "horizontal_multi",
+        "vertical_multi",
+        "threeD_stacked",
+        "vertical_stacked",
+        "horizontal_stacked",
+        "threeD_bar_multi",
+        "horizontal_percent_stacked",
+        "threeD_percent_stacked",
+    ),
     "radar": ("radar_single_wi_anno", "radar_single", "radar_multi_fill", "radar_multi"),
     "area": ("area", "area_stack", "area_percent"),
     "node": ("node_link", "node_link_dir", "node_link_undir"),
-    "wi_anno": ("horizontal_single_wi_anno", "vertical_single_wi_anno", "pie_pie", "pie_bar", "radar_single_wi_anno",
-                "node_link_dir", "node_link_undir", "ring_wi_anno", "line_multi_wi_anno", "line_single_wi_anno"),
-    "wo_anno": ("horizontal_single", "vertical_single", "bar_line", "line_line", "radar_single", "ring",
-                "line_multi", "line_single"),
+    "wi_anno": (
+        "horizontal_single_wi_anno",
+        "vertical_single_wi_anno",
+        "pie_pie",
+        "pie_bar",
+        "radar_single_wi_anno",
+        "node_link_dir",
+        "node_link_undir",
+        "ring_wi_anno",
+        "line_multi_wi_anno",
+        "line_single_wi_anno",
+    ),
+    "wo_anno": (
+        "horizontal_single",
+        "vertical_single",
+        "bar_line",
+        "line_line",
+        "radar_single",
+        "ring",
+        "line_multi",
+        "line_single",
+    ),
 }
 CHARTBENCH_REGULAR = ("line", "bar", "pie")
 # show_latex_table.py get_weighted_value: `accp_val * 0.8 + nqa_val * 0.2`
@@ -428,7 +477,8 @@ def _chartbench_pairs(records: Iterable[Record]) -> list[tuple[Mapping[str, Any]
             turns.setdefault(meta["pair"], {})[int(meta.get("turn") or 0)] = record
     return [
         (pair[0].get("meta") or {}, pair[0].get("prediction"), pair[1].get("prediction"))
-        for pair in turns.values() if set(pair) == {0, 1}  # a pair cut by --limit is left out
+        for pair in turns.values()
+        if set(pair) == {0, 1}  # a pair cut by --limit is left out
     ]
 
 
@@ -482,8 +532,9 @@ def score_chartbench(records: Sequence[Record]) -> dict[str, Any]:
     def combined(key: str) -> float | None:
         if key not in details["Acc+"] and key not in details["NQA"]:
             return None
-        return (CHARTBENCH_ACC_PLUS_WEIGHT * (details["Acc+"].get(key) or 0.0)
-                + CHARTBENCH_NQA_WEIGHT * (details["NQA"].get(key) or 0.0))
+        return CHARTBENCH_ACC_PLUS_WEIGHT * (details["Acc+"].get(key) or 0.0) + CHARTBENCH_NQA_WEIGHT * (
+            details["NQA"].get(key) or 0.0
+        )
 
     breakdown = {metric: details[metric]["all"] for metric in ("Acc+", "NQA", "Acc", "CoR") if "all" in details[metric]}
     for key in ("line", "bar", "pie", "regular", "area", "box", "radar", "scatter", "node", "combination", "extra"):
@@ -497,7 +548,11 @@ def score_chartbench(records: Sequence[Record]) -> dict[str, Any]:
         "ChartBench stat_all_metric.py: 'yes' anywhere in a reply means Yes; Acc+ per pair; NQA by relaxed_correctness "
         "called (reply, label); headline 0.8 x Acc+ + 0.2 x NQA (IDEA-FinAI/ChartBench Stat/stat_all_metric.py, "
         "Stat/show_latex_table.py)",
-        "0.8 x Acc+ + 0.2 x NQA", combined("all"), 2 * len(pairs) + len(numeric), breakdown, details=details,
+        "0.8 x Acc+ + 0.2 x NQA",
+        combined("all"),
+        2 * len(pairs) + len(numeric),
+        breakdown,
+        details=details,
     )
 
 
@@ -537,7 +592,10 @@ def score_evochart(records: Sequence[Record]) -> dict[str, Any]:
     return _result(
         "EvoChart README: answers with is_clear scored by string match, the others with 5% relative tolerance "
         "(no evaluation code is published)",
-        "accuracy", _percent(scores), len(records), {k: v for k, v in breakdown.items() if v is not None},
+        "accuracy",
+        _percent(scores),
+        len(records),
+        {k: v for k, v in breakdown.items() if v is not None},
     )
 
 
@@ -551,7 +609,10 @@ def score_project_metric(records: Sequence[Record]) -> dict[str, Any]:
     scores = [float(record.get("score") or 0.0) for record in records]
     return _result(
         "no official evaluation code for free-text replies: the project's metric (metrics.METRICS)",
-        "accuracy", _percent(scores), len(records), _by_subset(records, scores),
+        "accuracy",
+        _percent(scores),
+        len(records),
+        _by_subset(records, scores),
     )
 
 
@@ -606,7 +667,7 @@ def score_chart_rvr_code(records: Sequence[Record], tolerance: float = 0.05) -> 
     scores = [float(chartrl_relaxed_accuracy(r.get("answer"), r.get("prediction"), tolerance)) for r in records]
     return {
         "rule": "Chart-RVR code: mean relaxed accuracy over all examples, "
-                f"{100 * float(tolerance):g}% relative tolerance (sanchit97/chartrl metrics.relaxed_accuracy)",
+        f"{100 * float(tolerance):g}% relative tolerance (sanchit97/chartrl metrics.relaxed_accuracy)",
         "label": "relaxed accuracy",
         "value": _percent(scores),
         "n": len(records),

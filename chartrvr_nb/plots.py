@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .inspection import shorten
 
@@ -36,8 +37,10 @@ def _moving_average(values: list[float], window: int) -> list[float]:
 
 def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     points = [
-        (record["step"], float(record[key])) for record in records
-        if isinstance(record.get(key), (int, float)) and not isinstance(record.get(key), bool)
+        (record["step"], float(record[key]))
+        for record in records
+        if isinstance(record.get(key), (int, float))
+        and not isinstance(record.get(key), bool)
         and math.isfinite(record[key])
     ]
     return [step for step, _ in points], [value for _, value in points]
@@ -115,8 +118,14 @@ def plot_reward_curves(
         if any(key in record for record in records):
             panels.append((_title(key), key, None, "accuracy"))
     if any("completions/mean_length" in record for record in records):
-        panels.append(("Completion length", "completions/mean_length",
-                       ("range", "completions/min_length", "completions/max_length"), "tokens"))
+        panels.append(
+            (
+                "Completion length",
+                "completions/mean_length",
+                ("range", "completions/min_length", "completions/max_length"),
+                "tokens",
+            )
+        )
     if any("frac_reward_zero_std" in record for record in records):
         panels.append(("Groups with identical rewards", "frac_reward_zero_std", None, "fraction of groups"))
     if not panels:
@@ -140,14 +149,21 @@ def plot_reward_curves(
             std_by_step = dict(zip(*_series(records, band[1])))
             if std_by_step:
                 spread = _moving_average([std_by_step.get(step, 0.0) for step in steps], smooth)
-                ax.fill_between(steps, [m - s for m, s in zip(smoothed, spread)],
-                                [m + s for m, s in zip(smoothed, spread)], color="C0", alpha=0.15, label="± std")
+                ax.fill_between(
+                    steps,
+                    [m - s for m, s in zip(smoothed, spread)],
+                    [m + s for m, s in zip(smoothed, spread)],
+                    color="C0",
+                    alpha=0.15,
+                    label="± std",
+                )
         elif band and band[0] == "range":
             low, high = dict(zip(*_series(records, band[1]))), dict(zip(*_series(records, band[2])))
             shared = [step for step in steps if step in low and step in high]
             if shared:
-                ax.fill_between(shared, [low[s] for s in shared], [high[s] for s in shared],
-                                color="C0", alpha=0.15, label="min-max")
+                ax.fill_between(
+                    shared, [low[s] for s in shared], [high[s] for s in shared], color="C0", alpha=0.15, label="min-max"
+                )
         if key == "frac_reward_zero_std":
             ax.set_ylim(-0.02, 1.02)
         ax.set_title(panel_title)
@@ -156,7 +172,7 @@ def plot_reward_curves(
         ax.grid(alpha=0.3)
         if len(steps) > 1 and (ax is axes[0] or (band and band[0] == "range")):
             ax.legend(fontsize="small", loc="best")  # the other panels repeat the first one's key
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     run = f": {run_name}" if run_name else ""
     figure.suptitle(title or f"GRPO training{run} (to step {records[-1]['step']})")
@@ -225,7 +241,7 @@ def plot_reward_histograms(scores, bins: int = 12):
         ax.set_xlabel("reward")
         ax.set_ylabel("completions")
         ax.grid(axis="y", alpha=0.3)
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
         ax.set_visible(False)
     figure.suptitle(f"Rewards over {len(scores)} completions")
     return figure
@@ -271,8 +287,15 @@ def plot_benchmark_accuracy(table, title: str | None = None):
         bars = ax.bar(xs, values, width=width, label=label, color=color)
         for bar, value in zip(bars, headline[column]):
             if value is not None and value == value:  # NaN (no number) gets no label
-                ax.annotate(f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                            ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+                ax.annotate(
+                    f"{value:.1f}",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                )
     metric_names = [f"{b}\n({m})" if m != "accuracy" else b for b, m in zip(headline["benchmark"], headline["metric"])]
     ax.set_xticks(positions, metric_names, fontsize=8)
     ax.set_xlabel("benchmark")
@@ -333,12 +356,14 @@ def plot_mistakes(predictions, n: int = 8, columns: int = 2, title: str | None =
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title("\n".join(textwrap.wrap(shorten(record.get("question", ""), 110), 44)), fontsize=10)
-        caption = [f"gold: {shorten(record.get('answer', ''), 40)}",
-                   f"predicted: {shorten(record.get('prediction') or '(none)', 40)}"]
+        caption = [
+            f"gold: {shorten(record.get('answer', ''), 40)}",
+            f"predicted: {shorten(record.get('prediction') or '(none)', 40)}",
+        ]
         if record.get("reasoning"):
             caption += textwrap.wrap("reasoning: " + shorten(record["reasoning"], 200), 46)
         ax.set_xlabel("\n".join(caption), fontsize=10, loc="left")
-    for ax in axes[len(wrong):]:
+    for ax in axes[len(wrong) :]:
         ax.set_visible(False)
     wrong_count = sum(not r.get("correct") for r in records)
     figure.suptitle(title or f"Wrong answers ({len(wrong)} shown of {wrong_count} wrong, {len(records)} evaluated)")
@@ -377,8 +402,15 @@ def plot_before_after(metrics: Mapping[str, Mapping[str, Any]], title: str | Non
     ax.bar([p + 0.2 for p in positions], after, width=0.4, color="C0", label="after GRPO")
     for position, name, low, high in zip(positions, names, before, after):
         gain_low, gain_high = metrics[name]["ci95"]
-        ax.annotate(f"{high - low:+.2f}\n[{gain_low:+.2f}, {gain_high:+.2f}]", (position, max(low, high)),
-                    ha="center", va="bottom", fontsize=7, xytext=(0, 3), textcoords="offset points")
+        ax.annotate(
+            f"{high - low:+.2f}\n[{gain_low:+.2f}, {gain_high:+.2f}]",
+            (position, max(low, high)),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            xytext=(0, 3),
+            textcoords="offset points",
+        )
     ax.set_xticks(positions, [_title(name) for name in names], fontsize=8, rotation=20)
     ax.set_ylabel("mean reward on held-out charts")
     ax.set_ylim(0, max(before + after) * 1.25 + 0.1)

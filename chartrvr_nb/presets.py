@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .models import MODEL_REGISTRY
 from .settings import setting
@@ -61,7 +62,8 @@ def generation_batch_error(generation_batch: int, num_generations: int, made_of:
         >>> generation_batch_error(4, 2, "batch_size * grad_accum") is None
         True
         >>> print(generation_batch_error(4, 3, "batch_size * grad_accum"))
-        the generation batch (4 completions = batch_size * grad_accum) must be divisible by num_generations (3); change batch_size or num_generations
+        the generation batch (4 completions = batch_size * grad_accum) must be divisible by
+        num_generations (3); change batch_size or num_generations
     """
     if generation_batch % num_generations == 0:
         return None
@@ -91,11 +93,14 @@ class Preset:
     )
     grad_accum: int = setting(2, "gradient accumulation steps", form=True)
     gradient_checkpointing: bool = setting(
-        True, "gradient checkpointing: less memory, slower steps (seed: 12-13 GB with it, 15-18 GB without)",
-        flag="--disable-gradient-checkpointing", form=True,
+        True,
+        "gradient checkpointing: less memory, slower steps (seed: 12-13 GB with it, 15-18 GB without)",
+        flag="--disable-gradient-checkpointing",
+        form=True,
     )
     load_in_4bit: bool = setting(
-        False, "QLoRA: 4-bit NF4 base weights (colab-t4 has them; works on CPU too, with bitsandbytes' CPU kernels)",
+        False,
+        "QLoRA: 4-bit NF4 base weights (colab-t4 has them; works on CPU too, with bitsandbytes' CPU kernels)",
         form=True,
     )
     requires_gpu: bool = setting(True, "the preset needs a CUDA GPU (the tiny-model presets do not)", cli=False)
@@ -112,8 +117,9 @@ class Preset:
     )
     max_pixels: int = setting(PAPER_MAX_PIXELS, "image pixel budget: images are resized to it, never cropped")
     generation_batch_size: int | None = setting(
-        None, "completions generated per generation round, divisible by num_generations "
-        "(default: TRL's, batch_size * grad_accum)"
+        None,
+        "completions generated per generation round, divisible by num_generations "
+        "(default: TRL's, batch_size * grad_accum)",
     )
     use_vllm: bool = setting(False, "generate with vLLM (colocate) when it is installed")
     torch_compile: bool = setting(False, "compile the model with torch.compile")
@@ -124,8 +130,11 @@ class Preset:
     seed: int = setting(2025, "random seed", form=True)
     eval_dataset: str = setting("evochart", "validation benchmark, as in the seed guide", flag="--dataset-name")
     report_to: str = setting(
-        "none", "also log to this tracker (TRL's report_to); metrics.jsonl is written either way, "
-        "and W&B without a login logs offline", choices=TRACKERS, form=True,
+        "none",
+        "also log to this tracker (TRL's report_to); metrics.jsonl is written either way, "
+        "and W&B without a login logs offline",
+        choices=TRACKERS,
+        form=True,
     )
 
     def __post_init__(self) -> None:
@@ -133,9 +142,18 @@ class Preset:
         if self.model not in MODEL_REGISTRY:
             errors.append(f"model {self.model!r} is not one of {sorted(MODEL_REGISTRY)}")
         positive = (
-            "num_epochs", "num_generations", "batch_size", "grad_accum", "lora_r", "lora_alpha",
-            "max_prompt_length", "max_completion_length", "max_pixels", "save_steps",
-            "logging_steps", "sample_every",
+            "num_epochs",
+            "num_generations",
+            "batch_size",
+            "grad_accum",
+            "lora_r",
+            "lora_alpha",
+            "max_prompt_length",
+            "max_completion_length",
+            "max_pixels",
+            "save_steps",
+            "logging_steps",
+            "sample_every",
         )
         errors += _not_positive(self, positive)
         errors += _not_positive(self, ("save_total_limit", "subset_size", "generation_batch_size"), optional=True)
@@ -144,7 +162,8 @@ class Preset:
         counts = (self.num_generations, self.batch_size, self.grad_accum, self.generation_batch_size or 1)
         if all(map(_is_positive_int, counts)):
             error = generation_batch_error(
-                self.generation_batch_size or self.batch_size * self.grad_accum, self.num_generations,
+                self.generation_batch_size or self.batch_size * self.grad_accum,
+                self.num_generations,
                 "generation_batch_size" if self.generation_batch_size else "batch_size * grad_accum",
             )
             errors += [error] if error else []
@@ -286,15 +305,20 @@ class EvalConfig:
     """
 
     batch_size: int = setting(8, "examples per generation batch")
-    prompt: str = setting("rvr", "prompt style: rvr (the trained format), cot or direct", choices=DEFAULT_MAX_NEW_TOKENS)
-    max_new_tokens: int | None = setting(None, "tokens generated per answer (default: 768 for rvr and cot, 64 for direct)")
+    prompt: str = setting(
+        "rvr", "prompt style: rvr (the trained format), cot or direct", choices=DEFAULT_MAX_NEW_TOKENS
+    )
+    max_new_tokens: int | None = setting(
+        None, "tokens generated per answer (default: 768 for rvr and cot, 64 for direct)"
+    )
     max_pixels: int | None = setting(PAPER_MAX_PIXELS, "image pixel budget: images are resized to it, never cropped")
     limit: int | None = setting(None, "evaluate only the first N examples")
     seed: int = setting(2025, "seeds torch and the bootstrap")
     load_in_4bit: bool = setting(False, "load the base model in 4-bit NF4, as a QLoRA run (colab-t4) trained it")
     compare_base: bool = setting(
-        False, "also evaluate the base model (adapter disabled) on the same examples and report the difference "
-        "with a paired-bootstrap 95% interval"
+        False,
+        "also evaluate the base model (adapter disabled) on the same examples and report the difference "
+        "with a paired-bootstrap 95% interval",
     )
     data_dir: str | os.PathLike | None = setting(
         None, "folder with the released files of plotqa / chartfc, or a local copy of a hub benchmark"

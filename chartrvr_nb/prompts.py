@@ -42,8 +42,7 @@ SYSTEM_PROMPT = (
 
 DIRECT_PROMPT = "Answer the question with a single word or number."
 COT_PROMPT = (
-    "Think step by step inside <think></think>, then give only the final answer on one line "
-    "inside <answer></answer>."
+    "Think step by step inside <think></think>, then give only the final answer on one line inside <answer></answer>."
 )
 
 PROMPT_STYLES = {"rvr": SYSTEM_PROMPT, "cot": COT_PROMPT, "direct": DIRECT_PROMPT}

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import embedding
 from .answers import (
@@ -37,8 +38,16 @@ FORMAT_PATTERN = re.compile(
     r"^<think>\n<type>.*?</type>\n<table>.*?</table>.*?</think>\n<answer>.*?</answer>$", re.DOTALL
 )
 COUNTED_TOKENS = (
-    "<think>", "</think>", "<type>", "</type>", "<table>", "</table>", "<answer>", "</answer>",
-    "<think>\n<type>", "</type>\n<table>",
+    "<think>",
+    "</think>",
+    "<type>",
+    "</type>",
+    "<table>",
+    "</table>",
+    "<answer>",
+    "</answer>",
+    "<think>\n<type>",
+    "</type>\n<table>",
 )
 
 
@@ -114,7 +123,8 @@ def _texts(completions: Sequence[Any]) -> list[str]:
 
 
 def _column(values: Any, n: int) -> list:
-    """A dataset column as a list of length ``n`` (a single value repeated; missing or short columns padded with None)."""
+    """A dataset column as a list of length ``n``: a single value repeated; missing or short columns
+    padded with None."""
     if isinstance(values, (str, bytes, dict)) or values is None:
         values = [values] * n if values is not None else []
     values = list(values)[:n]
@@ -255,7 +265,8 @@ def table_style_reward(
     ]
     _log(log_extra, "table_similarity", similarities)
     return [
-        0.0 if similarity is None
+        0.0
+        if similarity is None
         else 0.5 + similarity + (0.25 if isinstance(found, dict) and set(found) == {"columns", "rows"} else 0.0)
         for found, similarity in zip(parsed, similarities)
     ]
@@ -304,7 +315,13 @@ REWARDS: dict[str, RewardFn] = {
 }
 # The highest score each reward can give (table_style has no fixed maximum).
 REWARD_MAXIMA: dict[str, float | None] = {
-    "format": 2.0, "count": 2.0, "accuracy": 1.0, "length": 2.5, "chart_type": 1.0, "table_style": None, "process": 1.0,
+    "format": 2.0,
+    "count": 2.0,
+    "accuracy": 1.0,
+    "length": 2.5,
+    "chart_type": 1.0,
+    "table_style": None,
+    "process": 1.0,
 }
 
 
@@ -320,5 +337,3 @@ def get_rewards(names: Sequence[str] | None = None) -> list[RewardFn]:
     if unknown:
         raise ValueError(f"Unknown reward(s) {unknown}. Choose from: {', '.join(REWARDS)}.")
     return [REWARDS[n] for n in names]
-
-

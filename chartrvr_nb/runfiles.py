@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from .drive import write_atomic
 

@@ -39,9 +39,9 @@ import threading
 import time
 import uuid
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from .drive import write_atomic
 from .estimate import format_duration
@@ -117,18 +117,32 @@ class LockHolder:
 
     def describe(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
-        return (f"host {self.host}, process {self.pid}, started {_utc(self.started)}, "
-                f"last heartbeat {_utc(self.heartbeat)} ({format_duration(now - self.heartbeat, 'ago')})")
+        return (
+            f"host {self.host}, process {self.pid}, started {_utc(self.started)}, "
+            f"last heartbeat {_utc(self.heartbeat)} ({format_duration(now - self.heartbeat, 'ago')})"
+        )
 
     def on_this_machine(self) -> bool:
         return self.host == socket.gethostname() and self.boot_id == _boot_id()
 
     def to_json(self) -> str:
-        return json.dumps({
-            "host": self.host, "pid": self.pid, "boot_id": self.boot_id, "command": self.command,
-            "started": self.started, "started_utc": _utc(self.started),
-            "heartbeat": self.heartbeat, "heartbeat_utc": _utc(self.heartbeat), "token": self.token,
-        }, indent=1) + "\n"
+        return (
+            json.dumps(
+                {
+                    "host": self.host,
+                    "pid": self.pid,
+                    "boot_id": self.boot_id,
+                    "command": self.command,
+                    "started": self.started,
+                    "started_utc": _utc(self.started),
+                    "heartbeat": self.heartbeat,
+                    "heartbeat_utc": _utc(self.heartbeat),
+                    "token": self.token,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 def read_lock(folder: str | os.PathLike) -> LockHolder | None:
@@ -146,9 +160,13 @@ def read_lock(folder: str | os.PathLike) -> LockHolder | None:
     try:
         data = json.loads(text)
         return LockHolder(
-            host=str(data["host"]), pid=int(data["pid"]), started=float(data["started"]),
-            heartbeat=float(data["heartbeat"]), token=str(data["token"]),
-            boot_id=str(data.get("boot_id", "")), command=str(data.get("command", "")),
+            host=str(data["host"]),
+            pid=int(data["pid"]),
+            started=float(data["started"]),
+            heartbeat=float(data["heartbeat"]),
+            token=str(data["token"]),
+            boot_id=str(data.get("boot_id", "")),
+            command=str(data.get("command", "")),
         )
     except (ValueError, KeyError, TypeError):
         return LockHolder(host="unknown", pid=-1, started=mtime, heartbeat=mtime, token="")
@@ -174,8 +192,13 @@ class RunLock:
         True
     """
 
-    def __init__(self, folders: Iterable[str | os.PathLike | None], stale_after_minutes: float = STALE_AFTER_MINUTES,
-                 force: bool = False, heartbeat_seconds: float | None = None):
+    def __init__(
+        self,
+        folders: Iterable[str | os.PathLike | None],
+        stale_after_minutes: float = STALE_AFTER_MINUTES,
+        force: bool = False,
+        heartbeat_seconds: float | None = None,
+    ):
         if not stale_after_minutes > 0:
             raise ValueError(f"The lock timeout must be a positive number of minutes, got {stale_after_minutes!r}.")
         # The same folder twice (--drive-dir equal to --output-dir) is held once.
@@ -193,8 +216,13 @@ class RunLock:
 
     def _record(self) -> LockHolder:
         return LockHolder(
-            host=socket.gethostname(), pid=os.getpid(), started=self.started, heartbeat=time.time(),
-            token=self.token, boot_id=_boot_id(), command=" ".join(sys.argv)[:300],
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started=self.started,
+            heartbeat=time.time(),
+            token=self.token,
+            boot_id=_boot_id(),
+            command=" ".join(sys.argv)[:300],
         )
 
     def _free_because(self, holder: LockHolder, now: float) -> str | None:
@@ -202,8 +230,10 @@ class RunLock:
         if holder.token and holder.on_this_machine() and not _process_running(holder.pid):
             return f"its process {holder.pid} on this machine has ended"
         if now - holder.heartbeat > self.stale_after:
-            return (f"its last heartbeat is {format_duration(now - holder.heartbeat, 'ago')}, older than the "
-                    f"{self.stale_after / 60:g} min lock timeout")
+            return (
+                f"its last heartbeat is {format_duration(now - holder.heartbeat, 'ago')}, older than the "
+                f"{self.stale_after / 60:g} min lock timeout"
+            )
         return None
 
     def _locked_message(self, folder: Path, holder: LockHolder) -> str:
@@ -249,7 +279,7 @@ class RunLock:
         how = f"Took over the stale lock ({reason})" if reason else "Force-unlocked: took over the lock"
         logger.info(f"{how} on {folder} from {holder.describe(now)}.")
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Take every folder's lock (or none: on failure those taken are released) and start the heartbeat.
 
         Raises:
@@ -284,8 +314,11 @@ class RunLock:
             except OSError as error:
                 if folder not in self._warned:  # e.g. Drive unmounted: keep training, keep trying
                     self._warned.add(folder)
-                    warnings.warn(f"Could not refresh the run lock in {folder} ({error}); retrying every "
-                                  f"{self.heartbeat_seconds:g} s.", stacklevel=2)
+                    warnings.warn(
+                        f"Could not refresh the run lock in {folder} ({error}); retrying every "
+                        f"{self.heartbeat_seconds:g} s.",
+                        stacklevel=2,
+                    )
 
     def check(self) -> None:
         """Raise :class:`RunLockLostError` once another run has taken this run's lock over."""
@@ -310,7 +343,7 @@ class RunLock:
                     (folder / LOCK_FILE).unlink()
         self._held = []
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc_info) -> None:
@@ -326,7 +359,9 @@ def launched_as_rank_zero() -> bool:
 
 
 @contextlib.contextmanager
-def holding(folders: Iterable[str | os.PathLike | None], main_process: bool = True, **options) -> Iterator[RunLock | None]:
+def holding(
+    folders: Iterable[str | os.PathLike | None], main_process: bool = True, **options
+) -> Iterator[RunLock | None]:
     """Hold ``folders`` for the block (yielding the :class:`RunLock`), or nothing off the main process.
 
     Args:

@@ -9,7 +9,8 @@ imported inside functions.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .answers import completion_text
 from .inspection import REWARD_COLUMNS, shorten
@@ -63,8 +64,15 @@ def recent_samples(records: Sequence[Mapping[str, Any]], steps: int = 2):
     rows = []
     for record in (r for r in records if r.get("step") in kept):
         rewards = {name: round(value, 2) for name, value in sample_rewards(record).items()}
-        rows.append({"step": record["step"], "label": record.get("label"), "completion": record.get("completion"),
-                     "total": round(sum(rewards.values()), 2), **rewards})
+        rows.append(
+            {
+                "step": record["step"],
+                "label": record.get("label"),
+                "completion": record.get("completion"),
+                "total": round(sum(rewards.values()), 2),
+                **rewards,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -107,17 +115,19 @@ def samples_table(records: Sequence[Mapping[str, Any]], step: int | None = None)
         flags = []
         if rewards.get("format") == _FORMAT_MAX and rewards.get("accuracy") == 0:
             flags.append("format ok, answer wrong")
-        rows.append({
-            "group": record.get("group", 0),
-            "sample": index,
-            **rewards,
-            "total": sum(rewards.values()),
-            "advantage": record.get("advantage", math.nan),
-            "flag": flags,
-            "answer": read_answer(completion_text(record.get("completion", ""))) or "",
-            "label": record.get("label"),
-            "completion": completion_text(record.get("completion", "")),
-        })
+        rows.append(
+            {
+                "group": record.get("group", 0),
+                "sample": index,
+                **rewards,
+                "total": sum(rewards.values()),
+                "advantage": record.get("advantage", math.nan),
+                "flag": flags,
+                "answer": read_answer(completion_text(record.get("completion", ""))) or "",
+                "label": record.get("label"),
+                "completion": completion_text(record.get("completion", "")),
+            }
+        )
     frame = pd.DataFrame(rows)
     spread = frame.groupby("group")["total"].transform(lambda totals: totals.max() - totals.min())
     no_signal = (spread < 1e-6) & (frame.groupby("group")["total"].transform("size") > 1)
@@ -135,22 +145,26 @@ def group_summary(table):
         >>> table = pd.DataFrame({"group": [0, 0, 1, 1], "label": ["7", "7", "3", "3"], "total": [2.0, 3.0, 4.0, 4.0],
         ...                       "flag": ["format ok, answer wrong", "", "no signal", "no signal"]})
         >>> group_summary(table).to_dict("records")
-        [{'group': 0, 'label': '7', 'completions': 2, 'lowest total': 2.0, 'highest total': 3.0, 'learning signal': 'yes', 'format ok, answer wrong': 1},
-         {'group': 1, 'label': '3', 'completions': 2, 'lowest total': 4.0, 'highest total': 4.0, 'learning signal': 'no: all equal', 'format ok, answer wrong': 0}]
+        [{'group': 0, 'label': '7', 'completions': 2, 'lowest total': 2.0, 'highest total': 3.0,
+          'learning signal': 'yes', 'format ok, answer wrong': 1},
+         {'group': 1, 'label': '3', 'completions': 2, 'lowest total': 4.0, 'highest total': 4.0,
+          'learning signal': 'no: all equal', 'format ok, answer wrong': 0}]
     """
     import pandas as pd
 
     rows = []
     for group, members in table.groupby("group", sort=True):
-        rows.append({
-            "group": group,
-            "label": members["label"].iloc[0],
-            "completions": len(members),
-            "lowest total": round(float(members["total"].min()), 3),
-            "highest total": round(float(members["total"].max()), 3),
-            "learning signal": "no: all equal" if members["flag"].str.contains("no signal").all() else "yes",
-            "format ok, answer wrong": int(members["flag"].str.contains("format ok, answer wrong").sum()),
-        })
+        rows.append(
+            {
+                "group": group,
+                "label": members["label"].iloc[0],
+                "completions": len(members),
+                "lowest total": round(float(members["total"].min()), 3),
+                "highest total": round(float(members["total"].max()), 3),
+                "learning signal": "no: all equal" if members["flag"].str.contains("no signal").all() else "yes",
+                "format ok, answer wrong": int(members["flag"].str.contains("format ok, answer wrong").sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -165,9 +179,11 @@ def format_samples(records: Sequence[Mapping[str, Any]], step: int | None = None
     table = samples_table(records, step)
     summary = group_summary(table)
     step = sample_steps(records)[-1] if step is None else step
-    lines = [f"step {step}: {len(table)} completions in {len(summary)} prompt group(s); "
-             f"{int((summary['learning signal'] != 'yes').sum())} without learning signal, "
-             f"{int(summary['format ok, answer wrong'].sum())} with full format but a wrong answer"]
+    lines = [
+        f"step {step}: {len(table)} completions in {len(summary)} prompt group(s); "
+        f"{int((summary['learning signal'] != 'yes').sum())} without learning signal, "
+        f"{int(summary['format ok, answer wrong'].sum())} with full format but a wrong answer"
+    ]
     numbers = [name for name in (*REWARDS, "total", "advantage") if name in table.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 2):
         for group, members in table.groupby("group", sort=True):

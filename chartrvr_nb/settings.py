@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 
 def setting(
-    default: Any, help: str, *, flag: str | None = None, choices: Sequence | None = None, form: bool = False,
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    choices: Sequence | None = None,
+    form: bool = False,
     cli: bool = True,
 ) -> Any:
     """A dataclass field that carries its help text and how people set it (in the field's metadata).
@@ -87,8 +93,17 @@ def options(settings_class: type) -> tuple[Option, ...]:
         flag = field.metadata["flag"] or (
             f"--no-{field.name}" if kind is bool and field.default else f"--{field.name}"
         ).replace("_", "-")
-        found.append(Option(field.name, flag, field.metadata["help"], kind, field.default,
-                            field.metadata["choices"], field.metadata["form"]))
+        found.append(
+            Option(
+                field.name,
+                flag,
+                field.metadata["help"],
+                kind,
+                field.default,
+                field.metadata["choices"],
+                field.metadata["form"],
+            )
+        )
     return tuple(found)
 
 

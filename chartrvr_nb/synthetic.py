@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .prompts import format_completion
 
@@ -228,7 +229,11 @@ def _scatter_table(rng: random.Random, count: int, decimals: bool) -> _TablePart
 def _bubble_table(rng: random.Random, count: int, decimals: bool) -> _TableParts:
     label_column = rng.choice(["Country", "Product"])
     labels = rng.sample(_CATEGORIES[label_column], count)
-    return [label_column, "X", "Y", "Size"], labels, [_distinct_values(rng, count, 1, 50, decimals=False) for _ in range(3)]
+    return (
+        [label_column, "X", "Y", "Size"],
+        labels,
+        [_distinct_values(rng, count, 1, 50, decimals=False) for _ in range(3)],
+    )
 
 
 def _pie_table(rng: random.Random, count: int, decimals: bool) -> _TableParts:
@@ -351,14 +356,19 @@ class ChartKind:
 CHART_KINDS: dict[str, ChartKind] = {
     "line": ChartKind(_time_series_table, _draw_line, category_axis=True),
     "bar": ChartKind(partial(_category_table, allow_decimals=True), _draw_bar, category_axis=True),
-    "stacked bar": ChartKind(partial(_two_series_table, label_columns=("Country", "Product", "Month")),
-                             _draw_stacked_bar, rows=3, category_axis=True),
+    "stacked bar": ChartKind(
+        partial(_two_series_table, label_columns=("Country", "Product", "Month")),
+        _draw_stacked_bar,
+        rows=3,
+        category_axis=True,
+    ),
     "pie": ChartKind(_pie_table, _draw_pie, value_axis=False),
     "histogram": ChartKind(_histogram_table, _draw_histogram, category_axis=True),
     "scatterplot": ChartKind(_scatter_table, _draw_scatterplot),
     "area": ChartKind(_time_series_table, _draw_area, category_axis=True),
-    "stacked area": ChartKind(partial(_two_series_table, label_columns=_ORDERED_LABELS), _draw_stacked_area, rows=3,
-                              category_axis=True),
+    "stacked area": ChartKind(
+        partial(_two_series_table, label_columns=_ORDERED_LABELS), _draw_stacked_area, rows=3, category_axis=True
+    ),
     "bubble": ChartKind(_bubble_table, _draw_bubble, rows=3, value_axis=False),
     "treemap": ChartKind(partial(_category_table, allow_decimals=False), _draw_treemap, value_axis=False),
 }
@@ -507,5 +517,3 @@ def synthetic_completion(row: dict[str, Any]) -> str:
         True
     """
     return format_completion(row["chart_type"], row["table"], row["steps"], row["label"])
-
-

@@ -157,17 +157,18 @@ def tiny_model_dir(cache_dir: str | os.PathLike | None = None, name: str = "tiny
     return Path(cache_dir or cache_root()).expanduser() / _recipe(name).folder
 
 
-
 def _synthetic_examples(count: int, seed: int, chart_types: tuple[str, ...] | None = None) -> list[dict]:
     """Text-only synthetic rows (with their reasoning steps), chart types (default all) in rotation."""
     import random
 
-    from .synthetic import QUESTION_KINDS, make_synthetic_example
     from .prompts import CHART_TYPES
+    from .synthetic import QUESTION_KINDS, make_synthetic_example
 
     types = chart_types or CHART_TYPES
     rng = random.Random(seed)
-    return [make_synthetic_example(types[index % len(types)], rng.choice(QUESTION_KINDS), rng) for index in range(count)]
+    return [
+        make_synthetic_example(types[index % len(types)], rng.choice(QUESTION_KINDS), rng) for index in range(count)
+    ]
 
 
 def _tokenizer_corpus(count: int = 1500) -> list[str]:
@@ -337,7 +338,9 @@ def _warm_start_examples(model, processor, rows: list[dict]) -> list[dict]:
     for row in rows:
         prompt = processor.apply_chat_template(build_messages(row["query"]), add_generation_prompt=True, tokenize=False)
         encoded = processor(text=[prompt], images=[row["image"]], return_tensors="pt")
-        completion_ids = tokenizer(row.get("target") or synthetic_completion(row), add_special_tokens=False)["input_ids"]
+        completion_ids = tokenizer(row.get("target") or synthetic_completion(row), add_special_tokens=False)[
+            "input_ids"
+        ]
         target = torch.tensor(completion_ids + [end_of_turn])
         prompt_ids = encoded["input_ids"][0]
         with torch.no_grad():

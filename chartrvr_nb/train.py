@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from . import console, runlock, tracking
 from .presets import Preset
@@ -22,7 +23,16 @@ from .runfiles import ADAPTER_DIR, METRICS_FILE, SAMPLES_FILE, read_run_config, 
 logger = logging.getLogger(__name__)
 
 # Fields that may change between the first run and a resumed one without changing what is trained.
-_RESUMABLE_CHANGES = {"save_steps", "save_total_limit", "logging_steps", "sample_every", "use_vllm", "torch_compile", "eval_dataset", "report_to"}
+_RESUMABLE_CHANGES = {
+    "save_steps",
+    "save_total_limit",
+    "logging_steps",
+    "sample_every",
+    "use_vllm",
+    "torch_compile",
+    "eval_dataset",
+    "report_to",
+}
 
 
 @dataclass
@@ -114,7 +124,8 @@ def _check_run_config(output_dir: Path, preset: Preset) -> None:
         return
     current = preset.to_dict()
     changed = sorted(
-        k for k in current
+        k
+        for k in current
         if k in previous and k not in _RESUMABLE_CHANGES and k != "name" and previous[k] != current[k]
     )
     if changed:
@@ -182,13 +193,28 @@ def train(
     # One writer per folder: rank 0 holds the run folder and its Drive folder from before torch is
     # even imported (a refused start returns in a second) until the run ends, however it ends. The
     # tiny model on CPU trains on one torch thread; the process's setting is restored after.
-    with runlock.holding([output_dir, drive], main_process=runlock.launched_as_rank_zero(), force=force_unlock,
-                         stale_after_minutes=lock_timeout) as lock, model_threads(preset.model):
+    with (
+        runlock.holding(
+            [output_dir, drive],
+            main_process=runlock.launched_as_rank_zero(),
+            force=force_unlock,
+            stale_after_minutes=lock_timeout,
+        ) as lock,
+        model_threads(preset.model),
+    ):
         return _train_in_locked_folder(preset, output_dir, drive, lock, keep_last, max_steps, callbacks, verbose)
 
 
-def _train_in_locked_folder(preset: Preset, output_dir: Path, drive: Path | None, lock: runlock.RunLock | None,
-                            keep_last: int, max_steps: int | None, callbacks: Sequence[Any], verbose: bool) -> TrainResult:
+def _train_in_locked_folder(
+    preset: Preset,
+    output_dir: Path,
+    drive: Path | None,
+    lock: runlock.RunLock | None,
+    keep_last: int,
+    max_steps: int | None,
+    callbacks: Sequence[Any],
+    verbose: bool,
+) -> TrainResult:
     """The run itself, its folders held (``lock`` is None off rank 0): resume, load, train, save."""
     from . import checkpoints, env
     from .data import load_train_dataset, prepare_grpo_dataset
@@ -241,8 +267,10 @@ def _train_in_locked_folder(preset: Preset, output_dir: Path, drive: Path | None
     tracker = attach_trackers(trainer, preset.report_to, preset.to_dict(), output_dir)
     if preset.load_in_4bit:
         if is_main:
-            logger.info(f"Base model {preset.model} in 4-bit NF4 (bitsandbytes; compute {str(model.dtype)[6:]}, vision tower "
-                        "and lm_head unquantised); LoRA adapters train in float32.")
+            logger.info(
+                f"Base model {preset.model} in 4-bit NF4 (bitsandbytes; compute {str(model.dtype)[6:]}, vision tower "
+                "and lm_head unquantised); LoRA adapters train in float32."
+            )
     with env.explain_oom(preset), checkpoints.explain_disk_full(output_dir), _quiet_and_tracked(preset, output_dir):
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 

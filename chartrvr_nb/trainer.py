@@ -23,8 +23,9 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from transformers import TrainerCallback
@@ -33,7 +34,13 @@ from transformers.trainer_callback import ProgressCallback
 from trl import GRPOTrainer
 
 from .answers import completion_text
-from .checkpoints import TRAINER_STATE_NAME, checkpoint_problem, is_complete_checkpoint, prune_checkpoints, write_manifest
+from .checkpoints import (
+    TRAINER_STATE_NAME,
+    checkpoint_problem,
+    is_complete_checkpoint,
+    prune_checkpoints,
+    write_manifest,
+)
 from .console import step_line
 from .drive import copy_atomic
 from .estimate import format_duration
@@ -329,7 +336,9 @@ class PresetToTrackers(TrainerCallback):
                 ]
 
 
-def attach_trackers(trainer, report_to: str, preset: Mapping[str, Any], output_dir: str | Path) -> PresetToTrackers | None:
+def attach_trackers(
+    trainer, report_to: str, preset: Mapping[str, Any], output_dir: str | Path
+) -> PresetToTrackers | None:
     """Aim the trainer's tracker at the run folder and record the preset in it.
 
     Returns:

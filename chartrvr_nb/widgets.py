@@ -13,8 +13,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 # Set to 1 to force headless behaviour (``run_notebooks`` does, for its papermill kernels).
 HEADLESS_ENV = "CHARTRVR_NB_HEADLESS"
@@ -81,21 +82,31 @@ class Form:
             label = name.replace("_", " ")
             if name in self._choices and isinstance(value, list):
                 # One row per choice, so every choice shows whole (the default shows 5 and cuts the 6th).
-                widget = ipywidgets.SelectMultiple(options=self._choices[name], value=tuple(value), description=label,
-                                                   rows=len(self._choices[name]), style=style)
+                widget = ipywidgets.SelectMultiple(
+                    options=self._choices[name],
+                    value=tuple(value),
+                    description=label,
+                    rows=len(self._choices[name]),
+                    style=style,
+                )
             elif name in self._choices:
                 widget = ipywidgets.Dropdown(options=self._choices[name], value=value, description=label, style=style)
             elif isinstance(value, bool):
                 # The label sits right of the box: give it the room it needs instead of the default width.
-                widget = ipywidgets.Checkbox(value=value, description=label, style=style,
-                                             layout=ipywidgets.Layout(width="auto"))
+                widget = ipywidgets.Checkbox(
+                    value=value, description=label, style=style, layout=ipywidgets.Layout(width="auto")
+                )
             elif isinstance(value, int):
                 widget = ipywidgets.IntText(value=value, description=label, style=style)
             elif isinstance(value, float):
                 widget = ipywidgets.FloatText(value=value, description=label, style=style)
             else:
-                widget = ipywidgets.Text(value="" if value is None else str(value), description=label,
-                                         style=style, layout=ipywidgets.Layout(width="70%"))
+                widget = ipywidgets.Text(
+                    value="" if value is None else str(value),
+                    description=label,
+                    style=style,
+                    layout=ipywidgets.Layout(width="70%"),
+                )
             self._widgets[name] = widget
         heading = ipywidgets.HTML(f"<b>{self.title}</b> (change values here, then run the next cell)")
         return ipywidgets.VBox([heading, *self._widgets.values()])
@@ -148,7 +159,9 @@ class PresetForm(Form):
                 fields[option.dest] = (value or option.default, list(option.choices))
             else:  # the type's empty value (0, "", unticked) keeps the preset's
                 fields[option.dest] = option.type(value or option.type())
-        super().__init__("Training preset (numbers at 0 keep the preset's value)", preset=(preset, list(PRESETS)), **fields)
+        super().__init__(
+            "Training preset (numbers at 0 keep the preset's value)", preset=(preset, list(PRESETS)), **fields
+        )
 
     def preset(self):
         """The chosen preset with the form's values applied (``presets.get_preset``)."""
@@ -181,8 +194,11 @@ def reward_inspector(row: dict, completions: dict[str, str] | None = None):
     from IPython.display import display
 
     start = ipywidgets.Dropdown(options=list(completions), description="start from")
-    editor = ipywidgets.Textarea(value=next(iter(completions.values())), continuous_update=False,
-                                 layout=ipywidgets.Layout(width="100%", height="240px"))
+    editor = ipywidgets.Textarea(
+        value=next(iter(completions.values())),
+        continuous_update=False,
+        layout=ipywidgets.Layout(width="100%", height="240px"),
+    )
     explanation = ipywidgets.Output()
 
     def show_scores(_change=None):
@@ -303,8 +319,10 @@ def samples_browser(runs, step: int | None = None):
     given = [runs] if isinstance(runs, (str, os.PathLike)) else list(runs)
     folders = [Path(run) for run in given if Path(run).is_file() or (Path(run) / SAMPLES_FILE).is_file()]
     if not folders:
-        print(f"No {SAMPLES_FILE} in {', '.join(map(str, given)) or 'the given folders'} yet: train a run first "
-              "(02_train, or python -m chartrvr_nb grpo --preset smoke --output-dir runs/smoke), then run this again.")
+        print(
+            f"No {SAMPLES_FILE} in {', '.join(map(str, given)) or 'the given folders'} yet: train a run first "
+            "(02_train, or python -m chartrvr_nb grpo --preset smoke --output-dir runs/smoke), then run this again."
+        )
         return None
     if not is_interactive():
         print(format_samples(load_samples(folders[0]), step=step))
@@ -367,9 +385,11 @@ def _sample_groups(records: list[dict], step: int, on_inspect) -> list:
     for group, members in table.groupby("group", sort=True):
         first = records[int(members["sample"].iloc[0])]
         signal = summary.loc[group, "learning signal"]
-        heading = (f"<b>group {group}</b>: {html.escape(str(first.get('query')))} &nbsp; label "
-                   f"<code>{html.escape(str(first.get('label')))}</code>"
-                   + ("" if signal == "yes" else " &nbsp; <b style='color:#b00'>no learning signal: all totals equal</b>"))
+        heading = (
+            f"<b>group {group}</b>: {html.escape(str(first.get('query')))} &nbsp; label "
+            f"<code>{html.escape(str(first.get('label')))}</code>"
+            + ("" if signal == "yes" else " &nbsp; <b style='color:#b00'>no learning signal: all totals equal</b>")
+        )
         cards = []
         for _, sample in members.iterrows():
             scores = "".join(
@@ -399,8 +419,10 @@ def tensorboard(run_dir: str | os.PathLike, report_to: str):
 
     logdir = Path(run_dir) / TENSORBOARD_DIR
     if report_to != "tensorboard":
-        print(f"This run reports to {report_to!r}; pick report_to 'tensorboard' in the form above to see TensorBoard "
-              "here. The same curves are in the run's metrics.jsonl (section 5).")
+        print(
+            f"This run reports to {report_to!r}; pick report_to 'tensorboard' in the form above to see TensorBoard "
+            "here. The same curves are in the run's metrics.jsonl (section 5)."
+        )
         return
     if not is_interactive():
         print(f"TensorBoard events: {logdir}\nview them with: tensorboard --logdir {logdir}")

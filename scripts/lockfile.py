@@ -1,7 +1,7 @@
 """Read requirements-lock.txt, compare two locks, and keep requirements-colab.txt's pins equal to the lock.
 
-    python scripts/lockfile.py diff OLD_LOCK NEW_LOCK     # what moved, one package a line
-    python scripts/lockfile.py sync-colab LOCK COLAB_FILE  # rewrite COLAB_FILE's pins from LOCK
+python scripts/lockfile.py diff OLD_LOCK NEW_LOCK     # what moved, one package a line
+python scripts/lockfile.py sync-colab LOCK COLAB_FILE  # rewrite COLAB_FILE's pins from LOCK
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def sync_colab(lock: str | Path, colab: str | Path) -> list[str]:
         match = PIN.match(line)
         if match and canonical(match[1]) in pins and match[2] != pins[canonical(match[1])]:
             changed.append(f"{match[1]}: {match[2]} -> {pins[canonical(match[1])]}")
-            line = f"{match[1]}=={pins[canonical(match[1])]}{line[match.end():]}"
+            line = f"{match[1]}=={pins[canonical(match[1])]}{line[match.end() :]}"
         text.append(line)
     Path(colab).write_text("\n".join(text) + "\n")
     return changed

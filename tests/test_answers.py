@@ -94,7 +94,10 @@ def test_completion_text_handles_strings_messages_and_garbage():
     messages = [
         {"role": "user", "content": "q"},
         {"role": "assistant", "content": "first"},
-        {"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "image"}, {"type": "text", "text": "b"}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "a"}, {"type": "image"}, {"type": "text", "text": "b"}],
+        },
     ]
     assert completion_text(messages) == "a b"
     assert completion_text([{"role": "assistant", "content": "plain"}]) == "plain"
@@ -104,7 +107,10 @@ def test_completion_text_handles_strings_messages_and_garbage():
 
 
 def test_parse_table_keeps_numbers_as_written():
-    assert parse_table('{"columns": ["a"], "rows": [[1.50, 2, -0.0]]}') == {"columns": ["a"], "rows": [["1.50", "2", "-0.0"]]}
+    assert parse_table('{"columns": ["a"], "rows": [[1.50, 2, -0.0]]}') == {
+        "columns": ["a"],
+        "rows": [["1.50", "2", "-0.0"]],
+    }
 
 
 def test_parse_table_prefers_json_fence_and_drops_newlines():

@@ -37,12 +37,25 @@ ALLOWED = {  # part -> the other parts it may use
     "Scoring": set(),
 }
 NEVER = {  # spelled out in the document; ALLOWED already excludes them, this names them in failures
-    ("Scoring", "Train"), ("Scoring", "Models"), ("Scoring", "Face"), ("Scoring", "Cells"),
-    ("Train", "Face"), ("Train", "Cells"), ("Train", "Plots"), ("Train", "Workflows"),
-    ("Eval", "Face"), ("Eval", "Cells"), ("Eval", "Plots"), ("Eval", "Workflows"),
-    ("Plots", "Train"), ("Plots", "Eval"), ("Plots", "Models"),
-    ("Data", "Train"), ("Data", "Config"),
-    ("Config", "Train"), ("Config", "Data"),
+    ("Scoring", "Train"),
+    ("Scoring", "Models"),
+    ("Scoring", "Face"),
+    ("Scoring", "Cells"),
+    ("Train", "Face"),
+    ("Train", "Cells"),
+    ("Train", "Plots"),
+    ("Train", "Workflows"),
+    ("Eval", "Face"),
+    ("Eval", "Cells"),
+    ("Eval", "Plots"),
+    ("Eval", "Workflows"),
+    ("Plots", "Train"),
+    ("Plots", "Eval"),
+    ("Plots", "Models"),
+    ("Data", "Train"),
+    ("Data", "Config"),
+    ("Config", "Train"),
+    ("Config", "Data"),
 }
 PART_OF = {module: part for part, modules in PARTS.items() for module in modules}
 
@@ -91,7 +104,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for target in sorted(graph.get(node, ())):
             if state.get(target) == "open":
-                return stack[stack.index(target):] + [target]
+                return stack[stack.index(target) :] + [target]
             if target not in state:
                 cycle = visit(target)
                 if cycle:

@@ -13,7 +13,9 @@ import pytest
 from bench import rewards as bench_rewards
 from bench.random_3b import fill_pixel_budget
 
-RATIO = re.compile(r"^RATIO (?P<what>.+): (?P<new>.+?) (?P<new_rate>[\d.]+) vs (?P<old>.+?) (?P<old_rate>[\d.]+) = (?P<ratio>[\d.]+)x$")
+RATIO = re.compile(
+    r"^RATIO (?P<what>.+): (?P<new>.+?) (?P<new_rate>[\d.]+) vs (?P<old>.+?) (?P<old_rate>[\d.]+) = (?P<ratio>[\d.]+)x$"
+)
 
 
 @pytest.fixture
@@ -45,8 +47,12 @@ def test_rewards_bench_prints_first_step_and_steady_state_ratios(one_thread, cap
 
 def test_reward_bench_batch_groups_share_one_reference():
     rows = [
-        {"chart_type": "bar", "table": {"columns": ["x", "y"], "rows": [["a", "1"], ["b", "3"]]},
-         "label": "3", "reasoning": f"<step-1>: Read b. <step-2>: It is 3 (row {i})."}
+        {
+            "chart_type": "bar",
+            "table": {"columns": ["x", "y"], "rows": [["a", "1"], ["b", "3"]]},
+            "label": "3",
+            "reasoning": f"<step-1>: Read b. <step-2>: It is 3 (row {i}).",
+        }
         for i in range(3)
     ]
     completions, columns = bench_rewards.make_step_batch(rows, generations=4, step=0, seed=1)
@@ -60,8 +66,12 @@ def test_reward_bench_batch_groups_share_one_reference():
 def test_every_completion_variant_is_scored_without_error():
     import random
 
-    row = {"chart_type": "pie", "table": {"columns": ["k", "v"], "rows": [["a", "2"]]}, "label": "2",
-           "reasoning": "<step-1>: Read a. <step-2>: It is 2."}
+    row = {
+        "chart_type": "pie",
+        "table": {"columns": ["k", "v"], "rows": [["a", "2"]]},
+        "label": "2",
+        "reasoning": "<step-1>: Read a. <step-2>: It is 2.",
+    }
     from chartrvr_nb.rewards import format_reward
 
     texts = {v: bench_rewards.make_completion(row, v, random.Random(0)) for v in bench_rewards.VARIANTS}

@@ -31,8 +31,15 @@ from chartrvr_nb.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOTS = env.run_root() / "runs" / "browser_test"
 NOTEBOOK = "01_reward_inspection.ipynb"
 # A reward table's cells, by reward name, for the inspector holding ``textarea``.
@@ -71,16 +78,33 @@ def jupyter(tmp_path, tiny_model_dir):
         path.write_text(json.dumps(values))
     port, token = free_port(), "chartrvr-browser-test"
     environment = {
-        **os.environ, env.RUN_ROOT_ENV: str(run_root), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        **os.environ,
+        env.RUN_ROOT_ENV: str(run_root),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
     }
     environment.pop("CHARTRVR_NB_HEADLESS", None)
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-         f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={served}", "--LabApp.expose_app_in_browser=True",
-         f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"],
-        env=environment, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "jupyter.log", "w"),
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={served}",
+            "--LabApp.expose_app_in_browser=True",
+            f"--LabApp.user_settings_dir={settings}",
+            f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+        ],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "jupyter.log", "w"),
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -121,7 +145,10 @@ def test_reward_inspector_and_samples_browser_in_jupyterlab(jupyter):
     with sync_playwright() as playwright:
         # A fresh profile each time; fails (not skips) when Chromium is missing or cannot start.
         browser = playwright.chromium.launch_persistent_context(
-            str(run.parent / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+            str(run.parent / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
             viewport={"width": 1400, "height": 1000},
         )
         try:
@@ -143,11 +170,16 @@ def test_reward_inspector_and_samples_browser_in_jupyterlab(jupyter):
             editor = page.locator(".widget-textarea textarea").first
             assert wait_for_scores(editor, {"format": 2.0, "count": 2.0, "accuracy": 1.0})["accuracy"] == 1.0
             # Nothing but the table under the text area: no "Loading weights" bar, no library log line.
-            leftover = editor.evaluate("t => t.closest('.widget-vbox').querySelectorAll("
-                                       "'[data-mime-type=\"application/vnd.jupyter.stderr\"]').length")
-            assert leftover == 0 and "Loading weights" not in editor.evaluate("t => t.closest('.widget-vbox').innerText")
+            leftover = editor.evaluate(
+                "t => t.closest('.widget-vbox').querySelectorAll("
+                "'[data-mime-type=\"application/vnd.jupyter.stderr\"]').length"
+            )
+            assert leftover == 0 and "Loading weights" not in editor.evaluate(
+                "t => t.closest('.widget-vbox').innerText"
+            )
             editor.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]").screenshot(
-                path=str(SCREENSHOTS / "reward_inspector_start.png"))
+                path=str(SCREENSHOTS / "reward_inspector_start.png")
+            )
             correct = editor.input_value()
             wrong = re.sub(r"<answer>.*?</answer>", "<answer>certainly not the label</answer>", correct, flags=re.S)
             editor.fill(wrong)
@@ -159,7 +191,8 @@ def test_reward_inspector_and_samples_browser_in_jupyterlab(jupyter):
             scores = wait_for_scores(editor, {"format": 0.0, "count": 0.0})
             assert scores["format"] == 0.0 and scores["count"] == 0.0
             editor.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]").screenshot(
-                path=str(SCREENSHOTS / "reward_inspector_edited.png"))
+                path=str(SCREENSHOTS / "reward_inspector_edited.png")
+            )
 
             # Section 8: open the first sample of the run in its own reward inspector.
             inspect.click()

@@ -22,8 +22,8 @@ from chartrvr_nb.checkpoints import (
     prepare_resume,
 )
 from chartrvr_nb.drive import clean_stale_temporaries, copy_atomic
-from chartrvr_nb.runfiles import preset_from_run, read_run_config, write_run_config
 from chartrvr_nb.presets import get_preset
+from chartrvr_nb.runfiles import preset_from_run, read_run_config, write_run_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +111,10 @@ def test_every_state_a_kill_mid_save_can_leave_is_incomplete(trained_run, tmp_pa
 def test_callback_mirrors_each_save_and_prunes_drive(trained_run):
     local, drive = trained_run
     assert sorted(p.name for p in drive.iterdir()) == [
-        "checkpoint-4", "checkpoint-6", "metrics.jsonl", "run_config.json",
+        "checkpoint-4",
+        "checkpoint-6",
+        "metrics.jsonl",
+        "run_config.json",
     ]
     for name in ("checkpoint-4", "checkpoint-6"):
         assert is_complete_checkpoint(drive / name)
@@ -279,8 +282,14 @@ _WRITE_ON_A_FULL_DISK = textwrap.dedent(
 def test_a_run_config_write_cut_short_leaves_the_previous_one_whole(tmp_path):
     write_run_config(tmp_path, {"name": "smoke", "seed": 42})
     environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    done = subprocess.run([sys.executable, "-c", _WRITE_ON_A_FULL_DISK, str(tmp_path)], cwd=REPO_ROOT,
-                          env=environment, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _WRITE_ON_A_FULL_DISK, str(tmp_path)],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.startswith("failed:"), done.stdout + done.stderr
     assert read_run_config(tmp_path) == {"name": "smoke", "seed": 42}  # resume compares against it
     assert [p.name for p in tmp_path.iterdir()] == ["run_config.json"]  # and no temporary is left

@@ -19,14 +19,35 @@ TABLE = {"columns": ["x", "y"], "rows": [["a", "4"], ["b", "9"]]}
 
 
 def test_seed_flags_override_the_preset():
-    args = build_parser().parse_args([
-        "grpo", "--vlm-name", "qwen2-5-3b", "--dataset-name", "evochart", "--seed", "7",
-        "--subset-size", "10000", "--num-epochs", "1", "--num-generations", "2", "--batch-size", "4",
-        "--disable-gradient-checkpointing",
-    ])
+    args = build_parser().parse_args(
+        [
+            "grpo",
+            "--vlm-name",
+            "qwen2-5-3b",
+            "--dataset-name",
+            "evochart",
+            "--seed",
+            "7",
+            "--subset-size",
+            "10000",
+            "--num-epochs",
+            "1",
+            "--num-generations",
+            "2",
+            "--batch-size",
+            "4",
+            "--disable-gradient-checkpointing",
+        ]
+    )
     preset = preset_from_args(args)
     assert preset.name == "paper"  # the seed's default configuration
-    assert (preset.seed, preset.subset_size, preset.num_epochs, preset.num_generations, preset.batch_size) == (7, 10000, 1, 2, 4)
+    assert (preset.seed, preset.subset_size, preset.num_epochs, preset.num_generations, preset.batch_size) == (
+        7,
+        10000,
+        1,
+        2,
+        4,
+    )
     assert preset.gradient_checkpointing is False and preset.eval_dataset == "evochart"
 
 
@@ -90,7 +111,9 @@ def test_rewards_command_reads_a_completion_holding_a_unicode_line_separator(tmp
 def test_main_py_shim_forwards_the_seed_commands():
     result = subprocess.run(
         [sys.executable, "main.py", "--mode", "grpo", "--vlm-name", "qwen2-5-3b", "--num-generations", "3"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "divisible by num_generations" in result.stderr
@@ -126,10 +149,25 @@ def test_every_setting_is_a_flag_with_its_help_that_sets_its_field(settings_clas
 
 
 def test_eval_flags_build_the_evaluation_settings(capsys):
-    args = build_parser().parse_args([
-        "eval", "--vlm-name", "tiny", "--dataset-name", "chartqa", "--limit", "4", "--batch-size", "2",
-        "--prompt", "direct", "--compare-base", "--seed", "3", "--no-progress",
-    ])
+    args = build_parser().parse_args(
+        [
+            "eval",
+            "--vlm-name",
+            "tiny",
+            "--dataset-name",
+            "chartqa",
+            "--limit",
+            "4",
+            "--batch-size",
+            "2",
+            "--prompt",
+            "direct",
+            "--compare-base",
+            "--seed",
+            "3",
+            "--no-progress",
+        ]
+    )
     assert eval_config_from_args(args) == EvalConfig(
         limit=4, batch_size=2, prompt="direct", compare_base=True, seed=3, progress=False
     )

@@ -149,7 +149,9 @@ def test_one_cache_root_for_the_tiny_models_the_benchmark_downloads_and_the_benc
     assert cache_root() == tmp_path / "cache"
     assert tiny.tiny_model_dir().parent == model_folder().parent == tmp_path / "cache"
     downloads = []
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kwargs: downloads.append(kwargs["local_dir"]))
+    monkeypatch.setattr(
+        huggingface_hub, "snapshot_download", lambda repo, **kwargs: downloads.append(kwargs["local_dir"])
+    )
     benchmark_data._hub_download(BENCHMARKS["chartqa"])
     assert downloads == [tmp_path / "cache" / "benchmarks" / "chartqa"]
     monkeypatch.delenv("CHARTRVR_NB_CACHE")

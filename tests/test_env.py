@@ -3,7 +3,6 @@
 import re
 import sys
 import types
-
 from pathlib import Path
 
 import pytest

@@ -198,10 +198,17 @@ def _grpo_max_steps(num_samples, num_generations, batch_size, grad_accum, num_ep
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>")
-    model = Qwen2ForCausalLM(Qwen2Config(
-        vocab_size=8, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32,
-    ))
+    model = Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=8,
+            hidden_size=8,
+            intermediate_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=32,
+        )
+    )
 
     class Stop(Exception):
         pass
@@ -213,9 +220,18 @@ def _grpo_max_steps(num_samples, num_generations, batch_size, grad_accum, num_ep
 
     recorder = RecordMaxSteps()
     args = GRPOConfig(
-        output_dir="unused", num_generations=num_generations, per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum, num_train_epochs=num_epochs, max_completion_length=4,
-        report_to=[], use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True, **config,
+        output_dir="unused",
+        num_generations=num_generations,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        num_train_epochs=num_epochs,
+        max_completion_length=4,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        **config,
     )
     trainer = GRPOTrainer(
         model=model,
@@ -243,8 +259,9 @@ def _grpo_max_steps(num_samples, num_generations, batch_size, grad_accum, num_ep
         (10, 2, 2, 2, 1, {"num_iterations": 2}),
     ],
 )
-def test_trainer_steps_matches_a_real_grpo_trainer(samples, generations, batch, accum, epochs, config, tmp_path,
-                                                   monkeypatch):
+def test_trainer_steps_matches_a_real_grpo_trainer(
+    samples, generations, batch, accum, epochs, config, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     expected = _grpo_max_steps(samples, generations, batch, accum, epochs, **config)
     assert trainer_steps(samples, generations, batch, accum, epochs, **config) == expected

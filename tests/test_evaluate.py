@@ -15,12 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from chartrvr_nb.benchmarks import BENCHMARKS, CHART_RVR, QWEN_DIRECT
-from chartrvr_nb.metrics import acc_plus, chartqapro_score, read_yes_no, relaxed_score, subset_mean, yes_no_score
-from chartrvr_nb.official_scoring import anls
 from chartrvr_nb.benchmark_data import load_examples, load_image
+from chartrvr_nb.benchmarks import BENCHMARKS, CHART_RVR, QWEN_DIRECT
 from chartrvr_nb.eval_results import paired_bootstrap, read_predictions, results_table
 from chartrvr_nb.evaluate import generate_answers, parse_reply, resolve_adapter, run_evaluation
+from chartrvr_nb.metrics import acc_plus, chartqapro_score, read_yes_no, relaxed_score, subset_mean, yes_no_score
+from chartrvr_nb.official_scoring import anls
 from chartrvr_nb.presets import EvalConfig
 
 PREDICTION_FIELDS = {"id", "subset", "question", "answer", "prediction", "reasoning", "correct", "score"}
@@ -53,15 +53,29 @@ def write_chartqa(folder: Path) -> Path:
     from datasets import ClassLabel, Dataset, Features, List, Value
     from datasets import Image as ImageFeature
 
-    features = Features({"image": ImageFeature(), "query": Value("string"), "label": List(Value("string")),
-                         "human_or_machine": ClassLabel(names=["human", "machine"])})
+    features = Features(
+        {
+            "image": ImageFeature(),
+            "query": Value("string"),
+            "label": List(Value("string")),
+            "human_or_machine": ClassLabel(names=["human", "machine"]),
+        }
+    )
     rows = [
         {"image": chart(bars=(1, 2, 3)), "query": "What is the highest value?", "label": ["3"], "human_or_machine": 0},
         {"image": chart(bars=(4, 1, 2)), "query": "Which bar is lowest?", "label": ["Second"], "human_or_machine": 0},
-        {"image": chart(bars=(2, 2, 5)), "query": "What is the sum of all bars?", "label": ["9"],
-         "human_or_machine": 1},
-        {"image": chart(bars=(5, 3, 1)), "query": "What percentage is the first bar?", "label": ["55.6%"],
-         "human_or_machine": 1},
+        {
+            "image": chart(bars=(2, 2, 5)),
+            "query": "What is the sum of all bars?",
+            "label": ["9"],
+            "human_or_machine": 1,
+        },
+        {
+            "image": chart(bars=(5, 3, 1)),
+            "query": "What percentage is the first bar?",
+            "label": ["55.6%"],
+            "human_or_machine": 1,
+        },
     ]
     (folder / "data").mkdir(parents=True)
     Dataset.from_list(rows, features=features).to_parquet(str(folder / "data" / "test-00000-of-00001.parquet"))
@@ -73,17 +87,45 @@ def write_chartqapro(folder: Path) -> Path:
     Question Type, Paragraph."""
     from datasets import Dataset, Features, List, Value
 
-    features = Features({"image": Value("binary"), "Question": List(Value("string")), "Answer": List(Value("string")),
-                         "Question Type": Value("string"), "Year": List(Value("string")), "Paragraph": Value("string")})
+    features = Features(
+        {
+            "image": Value("binary"),
+            "Question": List(Value("string")),
+            "Answer": List(Value("string")),
+            "Question Type": Value("string"),
+            "Year": List(Value("string")),
+            "Paragraph": Value("string"),
+        }
+    )
     rows = [
-        {"Question": ["In which year did sales peak?"], "Answer": ["2016"], "Question Type": "Factoid",
-         "Year": ["YES"], "Paragraph": ""},
-        {"Question": ["What is the largest share?", "And the smallest?"], "Answer": ["40", "12"],
-         "Question Type": "Conversational", "Year": ["NO", "NO"], "Paragraph": ""},
-        {"Question": ["Sales grew every year."], "Answer": ["False"], "Question Type": "Fact Checking",
-         "Year": ["NO"], "Paragraph": "Sales fell in 2015 after a strike."},
-        {"Question": ["Which is larger? a) North b) South"], "Answer": ["b"], "Question Type": "Multi Choice",
-         "Year": ["NO"], "Paragraph": ""},
+        {
+            "Question": ["In which year did sales peak?"],
+            "Answer": ["2016"],
+            "Question Type": "Factoid",
+            "Year": ["YES"],
+            "Paragraph": "",
+        },
+        {
+            "Question": ["What is the largest share?", "And the smallest?"],
+            "Answer": ["40", "12"],
+            "Question Type": "Conversational",
+            "Year": ["NO", "NO"],
+            "Paragraph": "",
+        },
+        {
+            "Question": ["Sales grew every year."],
+            "Answer": ["False"],
+            "Question Type": "Fact Checking",
+            "Year": ["NO"],
+            "Paragraph": "Sales fell in 2015 after a strike.",
+        },
+        {
+            "Question": ["Which is larger? a) North b) South"],
+            "Answer": ["b"],
+            "Question Type": "Multi Choice",
+            "Year": ["NO"],
+            "Paragraph": "",
+        },
     ]
     for i, row in enumerate(rows):
         row["image"] = png_bytes(chart(bars=(i + 1, 2, 3)))
@@ -100,17 +142,30 @@ def write_chartbench(folder: Path) -> Path:
         "---\nconfigs:\n- config_name: chart_bench\n  data_files:\n  - split: test_data\n    path: test.jsonl\n---\n"
     )
     rows = [
-        {"id": 0, "image": "./data/test/bar/vertical_single/chart_0/image.png",
-         "type": {"chart": "bar", "image": "vertical_single", "task": "VE", "QA": "Acc+"},
-         "conversation": [{"query": "The value of A is 3.", "label": "Yes"},
-                          {"query": "The value of A is 7.", "label": "No"}]},
-        {"id": 1, "image": "./data/test/line/line_single/chart_1/image.png",
-         "type": {"chart": "line", "image": "line_single", "task": "CR", "QA": "Acc+"},
-         "conversation": [{"query": "The figure is a line chart.", "label": "Yes"},
-                          {"query": "The figure is a pie chart.", "label": "No"}]},
-        {"id": 2, "image": "./data/test/bar/vertical_single/chart_0/image.png",
-         "type": {"chart": "bar", "image": "vertical_single", "task": "", "QA": "GPT-acc"},
-         "conversation": [{"query": "What is the value of B?", "label": "5"}]},
+        {
+            "id": 0,
+            "image": "./data/test/bar/vertical_single/chart_0/image.png",
+            "type": {"chart": "bar", "image": "vertical_single", "task": "VE", "QA": "Acc+"},
+            "conversation": [
+                {"query": "The value of A is 3.", "label": "Yes"},
+                {"query": "The value of A is 7.", "label": "No"},
+            ],
+        },
+        {
+            "id": 1,
+            "image": "./data/test/line/line_single/chart_1/image.png",
+            "type": {"chart": "line", "image": "line_single", "task": "CR", "QA": "Acc+"},
+            "conversation": [
+                {"query": "The figure is a line chart.", "label": "Yes"},
+                {"query": "The figure is a pie chart.", "label": "No"},
+            ],
+        },
+        {
+            "id": 2,
+            "image": "./data/test/bar/vertical_single/chart_0/image.png",
+            "type": {"chart": "bar", "image": "vertical_single", "task": "", "QA": "GPT-acc"},
+            "conversation": [{"query": "What is the value of B?", "label": "5"}],
+        },
     ]
     (folder / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     (folder / "data").mkdir()
@@ -124,12 +179,33 @@ def write_plotqa(folder: Path) -> Path:
     """PlotQA release: test/qa_pairs_V2.json {"qa_pairs": [...]} and test/png/<image_index>.png."""
     (folder / "test" / "png").mkdir(parents=True)
     qa_pairs = [
-        {"image_index": 0, "question_string": "What is the value of Peru in 2010?", "answer": 12.5,
-         "answer_bbox": {}, "template": "data_retrieval", "type": "data_retrieval", "question_id": 100},
-        {"image_index": 0, "question_string": "Does Chile have the highest value?", "answer": "Yes",
-         "answer_bbox": {}, "template": "min_max", "type": "reasoning", "question_id": 101},
-        {"image_index": 1, "question_string": "How many bars are there?", "answer": 3,
-         "answer_bbox": {}, "template": "count", "type": "structural", "question_id": 102},
+        {
+            "image_index": 0,
+            "question_string": "What is the value of Peru in 2010?",
+            "answer": 12.5,
+            "answer_bbox": {},
+            "template": "data_retrieval",
+            "type": "data_retrieval",
+            "question_id": 100,
+        },
+        {
+            "image_index": 0,
+            "question_string": "Does Chile have the highest value?",
+            "answer": "Yes",
+            "answer_bbox": {},
+            "template": "min_max",
+            "type": "reasoning",
+            "question_id": 101,
+        },
+        {
+            "image_index": 1,
+            "question_string": "How many bars are there?",
+            "answer": 3,
+            "answer_bbox": {},
+            "template": "count",
+            "type": "structural",
+            "question_id": 102,
+        },
     ]
     (folder / "test" / "qa_pairs_V2.json").write_text(json.dumps({"qa_pairs": qa_pairs}))
     chart(bars=(2, 4, 3)).save(folder / "test" / "png" / "0.png")
@@ -204,7 +280,10 @@ def test_chartqapro_shows_earlier_turns_and_context_and_keeps_scoring_fields(dat
     factoid, conversation, fact_check, multi_choice = examples
     assert factoid["meta"] == {"question_type": "Factoid", "year_flags": ["YES"]}
     assert conversation["question"].splitlines() == [
-        "Earlier question: What is the largest share?", "Earlier answer: 40", "Question: And the smallest?"]
+        "Earlier question: What is the largest share?",
+        "Earlier answer: 40",
+        "Question: And the smallest?",
+    ]
     assert conversation["answer"] == "12"  # only the last turn is scored
     assert fact_check["question"].startswith("Context: Sales fell in 2015")
     assert [e["subset"] for e in examples] == ["Factoid", "Conversational", "Fact Checking", "Multi Choice"]
@@ -214,8 +293,12 @@ def test_chartqapro_shows_earlier_turns_and_context_and_keeps_scoring_fields(dat
 def test_chartbench_pairs_yes_no_assertions_and_unzips_the_images(data_dirs):
     examples = load_examples("chartbench", data_dir=data_dirs["chartbench"])
     assert [(e["answer"], e["metric"], e["meta"].get("pair")) for e in examples] == [
-        ("Yes", "yes_no", "0"), ("No", "yes_no", "0"), ("Yes", "yes_no", "1"), ("No", "yes_no", "1"),
-        ("5", "relaxed", None)]
+        ("Yes", "yes_no", "0"),
+        ("No", "yes_no", "0"),
+        ("Yes", "yes_no", "1"),
+        ("No", "yes_no", "1"),
+        ("5", "relaxed", None),
+    ]
     assert all(Path(e["image"]).is_file() for e in examples)
     assert load_image(examples[2]["image"]).getpixel((20, 60)) == (255, 0, 0)  # chart_1 is the red one
 
@@ -223,7 +306,10 @@ def test_chartbench_pairs_yes_no_assertions_and_unzips_the_images(data_dirs):
 def test_plotqa_finds_images_by_index_in_the_png_folder(data_dirs):
     examples = load_examples("plotqa", data_dir=data_dirs["plotqa"])
     assert [(e["id"], e["answer"], Path(e["image"]).name) for e in examples] == [
-        ("100", "12.5", "0.png"), ("101", "Yes", "0.png"), ("102", "3", "1.png")]
+        ("100", "12.5", "0.png"),
+        ("101", "Yes", "0.png"),
+        ("102", "3", "1.png"),
+    ]
     assert [e["subset"] for e in examples] == ["data_retrieval", "reasoning", "structural"]
 
 
@@ -238,7 +324,9 @@ def test_chartfc_turns_labels_into_yes_no_and_asks_about_the_claim(data_dirs):
 def test_evochart_release_is_extracted_from_its_zip(data_dirs):
     examples = load_examples("evochart", data_dir=data_dirs["evochart"])
     assert [(e["question"], e["answer"]) for e in examples] == [
-        ("What is the value for 2021?", "42"), ("Which category is the largest?", "Food")]
+        ("What is the value for 2021?", "42"),
+        ("Which category is the largest?", "Food"),
+    ]
     assert Path(examples[1]["image"]).is_file()
 
 
@@ -343,9 +431,12 @@ def test_yes_no_reads_the_first_word_only():
 
 def test_acc_plus_counts_a_chart_only_when_both_assertions_are_right():
     records = [
-        {"meta": {"pair": "a"}, "score": 1.0}, {"meta": {"pair": "a"}, "score": 1.0},  # both right
-        {"meta": {"pair": "b"}, "score": 1.0}, {"meta": {"pair": "b"}, "score": 0.0},  # one wrong
-        {"meta": {"pair": "c"}, "score": 0.0}, {"meta": {"pair": "c"}, "score": 0.0},
+        {"meta": {"pair": "a"}, "score": 1.0},
+        {"meta": {"pair": "a"}, "score": 1.0},  # both right
+        {"meta": {"pair": "b"}, "score": 1.0},
+        {"meta": {"pair": "b"}, "score": 0.0},  # one wrong
+        {"meta": {"pair": "c"}, "score": 0.0},
+        {"meta": {"pair": "c"}, "score": 0.0},
         {"meta": {"pair": "d"}, "score": 1.0},  # incomplete pair (cut by --limit): left out
         {"meta": {}, "score": 1.0},  # a numeric question: not part of Acc+
     ]
@@ -359,8 +450,12 @@ def test_chartqa_headline_averages_human_and_augmented():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(max_size=60), st.text(max_size=30), st.sampled_from(["Factoid", "Multi Choice", "Conversational"]),
-       st.lists(st.sampled_from(["YES", "NO", "yes", ""]), max_size=3))
+@given(
+    st.text(max_size=60),
+    st.text(max_size=30),
+    st.sampled_from(["Factoid", "Multi Choice", "Conversational"]),
+    st.lists(st.sampled_from(["YES", "NO", "yes", ""]), max_size=3),
+)
 def test_chartqapro_score_is_total_and_bounded(prediction, gold, question_type, flags):
     score = chartqapro_score(prediction, pro(gold, question_type, flags))
     assert 0.0 <= score <= 1.0
@@ -389,16 +484,28 @@ def test_paired_bootstrap_is_seeded_and_brackets_the_difference():
 
 
 def test_results_table_puts_our_number_beside_the_papers():
-    summary = {"benchmark": "chartqa", "model": "qwen2-5-3b", "adapter": "runs/x/adapter", "n": 10,
-               "accuracy": 80.0, "subsets": {"augmented": 90.0, "human": 70.0}, "subset_mean": 80.0,
-               "subset_sizes": {"augmented": 6, "human": 4},
-               "headline": "subset_mean", "headline_value": 80.0}
+    summary = {
+        "benchmark": "chartqa",
+        "model": "qwen2-5-3b",
+        "adapter": "runs/x/adapter",
+        "n": 10,
+        "accuracy": 80.0,
+        "subsets": {"augmented": 90.0, "human": 70.0},
+        "subset_mean": 80.0,
+        "subset_sizes": {"augmented": 6, "human": 4},
+        "headline": "subset_mean",
+        "headline_value": 80.0,
+    }
     table = results_table(summary)
     headline = table.iloc[0]
     assert headline["ours"] == 80.0 and headline[QWEN_DIRECT] == 82.0 and headline[CHART_RVR] == 84.56
     assert headline["vs paper"] == pytest.approx(80.0 - 84.56, abs=0.01)  # an adapter compares with Chart-RVR
-    assert list(table["metric"]) == ["accuracy (mean of subsets)", "accuracy (all examples)",
-                                     "subset: augmented", "subset: human"]
+    assert list(table["metric"]) == [
+        "accuracy (mean of subsets)",
+        "accuracy (all examples)",
+        "subset: augmented",
+        "subset: human",
+    ]
     assert list(table["n"]) == [10, 10, 6, 4]
 
 
@@ -454,28 +561,47 @@ def test_batched_generation_matches_one_at_a_time(tiny):
     batch answer exactly like single examples; right padding or no mask would not."""
     model, processor = tiny
     sizes = [(320, 240), (100, 300), (224, 60), (60, 60), (400, 100), (150, 150)]
-    examples = [{**e, "image": load_image(e["image"]).resize(size)}
-                for e, size in zip(load_examples("synthetic", limit=6), sizes)]
+    examples = [
+        {**e, "image": load_image(e["image"]).resize(size)}
+        for e, size in zip(load_examples("synthetic", limit=6), sizes)
+    ]
     examples[2]["question"] = examples[2]["question"] + " Explain which bars you compared before answering."
     grids = processor.image_processor(images=[e["image"] for e in examples], return_tensors="pt")["image_grid_thw"]
     assert len({int(grid.prod()) for grid in grids}) > 3  # different image token counts: the batch really is padded
 
-    one_at_a_time = generate_answers(model, processor, examples, EvalConfig(batch_size=1, max_new_tokens=16, progress=False))
+    one_at_a_time = generate_answers(
+        model, processor, examples, EvalConfig(batch_size=1, max_new_tokens=16, progress=False)
+    )
     batched = generate_answers(model, processor, examples, EvalConfig(batch_size=6, max_new_tokens=16, progress=False))
     assert [g["reply"] for g in batched] == [g["reply"] for g in one_at_a_time]
     assert all(g["reply"] for g in batched)
 
 
 def test_run_evaluation_on_synthetic_writes_predictions_and_summary(tmp_path):
-    result = run_evaluation("tiny", "synthetic", EvalConfig(limit=16, batch_size=8, max_new_tokens=8, progress=False),
-                            output_dir=tmp_path, verbose=False)
+    result = run_evaluation(
+        "tiny",
+        "synthetic",
+        EvalConfig(limit=16, batch_size=8, max_new_tokens=8, progress=False),
+        output_dir=tmp_path,
+        verbose=False,
+    )
     lines = read_predictions(tmp_path / "predictions.jsonl")
     assert len(lines) == 16 and all(PREDICTION_FIELDS <= set(line) for line in lines)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["n"] == 16 and summary["benchmark"] == "synthetic" and summary["model"] == "tiny"
     assert summary["accuracy"] == pytest.approx(100 * sum(line["score"] for line in lines) / 16)
-    assert set(summary["subsets"]) <= {"line", "bar", "stacked bar", "pie", "histogram", "scatterplot", "area",
-                                       "stacked area", "bubble", "treemap"}
+    assert set(summary["subsets"]) <= {
+        "line",
+        "bar",
+        "stacked bar",
+        "pie",
+        "histogram",
+        "scatterplot",
+        "area",
+        "stacked area",
+        "bubble",
+        "treemap",
+    }
     assert result.table.iloc[0]["ours"] == pytest.approx(summary["accuracy"], abs=0.01)
     assert summary["examples_per_second"] > 0
 
@@ -492,7 +618,9 @@ def test_run_evaluation_on_synthetic_writes_predictions_and_summary(tmp_path):
     ],
 )
 def test_run_evaluation_on_each_benchmark_fixture(name, prompt, extra_keys, data_dirs, tmp_path):
-    settings = EvalConfig(data_dir=data_dirs[name], limit=4, batch_size=4, prompt=prompt, max_new_tokens=8, progress=False)
+    settings = EvalConfig(
+        data_dir=data_dirs[name], limit=4, batch_size=4, prompt=prompt, max_new_tokens=8, progress=False
+    )
     result = run_evaluation("tiny", name, settings, output_dir=tmp_path, verbose=False)
     expected = len(load_examples(name, data_dir=data_dirs[name], limit=4))
     assert len(read_predictions(tmp_path / "predictions.jsonl")) == expected == result.summary["n"]
@@ -527,7 +655,9 @@ def test_compare_base_evaluates_the_same_examples_without_the_adapter(tiny, tmp_
     assert [line["id"] for line in base_lines] == [line["id"] for line in result.predictions]
 
     model, processor = tiny  # the base pass really ran without the adapter
-    plain = generate_answers(model, processor, load_examples("synthetic", limit=4), EvalConfig(max_new_tokens=8, progress=False))
+    plain = generate_answers(
+        model, processor, load_examples("synthetic", limit=4), EvalConfig(max_new_tokens=8, progress=False)
+    )
     assert [line["reply"] for line in base_lines] == [g["reply"] for g in plain]
 
 
@@ -551,8 +681,13 @@ def test_evaluating_an_adapter_hides_the_known_warning_and_logs_where_files_went
         get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        run_evaluation("tiny", "synthetic", EvalConfig(limit=1, max_new_tokens=2, progress=False),
-                       adapter=tmp_path / "adapter", output_dir=tmp_path / "eval")
+        run_evaluation(
+            "tiny",
+            "synthetic",
+            EvalConfig(limit=1, max_new_tokens=2, progress=False),
+            adapter=tmp_path / "adapter",
+            output_dir=tmp_path / "eval",
+        )
     assert [str(warning.message) for warning in seen if issubclass(warning.category, FutureWarning)] == []
     assert f"Wrote {tmp_path / 'eval' / 'predictions.jsonl'}" in capsys.readouterr().out
 
@@ -566,10 +701,26 @@ def test_plot_benchmark_accuracy_draws_ours_beside_the_paper():
     from chartrvr_nb.plots import plot_benchmark_accuracy
 
     summaries = [
-        {"benchmark": "chartqa", "model": "qwen2-5-3b", "adapter": None, "n": 8, "accuracy": 70.0,
-         "subset_mean": 71.0, "headline": "subset_mean", "headline_value": 71.0},
-        {"benchmark": "chartbench", "model": "qwen2-5-3b", "adapter": "a", "n": 8, "accuracy": 60.0,
-         "acc_plus": 40.0, "headline": "accuracy", "headline_value": 60.0},
+        {
+            "benchmark": "chartqa",
+            "model": "qwen2-5-3b",
+            "adapter": None,
+            "n": 8,
+            "accuracy": 70.0,
+            "subset_mean": 71.0,
+            "headline": "subset_mean",
+            "headline_value": 71.0,
+        },
+        {
+            "benchmark": "chartbench",
+            "model": "qwen2-5-3b",
+            "adapter": "a",
+            "n": 8,
+            "accuracy": 60.0,
+            "acc_plus": 40.0,
+            "headline": "accuracy",
+            "headline_value": 60.0,
+        },
     ]
     figure = plot_benchmark_accuracy(results_table(summaries))
     ax = figure.axes[0]
@@ -585,8 +736,14 @@ def test_plot_mistakes_shows_only_wrong_answers(tmp_path):
 
     records = [
         {"question": "Q1?", "answer": "3", "prediction": "3", "reasoning": None, "correct": True},
-        {"question": "Q2?", "answer": "4", "prediction": "5", "reasoning": "<step-1>: read 5", "correct": False,
-         "image": chart()},
+        {
+            "question": "Q2?",
+            "answer": "4",
+            "prediction": "5",
+            "reasoning": "<step-1>: read 5",
+            "correct": False,
+            "image": chart(),
+        },
         {"question": "Q3?", "answer": "Yes", "prediction": "", "reasoning": None, "correct": False},
     ]
     figure = plot_mistakes(records, n=8)

@@ -31,8 +31,7 @@ def fixed_scores(chart_type_hits, format_hits, n=100):
     """Reward scores of ``n`` examples: the first ``chart_type_hits`` name the type, the first
     ``format_hits`` have the format; every other reward is a constant 1.0."""
     return [
-        {name: 1.0 for name in REWARDS}
-        | {"chart_type": float(i < chart_type_hits), "format": 2.0 * (i < format_hits)}
+        {name: 1.0 for name in REWARDS} | {"chart_type": float(i < chart_type_hits), "format": 2.0 * (i < format_hits)}
         for i in range(n)
     ]
 
@@ -90,7 +89,9 @@ def test_held_out_charts_are_never_trained_on():
     from chartrvr_nb import tiny
 
     held_out = make_synthetic_rows(
-        learncheck.HELD_OUT_EXAMPLES, seed=HELD_OUT.synthetic_seed, render=False,
+        learncheck.HELD_OUT_EXAMPLES,
+        seed=HELD_OUT.synthetic_seed,
+        render=False,
         chart_types=synthetic_chart_types(HELD_OUT.source),
     )
     assert len({_key(row) for row in held_out}) == len(held_out)
@@ -98,8 +99,12 @@ def test_held_out_charts_are_never_trained_on():
     warm_start = tiny._synthetic_examples(tiny.WARM_START_ROWS, tiny.TINY_SEED + 1, recipe.chart_types)
     seen = {_key(row) for row in warm_start}
     for seed in (PRESET.seed, 1, 2, 3):  # the default and the seeds the check is documented with
-        seen |= {_key(row) for row in make_synthetic_rows(PRESET.subset_size, seed=seed, render=False,
-                                                          chart_types=synthetic_chart_types(PRESET.train_data))}
+        seen |= {
+            _key(row)
+            for row in make_synthetic_rows(
+                PRESET.subset_size, seed=seed, render=False, chart_types=synthetic_chart_types(PRESET.train_data)
+            )
+        }
     assert not seen & {_key(row) for row in held_out}
     assert HELD_OUT.synthetic_seed not in (PRESET.seed, 1, 2, 3, tiny.TINY_SEED + 1)
     with pytest.raises(ValueError, match="seed of the held-out charts"):
@@ -139,12 +144,17 @@ def test_tiny_learn_warm_start_leaves_the_type_and_the_newline_to_learn():
 
 def test_reward_summary_scores_rows_with_ground_truth_only():
     table = {"columns": ["Year", "Sales"], "rows": [["2020", "3"]]}
-    good = ('<think>\n<type>bar</type>\n<table>{"columns": ["Year", "Sales"], "rows": [["2020", "3"]]}</table>\n'
-            "<step-1>: Read 2020.\n</think>\n<answer>3</answer>")
+    good = (
+        '<think>\n<type>bar</type>\n<table>{"columns": ["Year", "Sales"], "rows": [["2020", "3"]]}</table>\n'
+        "<step-1>: Read 2020.\n</think>\n<answer>3</answer>"
+    )
     records = [
         {"reply": good, "answer": "3", "meta": {"chart_type": "bar", "table": table, "reasoning": ""}},
-        {"reply": good.replace("</think>\n", "</think> "), "answer": "4",
-         "meta": {"chart_type": "pie", "table": table, "reasoning": ""}},
+        {
+            "reply": good.replace("</think>\n", "</think> "),
+            "answer": "4",
+            "meta": {"chart_type": "pie", "table": table, "reasoning": ""},
+        },
         {"reply": good, "answer": "3", "meta": {}},  # a hub benchmark's row: no ground truth
     ]
     scores = reward_scores(records)
@@ -200,8 +210,14 @@ def test_evaluation_summaries_report_every_reward(short_check):
 
 def _report(learned_flag):
     row = {"before": 1.0, "after": 2.0, "gain": 1.0, "ci95": [0.5, 1.5]}
-    return {"metrics": {"total_reward": row, **{name: row for name in REWARDS}}, "learned": learned_flag,
-            "seed": 3, "held_out_examples": 200, "train_steps": 200, "seconds": {"total": 100.0}}
+    return {
+        "metrics": {"total_reward": row, **{name: row for name in REWARDS}},
+        "learned": learned_flag,
+        "seed": 3,
+        "held_out_examples": 200,
+        "train_steps": 200,
+        "seconds": {"total": 100.0},
+    }
 
 
 @pytest.mark.parametrize("learned_flag, code, verdict", [(True, 0, "LEARNED:"), (False, 1, "NOT LEARNED:")])

@@ -28,13 +28,17 @@ def _direct_requirements() -> list[Requirement]:
     """pyproject's dependencies and the extras that scripts/setup.sh installs (dev, tracking, browser)."""
     project = _project()
     extras = project["optional-dependencies"]
-    return [Requirement(text) for text in project["dependencies"] + extras["dev"] + extras["tracking"] + extras["browser"]]
+    return [
+        Requirement(text) for text in project["dependencies"] + extras["dev"] + extras["tracking"] + extras["browser"]
+    ]
 
 
 def test_every_locked_package_is_pinned_exactly_and_hash_checked():
     text = LOCK.read_text()
     entries = re.findall(r"^(\S+) \\\n((?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", text, flags=re.MULTILINE)
-    requirement_lines = [line for line in text.splitlines() if line and not line[0].isspace() and not line.startswith("#")]
+    requirement_lines = [
+        line for line in text.splitlines() if line and not line[0].isspace() and not line.startswith("#")
+    ]
     assert len(entries) == len(requirement_lines) > 100, "each requirement line carries its sha256 hashes"
     assert all("==" in name for name, _ in entries), [name for name, _ in entries if "==" not in name]
 
@@ -43,9 +47,12 @@ def test_the_lock_holds_every_direct_dependency_within_pyproject_ranges():
     locked = lockfile.read_pins(LOCK)
     for requirement in _direct_requirements():
         name = lockfile.canonical(requirement.name)
-        assert name in locked, f"{name} is in pyproject.toml but not in the lock: run bash scripts/upgrade-lock.sh {name}"
+        assert name in locked, (
+            f"{name} is in pyproject.toml but not in the lock: run bash scripts/upgrade-lock.sh {name}"
+        )
         assert requirement.specifier.contains(locked[name], prereleases=True), (
-            f"the lock's {name}=={locked[name]} is outside pyproject.toml's {requirement}")
+            f"the lock's {name}=={locked[name]} is outside pyproject.toml's {requirement}"
+        )
 
 
 def test_torch_is_held_at_the_build_every_figure_was_measured_with():
@@ -61,8 +68,12 @@ def test_colab_requirements_are_the_locked_versions_and_never_torch():
     assert {"transformers", "trl", "peft", "accelerate", "datasets", "sentence-transformers"} <= set(colab)
     for name, pinned in colab.items():
         assert not re.match(r"(torch|torchvision|torchaudio|triton|nvidia-.*)$", name), name
-        assert locked.get(name) == pinned, f"requirements-colab.txt pins {name}=={pinned}, the lock has {locked.get(name)}"
-    lines = [line for line in (ROOT / "requirements-colab.txt").read_text().splitlines() if line and not line.startswith("#")]
+        assert locked.get(name) == pinned, (
+            f"requirements-colab.txt pins {name}=={pinned}, the lock has {locked.get(name)}"
+        )
+    lines = [
+        line for line in (ROOT / "requirements-colab.txt").read_text().splitlines() if line and not line.startswith("#")
+    ]
     assert len(lines) == len(colab), "every line of requirements-colab.txt is an exact pin"
 
 
@@ -76,7 +87,8 @@ def test_the_tests_run_in_the_locked_environment():
             installed = None
         assert installed == locked[name], (
             f"{name} {installed} is installed, {INSTALLED_FROM.name} locks {locked[name]}: "
-            "run bash scripts/setup.sh to install the locked environment")
+            "run bash scripts/setup.sh to install the locked environment"
+        )
 
 
 def test_sync_colab_takes_each_pin_from_the_lock_and_keeps_comments(tmp_path):

@@ -35,10 +35,12 @@ def captured(tiny_model_dir, tmp_path_factory):
     from chartrvr_nb.trainer import ChartRVRTrainer
 
     rows = make_synthetic_rows(len(SIZES), seed=5)
-    dataset = Dataset.from_list([
-        {**row, "prompt": build_messages(question), "image": row["image"].resize(size)}
-        for row, question, size in zip(rows, QUESTIONS, SIZES)
-    ])
+    dataset = Dataset.from_list(
+        [
+            {**row, "prompt": build_messages(question), "image": row["image"].resize(size)}
+            for row, question, size in zip(rows, QUESTIONS, SIZES)
+        ]
+    )
     # One micro-batch of all 3 prompts x 2 generations; completions of up to 24 tokens.
     preset = get_preset("smoke", batch_size=6, grad_accum=1, subset_size=3, max_completion_length=24)
     model, processor = load_model_and_processor("tiny", max_pixels=preset.max_pixels)

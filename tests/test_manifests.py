@@ -59,7 +59,10 @@ def test_each_checkpoint_has_a_manifest_written_last_locally_and_on_drive(finish
             files = sorted(p.relative_to(checkpoint).as_posix() for p in checkpoint.rglob("*") if p.is_file())
             assert sorted(manifest["files"]) == [f for f in files if f != MANIFEST_NAME]
             for relative, entry in manifest["files"].items():
-                assert entry == {"size": (checkpoint / relative).stat().st_size, "sha256": sha256(checkpoint / relative)}
+                assert entry == {
+                    "size": (checkpoint / relative).stat().st_size,
+                    "sha256": sha256(checkpoint / relative),
+                }
             assert checkpoint_problem(checkpoint) is None
     newest_first = sorted((local / "checkpoint-4").iterdir(), key=lambda p: p.stat().st_mtime_ns, reverse=True)
     assert newest_first[0].name == MANIFEST_NAME, "the manifest is written after every file it lists"
@@ -112,7 +115,9 @@ def test_a_damaged_drive_copy_is_not_restored(run_copy, tmp_path, capsys):
     out = capsys.readouterr().out
     assert chosen == fresh / "checkpoint-2" and checkpoint_problem(chosen) is None
     assert not (fresh / "checkpoint-4").exists() and not (fresh / "damaged-checkpoint-4").exists()
-    assert f"Not restoring checkpoint-4 from Drive {drive}: it is damaged, adapter_model.safetensors does not match" in out
+    assert (
+        f"Not restoring checkpoint-4 from Drive {drive}: it is damaged, adapter_model.safetensors does not match" in out
+    )
     assert "Resuming from checkpoint-2, restored from Drive" in out
     assert (drive / "checkpoint-4" / WEIGHTS).is_file(), "the Drive copy is left as it is"
 
@@ -132,8 +137,11 @@ def test_a_full_disk_during_a_save_keeps_the_earlier_checkpoints_and_the_next_ru
 
     local, _ = run_copy
     shutil.rmtree(local / "checkpoint-4")  # as if the run had stopped after checkpoint-2
-    (local / "metrics.jsonl").write_text("".join(
-        line + "\n" for line in (local / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= 2))
+    (local / "metrics.jsonl").write_text(
+        "".join(
+            line + "\n" for line in (local / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= 2
+        )
+    )
     real_save = torch.save
 
     def save_on_a_full_disk(obj, f, *args, **kwargs):
@@ -165,7 +173,9 @@ def test_disk_full_is_recognised_in_the_forms_the_savers_raise(tmp_path, monkeyp
 
     # What each writer raised on a full 200 KiB tmpfs here (torch 2.14, safetensors, Python's open).
     assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
-    assert is_disk_full(SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"), tmp_path)
+    assert is_disk_full(
+        SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"), tmp_path
+    )
     torch_error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
     assert not is_disk_full(torch_error, tmp_path), "torch's bare write error with free space is not a full disk"
     usage = shutil.disk_usage(tmp_path)

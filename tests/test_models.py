@@ -15,8 +15,8 @@ from chartrvr_nb.models import (
     resolve_model,
     trainable_params_line,
 )
-from chartrvr_nb.tiny import QWEN2_5_ADDED_TOKENS, build_tiny_model, tiny_model_dir
 from chartrvr_nb.prompts import SYSTEM_PROMPT, build_messages
+from chartrvr_nb.tiny import QWEN2_5_ADDED_TOKENS, build_tiny_model, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -221,4 +221,3 @@ def test_count_parameters_agrees_with_peft(tiny_model_dir):
 
     model = get_peft_model(AutoModelForImageTextToText.from_pretrained(tiny_model_dir), paper_lora_config())
     assert count_parameters(model) == model.get_nb_trainable_parameters()
-

@@ -79,8 +79,11 @@ def test_cells_define_no_function_or_class_and_stay_short(path):
         if cell.cell_type != "code":
             continue
         tree = ast.parse(_python(cell.source))
-        defined = [type(node).__name__ for node in ast.walk(tree)
-                   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))]
+        defined = [
+            type(node).__name__
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+        ]
         assert defined == [], f"{path.name} cell {cell.id} defines {defined}"
         if "parameters" not in cell.metadata.get("tags", []):
             assert len(cell.source.splitlines()) <= 12, f"{path.name} cell {cell.id} is long"
@@ -142,8 +145,12 @@ def test_training_form_offers_every_form_option_and_the_notebook_passes_them_all
     path = ROOT / "notebooks" / "02_train.ipynb"
     assert offered <= set(papermill.inspect_notebook(str(path))), "02_train declares every form option"
     trees = [ast.parse(_python(cell.source)) for cell in _read(path).cells if cell.cell_type == "code"]
-    calls = [node for tree in trees for node in ast.walk(tree)
-             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "PresetForm"]
+    calls = [
+        node
+        for tree in trees
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "PresetForm"
+    ]
     assert [{keyword.arg for keyword in call.keywords} for call in calls] == [offered]
     assert _param_choices(_parameters_cell(path), "report_to") == list(TRACKERS)
 
@@ -238,8 +245,10 @@ def test_reward_inspector_widget_loads_the_picked_completion(monkeypatch, synthe
 
     monkeypatch.setattr(widgets, "is_interactive", lambda: True)
     completions = {"first": "<answer>1</answer>", "second": "<answer>2</answer>"}
-    monkeypatch.setattr("chartrvr_nb.inspection.explain_completion", lambda text, row: inspection.table_frame(
-        {"columns": ["text"], "rows": [[text]]}))
+    monkeypatch.setattr(
+        "chartrvr_nb.inspection.explain_completion",
+        lambda text, row: inspection.table_frame({"columns": ["text"], "rows": [[text]]}),
+    )
     box = widgets.reward_inspector(synthetic_row, completions)
     assert isinstance(box, ipywidgets.VBox)
     start, _hint, editor, _explanation = box.children
@@ -253,8 +262,18 @@ def _metrics_run(tmp_path: Path, steps: int = 3) -> Path:
     run.mkdir()
     with open(run / "metrics.jsonl", "w") as out:
         for step in range(1, steps + 1):
-            out.write(json.dumps({"step": step, "reward": step / 2, "reward_std": 0.1,
-                                  "rewards/format_reward/mean": step / 4, "rewards/format_reward/std": 0.0}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "step": step,
+                        "reward": step / 2,
+                        "reward_std": 0.1,
+                        "rewards/format_reward/mean": step / 4,
+                        "rewards/format_reward/std": 0.0,
+                    }
+                )
+                + "\n"
+            )
     return run
 
 
@@ -356,8 +375,16 @@ def test_wrong_answer_never_matches_a_numeric_label(value):
 def test_explain_completion_says_what_each_reward_read(synthetic_row):
     completions = inspection.example_completions(synthetic_row)
     table = inspection.explain_completion(completions["broken table JSON"], synthetic_row)
-    assert table["reward"].tolist() == ["format", "count", "accuracy", "length", "chart_type", "table_style",
-                                        "process", "total"]
+    assert table["reward"].tolist() == [
+        "format",
+        "count",
+        "accuracy",
+        "length",
+        "chart_type",
+        "table_style",
+        "process",
+        "total",
+    ]
     read = dict(zip(table["reward"], table["what it read"]))
     assert read["table_style"] == "no <table> block that parses as JSON"
     assert read["accuracy"].endswith(": match")
@@ -402,8 +429,17 @@ def test_default_run_prefers_the_preset_then_the_newest():
 def test_recent_samples_keeps_the_last_sampled_steps(tmp_path):
     with open(tmp_path / "samples.jsonl", "w") as out:
         for step in (0, 4, 8):
-            out.write(json.dumps({"step": step, "label": "3", "completion": f"c{step}",
-                                  "rewards": {"format_reward": 2.0, "accuracy_reward": 1.0}}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "step": step,
+                        "label": "3",
+                        "completion": f"c{step}",
+                        "rewards": {"format_reward": 2.0, "accuracy_reward": 1.0},
+                    }
+                )
+                + "\n"
+            )
     frame = samples.recent_samples(runfiles.load_samples(tmp_path), steps=2)
     assert frame["step"].tolist() == [4, 8]
     assert frame.columns.tolist() == ["step", "label", "completion", "total", "format", "accuracy"]
@@ -439,8 +475,11 @@ def suite(tmp_path_factory):
 
 
 def _outputs(out: Path, name: str) -> list:
-    return [output for cell in nbformat.read(out / f"{name}.ipynb", as_version=4).cells
-            for output in cell.get("outputs", [])]
+    return [
+        output
+        for cell in nbformat.read(out / f"{name}.ipynb", as_version=4).cells
+        for output in cell.get("outputs", [])
+    ]
 
 
 def _text(outputs) -> str:
@@ -503,9 +542,18 @@ def test_resume_notebook_after_a_disconnect_restores_from_drive(suite):
     fresh = out / "fresh-runtime"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")
-        notebooks.run_notebooks("smoke", out_dir=fresh, notebooks=["03_resume_from_drive"], parameters={
-            "03_resume_from_drive": {"drive_root": str(out / "drive"), "run_dir": str(fresh / "run"), "max_steps": 0},
-        })
+        notebooks.run_notebooks(
+            "smoke",
+            out_dir=fresh,
+            notebooks=["03_resume_from_drive"],
+            parameters={
+                "03_resume_from_drive": {
+                    "drive_root": str(out / "drive"),
+                    "run_dir": str(fresh / "run"),
+                    "max_steps": 0,
+                },
+            },
+        )
     text = _text(_outputs(fresh, "03_resume_from_drive"))
     assert "Resuming from checkpoint-12, restored from Drive" in text
     assert f"Resumed from {fresh / 'run' / 'checkpoint-12'}; the run is now at step 16." in text
@@ -519,8 +567,15 @@ def test_evaluate_notebook_writes_a_results_table_beside_the_paper(suite):
 
     out = suite[0]
     table = pd.read_csv(out / "eval" / "results.csv")
-    assert table.columns.tolist() == ["benchmark", "metric", "n", "ours", "Qwen2.5-VL-3B (direct)", "Chart-RVR-3B",
-                                      "vs paper"]
+    assert table.columns.tolist() == [
+        "benchmark",
+        "metric",
+        "n",
+        "ours",
+        "Qwen2.5-VL-3B (direct)",
+        "Chart-RVR-3B",
+        "vs paper",
+    ]
     assert table.loc[0, "benchmark"] == "synthetic" and table.loc[0, "n"] == 8
     assert "adapter - base" in table["metric"].tolist()
     html = [o["data"]["text/html"] for o in _outputs(out, "04_evaluate") if "text/html" in o.get("data", {})]

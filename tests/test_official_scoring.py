@@ -29,8 +29,10 @@ from chartrvr_nb.official_scoring import (
 
 def records_for(examples, predictions):
     """predictions.jsonl records, as the runner writes them, for given examples and predictions."""
-    return [prediction_record(i, example, {"prediction": prediction, "reply": prediction})
-            for i, (example, prediction) in enumerate(zip(examples, predictions))]
+    return [
+        prediction_record(i, example, {"prediction": prediction, "reply": prediction})
+        for i, (example, prediction) in enumerate(zip(examples, predictions))
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -41,13 +43,17 @@ def records_for(examples, predictions):
 def chartbench_row(chart_id, image_type, chart="bar", task="CR", qa="Acc+", labels=("Yes", "No")):
     """A row of SincereX/ChartBench's test_data: Acc+ pairs list the true assertion first."""
     if qa == "Acc+":
-        conversation = [{"query": f"Assertion {i} about chart {chart_id}.", "label": label}
-                        for i, label in enumerate(labels)]
+        conversation = [
+            {"query": f"Assertion {i} about chart {chart_id}.", "label": label} for i, label in enumerate(labels)
+        ]
     else:
         conversation = [{"query": f"What is the value in chart {chart_id}?", "label": list(labels)}]
-    return {"id": chart_id, "image": f"./data/test/{chart}/{image_type}/chart_{chart_id}/image.png",
-            "type": {"chart": chart, "image": image_type, "task": task if qa == "Acc+" else "", "QA": qa},
-            "conversation": conversation}
+    return {
+        "id": chart_id,
+        "image": f"./data/test/{chart}/{image_type}/chart_{chart_id}/image.png",
+        "type": {"chart": chart, "image": image_type, "task": task if qa == "Acc+" else "", "QA": qa},
+        "conversation": conversation,
+    }
 
 
 def chartbench_records(rows_and_replies):
@@ -143,8 +149,14 @@ def test_chartbench_nqa_takes_the_best_label_and_the_pix2struct_order_would_diff
 
 
 def pro_record(prediction, answer, question_type="Factoid", year_flags=("NO",)):
-    example = {"id": "0", "question": "q", "answer": answer, "subset": question_type, "metric": "chartqapro",
-               "meta": {"question_type": question_type, "year_flags": list(year_flags)}}
+    example = {
+        "id": "0",
+        "question": "q",
+        "answer": answer,
+        "subset": question_type,
+        "metric": "chartqapro",
+        "meta": {"question_type": question_type, "year_flags": list(year_flags)},
+    }
     return prediction_record(0, example, {"prediction": prediction})
 
 
@@ -202,11 +214,13 @@ def test_chartqapro_overall_and_per_type_and_how_it_differs_from_the_paper_rule(
 
 def test_chart_rvr_code_scores_chartqapro_with_a_100_percent_tolerance():
     # chartrl relaxed_accuracy(..., tol=True): |p - t| / |t| <= 1
-    cases = [("75", "40", True),  # 35/40 = 0.875
-             ("81", "40", False),  # 41/40 = 1.025
-             ("0", "40", True),  # exactly 1.0
-             ("0.0", "0", False),  # a zero target is compared as text
-             ("Yes", "yes.", True)]  # the target loses its dot; text lowercased
+    cases = [
+        ("75", "40", True),  # 35/40 = 0.875
+        ("81", "40", False),  # 41/40 = 1.025
+        ("0", "40", True),  # exactly 1.0
+        ("0.0", "0", False),  # a zero target is compared as text
+        ("Yes", "yes.", True),
+    ]  # the target loses its dot; text lowercased
     for prediction, answer, expected in cases:
         assert chartrl_relaxed_accuracy(answer, prediction, tolerance=True) is expected, (prediction, answer)
     records = [pro_record(prediction, answer) for prediction, answer, _ in cases]
@@ -229,12 +243,14 @@ def chartqa_records(rows_and_predictions):
 
 
 def test_chartqa_official_takes_the_best_label_and_strips_every_trailing_percent():
-    records = chartqa_records([
-        ({"query": "q", "label": ["3", "7"], "human_or_machine": 0, "image": None}, "7"),  # 2nd label: 1
-        ({"query": "q", "label": ["0.45"], "human_or_machine": 0, "image": None}, "45%%"),  # rstrip: 0.45 -> 1
-        ({"query": "q", "label": ["line"], "human_or_machine": 1, "image": None}, " line"),  # no strip: 0
-        ({"query": "q", "label": ["0"], "human_or_machine": 1, "image": None}, "0.0"),  # target 0: text, 0
-    ])
+    records = chartqa_records(
+        [
+            ({"query": "q", "label": ["3", "7"], "human_or_machine": 0, "image": None}, "7"),  # 2nd label: 1
+            ({"query": "q", "label": ["0.45"], "human_or_machine": 0, "image": None}, "45%%"),  # rstrip: 0.45 -> 1
+            ({"query": "q", "label": ["line"], "human_or_machine": 1, "image": None}, " line"),  # no strip: 0
+            ({"query": "q", "label": ["0"], "human_or_machine": 1, "image": None}, "0.0"),  # target 0: text, 0
+        ]
+    )
     official = score_pix2struct(records)
     assert official["value"] == 50.0 and official["breakdown"] == {"augmented": 0.0, "human": 100.0}
     # the project metric takes the first label and one %: the first two score 0 there
@@ -243,9 +259,11 @@ def test_chartqa_official_takes_the_best_label_and_strips_every_trailing_percent
 
 def test_evochart_scores_is_clear_answers_by_string_match_and_the_rest_with_5_percent():
     bench = BENCHMARKS["evochart"]
-    rows = [{"imgname": "a.png", "query": "q", "label": "42", "is_clear": True},
-            {"imgname": "b.png", "query": "q", "label": "42", "is_clear": False},
-            {"imgname": "c.png", "query": "q", "label": "Food", "is_clear": True}]
+    rows = [
+        {"imgname": "a.png", "query": "q", "label": "42", "is_clear": True},
+        {"imgname": "b.png", "query": "q", "label": "42", "is_clear": False},
+        {"imgname": "c.png", "query": "q", "label": "Food", "is_clear": True},
+    ]
     examples = [field_example(bench, row, i) for i, row in enumerate(rows)]
     assert [example["meta"]["is_clear"] for example in examples] == [True, False, True]
     records = records_for(examples, ["41", "41", "food"])
@@ -271,16 +289,24 @@ def test_every_benchmark_summary_reports_official_and_chart_rvr_code():
 
 def test_results_table_puts_the_paper_beside_chart_rvr_code_then_the_official_breakdown():
     records = [pro_record("Tru", "True", "Fact Checking"), pro_record("2016", "2016", year_flags=[])]
-    summary = {"benchmark": "chartqapro", "model": "qwen2-5-3b", "adapter": "runs/x/adapter",
-               **summarize(BENCHMARKS["chartqapro"], records)}
+    summary = {
+        "benchmark": "chartqapro",
+        "model": "qwen2-5-3b",
+        "adapter": "runs/x/adapter",
+        **summarize(BENCHMARKS["chartqapro"], records),
+    }
     table = results_table(summary)
     first = table.iloc[0]
     # chart_rvr_code: "Tru" vs "True" text: 0; 2016 vs 2016: 1 -> 50
     assert first["metric"] == "chart_rvr_code: relaxed accuracy" and first["ours"] == 50.0
     assert first["Chart-RVR-3B"] == 28.38 and first["vs paper"] == pytest.approx(50.0 - 28.38)
     metrics = table["metric"].tolist()
-    assert metrics[1:5] == ["official: Overall", "official: Fact Checking", "official: Factoid",
-                            "official: rows its code crashes on (scored as if it had not)"]
+    assert metrics[1:5] == [
+        "official: Overall",
+        "official: Fact Checking",
+        "official: Factoid",
+        "official: rows its code crashes on (scored as if it had not)",
+    ]
     assert table.iloc[1]["ours"] == pytest.approx(87.5)  # (0.75 + 1) / 2
     assert table.iloc[4]["n"] == 1
     assert "project metric: accuracy" in metrics
@@ -312,7 +338,11 @@ def test_the_accuracy_plot_draws_chart_rvr_code_beside_the_paper():
     from chartrvr_nb.plots import plot_benchmark_accuracy
 
     records = [pro_record("75", "40"), pro_record("81", "40")]  # chart_rvr_code (100% tolerance): 1 of 2
-    summary = {"benchmark": "chartqapro", "model": "qwen2-5-3b", "adapter": None,
-               **summarize(BENCHMARKS["chartqapro"], records)}
+    summary = {
+        "benchmark": "chartqapro",
+        "model": "qwen2-5-3b",
+        "adapter": None,
+        **summarize(BENCHMARKS["chartqapro"], records),
+    }
     ax = plot_benchmark_accuracy(results_table(summary)).axes[0]
     assert sorted(round(patch.get_height(), 2) for patch in ax.patches) == [25.7, 28.38, 50.0]

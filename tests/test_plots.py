@@ -18,19 +18,30 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def _record(step: int, rng: random.Random, offset: float = 0.0) -> dict:
     """One logging event with the keys TRL 1.16's GRPOTrainer logs for our seven rewards."""
-    record = {"step": step, "epoch": step / 40, "loss": rng.uniform(-0.1, 0.1), "grad_norm": rng.uniform(0, 2),
-              "learning_rate": 1e-5}
+    record = {
+        "step": step,
+        "epoch": step / 40,
+        "loss": rng.uniform(-0.1, 0.1),
+        "grad_norm": rng.uniform(0, 2),
+        "learning_rate": 1e-5,
+    }
     total = 0.0
     for name in REWARDS:
         mean = min(2.0, step / 20) * rng.uniform(0.3, 1.0) + offset
         record[f"rewards/{name}_reward/mean"] = mean
         record[f"rewards/{name}_reward/std"] = rng.uniform(0, 0.5)
         total += mean
-    record.update({
-        "reward": total, "reward_std": rng.uniform(0, 1), "frac_reward_zero_std": rng.uniform(0, 1),
-        "completions/mean_length": rng.uniform(100, 300), "completions/min_length": 50.0,
-        "completions/max_length": 768.0, "num_tokens": 1000.0 * step,
-    })
+    record.update(
+        {
+            "reward": total,
+            "reward_std": rng.uniform(0, 1),
+            "frac_reward_zero_std": rng.uniform(0, 1),
+            "completions/mean_length": rng.uniform(100, 300),
+            "completions/min_length": 50.0,
+            "completions/max_length": 768.0,
+            "num_tokens": 1000.0 * step,
+        }
+    )
     return record
 
 
@@ -44,10 +55,18 @@ def resumed_run(tmp_path):
     lines.append(json.dumps({"step": 40, "epoch": 1.0, "train_runtime": 3600.0, "train_loss": 0.01}))
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
-    blocks = [(4, "first run"), (28, "first run"), (28, "first run"), (30, "first run"),
-              (28, "resumed"), (32, "resumed")]
-    samples = [{"step": step, "prompt": "Q?", "completion": completion, "label": "1", "rewards": {"format": 2.0}}
-               for step, completion in blocks]
+    blocks = [
+        (4, "first run"),
+        (28, "first run"),
+        (28, "first run"),
+        (30, "first run"),
+        (28, "resumed"),
+        (32, "resumed"),
+    ]
+    samples = [
+        {"step": step, "prompt": "Q?", "completion": completion, "label": "1", "rewards": {"format": 2.0}}
+        for step, completion in blocks
+    ]
     (tmp_path / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     return tmp_path
 
@@ -56,8 +75,10 @@ def test_load_metrics_keeps_one_record_per_step_the_latest(resumed_run):
     with pytest.warns(UserWarning, match="Skipped 1 unreadable line"):
         records = load_metrics(resumed_run)
     assert [r["step"] for r in records] == list(range(1, 41))
-    first_run = {json.loads(line)["step"]: json.loads(line) for line in
-                 (resumed_run / "metrics.jsonl").read_text().splitlines()[:30]}
+    first_run = {
+        json.loads(line)["step"]: json.loads(line)
+        for line in (resumed_run / "metrics.jsonl").read_text().splitlines()[:30]
+    }
     assert records[27]["reward"] != first_run[28]["reward"]  # step 28 comes from the resumed run
     assert records[-1]["train_runtime"] == 3600.0 and "reward" in records[-1]  # summary merged, not replacing
     assert reward_names(records) == [f"{name}_reward" for name in REWARDS]
@@ -69,8 +90,15 @@ def test_reward_curves_render_one_point_per_step(resumed_run, tmp_path):
     visible = [ax for ax in figure.axes if ax.get_visible()]
     titles = [ax.get_title() for ax in visible]
     assert titles[0] == "Total reward"
-    assert titles[1:8] == ["Format reward", "Count reward", "Accuracy reward", "Length reward",
-                           "Chart type reward", "Table style reward", "Process reward"]
+    assert titles[1:8] == [
+        "Format reward",
+        "Count reward",
+        "Accuracy reward",
+        "Length reward",
+        "Chart type reward",
+        "Table style reward",
+        "Process reward",
+    ]
     assert titles[8:] == ["Completion length", "Groups with identical rewards"]
     for ax in visible:
         assert ax.get_xlabel() == "optimizer step" and ax.get_ylabel()
@@ -85,7 +113,9 @@ def test_reward_curves_render_one_point_per_step(resumed_run, tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Skipped 1 unreadable line")
 def test_smoothing_keeps_the_raw_curve_and_the_std_band(resumed_run):
-    figure = plot_reward_curves(load_metrics(resumed_run / "metrics.jsonl"), rewards=["format", "accuracy_reward"], smooth=5)
+    figure = plot_reward_curves(
+        load_metrics(resumed_run / "metrics.jsonl"), rewards=["format", "accuracy_reward"], smooth=5
+    )
     titles = [ax.get_title() for ax in figure.axes if ax.get_visible()]
     assert titles[:3] == ["Total reward", "Format reward", "Accuracy reward"]
     format_ax = figure.axes[1]
@@ -112,13 +142,19 @@ def test_a_log_without_rewards_or_a_missing_file_says_what_is_wrong(tmp_path):
 def test_load_samples_keeps_the_latest_block_of_a_relogged_step(resumed_run):
     rows = load_samples(resumed_run)
     assert [(row["step"], row["completion"]) for row in rows] == [
-        (4, "first run"), (28, "resumed"), (30, "first run"), (32, "resumed"),
+        (4, "first run"),
+        (28, "resumed"),
+        (30, "first run"),
+        (32, "resumed"),
     ]
 
 
 def test_load_samples_uses_the_run_id_when_a_resume_relogs_the_last_step(tmp_path):
-    rows = [{"step": 8, "run": "a", "completion": "old"}, {"step": 8, "run": "a", "completion": "old"},
-            {"step": 8, "run": "b", "completion": "new"}]
+    rows = [
+        {"step": 8, "run": "a", "completion": "old"},
+        {"step": 8, "run": "a", "completion": "old"},
+        {"step": 8, "run": "b", "completion": "new"},
+    ]
     (tmp_path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert [row["completion"] for row in load_samples(tmp_path)] == ["new"]
 
@@ -153,10 +189,13 @@ def test_reward_histograms_one_panel_per_reward_and_the_total():
     import pandas as pd
 
     rng = random.Random(0)
-    scores = pd.DataFrame([
-        {"example": example, "variant": f"v{variant}", **{name: rng.uniform(0, 2) for name in (*REWARDS, "total")}}
-        for example in range(2) for variant in range(7)
-    ])
+    scores = pd.DataFrame(
+        [
+            {"example": example, "variant": f"v{variant}", **{name: rng.uniform(0, 2) for name in (*REWARDS, "total")}}
+            for example in range(2)
+            for variant in range(7)
+        ]
+    )
     figure = plot_reward_histograms(scores)
     visible = [ax for ax in figure.axes if ax.get_visible()]
     assert len(visible) == 8 and figure.get_suptitle() == "Rewards over 14 completions"

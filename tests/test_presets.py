@@ -28,8 +28,13 @@ SEED_TABLE = {  # preset: (samples, epochs, generations, batch, gradient checkpo
     "smoke": (32, 1, 2, 2, True, "tiny"),
 }
 SEED_FLAGS = {  # the seed guide's flags (README "Command line", main.py) -> the field each sets
-    "--vlm-name": "model", "--dataset-name": "eval_dataset", "--seed": "seed", "--subset-size": "subset_size",
-    "--num-epochs": "num_epochs", "--num-generations": "num_generations", "--batch-size": "batch_size",
+    "--vlm-name": "model",
+    "--dataset-name": "eval_dataset",
+    "--seed": "seed",
+    "--subset-size": "subset_size",
+    "--num-epochs": "num_epochs",
+    "--num-generations": "num_generations",
+    "--batch-size": "batch_size",
     "--disable-gradient-checkpointing": "gradient_checkpointing",
 }
 
@@ -38,8 +43,14 @@ SEED_FLAGS = {  # the seed guide's flags (README "Command line", main.py) -> the
 def test_presets_match_the_spec_table(name):
     preset = PRESETS[name]
     assert preset.name == name
-    assert (preset.num_samples, preset.num_epochs, preset.num_generations, preset.batch_size,
-            preset.gradient_checkpointing, preset.model) == SEED_TABLE[name]
+    assert (
+        preset.num_samples,
+        preset.num_epochs,
+        preset.num_generations,
+        preset.batch_size,
+        preset.gradient_checkpointing,
+        preset.model,
+    ) == SEED_TABLE[name]
 
 
 def test_paper_fixed_settings():
@@ -118,8 +129,17 @@ def test_the_seed_guides_flags_set_their_fields():
     flags = {option.flag: option.field for option in options(Preset)}
     assert {flag: flags[flag] for flag in SEED_FLAGS} == SEED_FLAGS
     assert {option.dest for option in options(Preset) if option.form} == {
-        "subset_size", "num_epochs", "num_generations", "batch_size", "grad_accum", "max_completion_length",
-        "save_steps", "seed", "disable_gradient_checkpointing", "load_in_4bit", "report_to",
+        "subset_size",
+        "num_epochs",
+        "num_generations",
+        "batch_size",
+        "grad_accum",
+        "max_completion_length",
+        "save_steps",
+        "seed",
+        "disable_gradient_checkpointing",
+        "load_in_4bit",
+        "report_to",
     }
 
 
@@ -158,8 +178,13 @@ def test_evaluation_settings_follow_the_preset_they_evaluate():
     config = EvalConfig.for_preset("colab-t4", limit=8)
     t4 = PRESETS["colab-t4"]
     assert (config.max_new_tokens, config.max_pixels, config.load_in_4bit, config.limit) == (
-        t4.max_completion_length, t4.max_pixels, True, 8
+        t4.max_completion_length,
+        t4.max_pixels,
+        True,
+        8,
     )
     assert EvalConfig.for_preset("smoke", max_new_tokens=8).max_new_tokens == 8
-    assert EvalConfig().tokens_per_answer == 768 and EvalConfig(prompt="direct", max_new_tokens=9).tokens_per_answer == 9
+    assert (
+        EvalConfig().tokens_per_answer == 768 and EvalConfig(prompt="direct", max_new_tokens=9).tokens_per_answer == 9
+    )
     assert as_preset("smoke") == PRESETS["smoke"] and as_preset(t4) is t4

@@ -24,8 +24,19 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 # 8 prompts x 2 generations / (batch 2 x grad accum 2) = 4 optimizer steps, a checkpoint every 2.
 TRAIN = [
-    sys.executable, "-m", "chartrvr_nb", "grpo", "--preset", "smoke", "--load-in-4bit",
-    "--subset-size", "8", "--save-steps", "2", "--max-completion-length", "48",
+    sys.executable,
+    "-m",
+    "chartrvr_nb",
+    "grpo",
+    "--preset",
+    "smoke",
+    "--load-in-4bit",
+    "--subset-size",
+    "8",
+    "--save-steps",
+    "2",
+    "--max-completion-length",
+    "48",
 ]
 
 
@@ -83,10 +94,30 @@ def test_qlora_run_logs_4bit_resumes_after_kill_and_its_adapter_evaluates(tmp_pa
     assert any(".language_model." in k for k in learned) and any(".visual." in k for k in learned)
 
     evaluated = subprocess.run(
-        [sys.executable, "-m", "chartrvr_nb", "eval", "--vlm-name", "tiny", "--dataset-name", "synthetic",
-         "--adapter", str(out), "--load-in-4bit", "--limit", "4", "--max-new-tokens", "32",
-         "--output-dir", str(tmp_path / "eval")],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "chartrvr_nb",
+            "eval",
+            "--vlm-name",
+            "tiny",
+            "--dataset-name",
+            "synthetic",
+            "--adapter",
+            str(out),
+            "--load-in-4bit",
+            "--limit",
+            "4",
+            "--max-new-tokens",
+            "32",
+            "--output-dir",
+            str(tmp_path / "eval"),
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
@@ -118,6 +149,8 @@ def test_4bit_without_bitsandbytes_says_what_to_install(monkeypatch, tiny_model_
     import importlib.util
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a)
+    )
     with pytest.raises(ImportError, match=r"pip install 'bitsandbytes>=0.50'"):
         load_model_and_processor("tiny", load_in_4bit=True)

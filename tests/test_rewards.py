@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chartrvr_nb import embedding
+from chartrvr_nb.inspection import inspect_completion, score_completions
 from chartrvr_nb.prompts import format_completion
 from chartrvr_nb.rewards import (
     REWARDS,
@@ -20,7 +21,6 @@ from chartrvr_nb.rewards import (
     process_reward,
     table_style_reward,
 )
-from chartrvr_nb.inspection import inspect_completion, score_completions
 
 TABLE = {"columns": ["Year", "Sales"], "rows": [["2020", "3"], ["2021", "5"]]}
 REASONING = "<step-1>: Sales in 2021 are 5. <step-2>: Sales in 2020 are 3. <step-3>: The difference is 2."
@@ -36,6 +36,7 @@ def test_registry_names_and_order():
 
 
 # --- format -----------------------------------------------------------------------------------
+
 
 def test_format_accepts_the_target_layout_and_one_trailing_newline():
     assert format_reward([GOOD, GOOD + "\n"]) == [2.0, 2.0]
@@ -66,6 +67,7 @@ def test_format_reads_chat_messages():
 
 # --- count ------------------------------------------------------------------------------------
 
+
 def test_count_needs_each_tag_exactly_once():
     assert count_reward([GOOD]) == [2.0]
     assert count_reward([GOOD + "<answer>"]) == [0.0]
@@ -75,6 +77,7 @@ def test_count_needs_each_tag_exactly_once():
 
 
 # --- accuracy ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "answer, label, expected",
@@ -108,6 +111,7 @@ def test_accuracy_needs_think_and_answer_and_uses_last_answer():
 
 # --- length -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "inner_length, steps, expected",
     [
@@ -132,6 +136,7 @@ def test_length_uses_last_think_block():
 
 # --- chart type -------------------------------------------------------------------------------
 
+
 def test_chart_type_is_case_insensitive_and_stripped():
     text = GOOD.replace("<type>bar</type>", "<type> Stacked Bar </type>")
     assert chart_type_reward([text, GOOD], chart_type=["stacked bar", "Bar"]) == [1.0, 1.0]
@@ -141,6 +146,7 @@ def test_chart_type_is_case_insensitive_and_stripped():
 
 
 # --- table style ------------------------------------------------------------------------------
+
 
 def test_table_style_perfect_table():
     # parses (0.5) + 2 columns (0.5) + 4 cells over 2 rows (1.0) + exact keys (0.25)
@@ -179,14 +185,16 @@ def test_table_style_does_not_mutate_the_dataset_table():
 
 # --- process ----------------------------------------------------------------------------------
 
+
 def test_process_similarity_is_high_for_same_reasoning_and_zero_without_reference():
     same = GOOD.replace(
         "<step-1>: Sales in 2021 are 5.\n<step-2>: Sales in 2020 are 3.\n<step-3>: The difference is 5 - 3 = 2.",
         REASONING,
     )
     other = GOOD.replace("Sales in 2021 are 5.", "Penguins live in Antarctica and eat fish.")
-    scores = process_reward([same, other, same, "<table>{}</table></think>"],
-                            reasoning=[REASONING, REASONING, "", REASONING])
+    scores = process_reward(
+        [same, other, same, "<table>{}</table></think>"], reasoning=[REASONING, REASONING, "", REASONING]
+    )
     assert scores[0] == pytest.approx(1.0, abs=1e-4)
     assert 0.0 < scores[1] < scores[0]
     assert scores[2] == 0.0  # no reference
@@ -269,8 +277,11 @@ def test_rewards_log_what_they_read_as_trl_completion_columns_the_same_reading_i
     for index, text in enumerate(texts):  # the inspector explains with the very same reading
         info = inspect_completion(text, label="2", chart_type="bar", table=TABLE)
         assert (info["type"], info["reasoning_chars"], info["steps"], info["process_text"]) == (
-            logged["type"][index], logged["reasoning_chars"][index], logged["step_markers"][index],
-            logged["steps_text"][index])
+            logged["type"][index],
+            logged["reasoning_chars"][index],
+            logged["step_markers"][index],
+            logged["steps_text"][index],
+        )
         assert info["table_similarity"] == (logged["table_similarity"][index] or 0.0)
 
 
@@ -300,8 +311,27 @@ json_values = st.recursive(
     max_leaves=10,
 )
 tagged_text = st.lists(
-    st.sampled_from(["<think>", "</think>", "<type>", "</type>", "<table>", "</table>", "<answer>", "</answer>",
-                     "<step-1>:", "\n", "```json", "```", '{"columns": [', '"rows": [[', "]]}", "1.5", "bar"])
+    st.sampled_from(
+        [
+            "<think>",
+            "</think>",
+            "<type>",
+            "</type>",
+            "<table>",
+            "</table>",
+            "<answer>",
+            "</answer>",
+            "<step-1>:",
+            "\n",
+            "```json",
+            "```",
+            '{"columns": [',
+            '"rows": [[',
+            "]]}",
+            "1.5",
+            "bar",
+        ]
+    )
     | st.text(max_size=12),
     max_size=25,
 ).map("".join)
@@ -324,7 +354,10 @@ def test_every_reward_returns_one_finite_float_per_completion(completions, label
 
 
 @settings(max_examples=15, deadline=None)
-@given(completions=st.lists(tagged_text, min_size=1, max_size=3), references=st.lists(st.text(max_size=40) | st.none(), max_size=3))
+@given(
+    completions=st.lists(tagged_text, min_size=1, max_size=3),
+    references=st.lists(st.text(max_size=40) | st.none(), max_size=3),
+)
 def test_process_reward_returns_finite_floats(completions, references):
     scores = process_reward(completions, reasoning=references)
     assert len(scores) == len(completions)

@@ -42,8 +42,15 @@ def grpo(*flags):
 def write_foreign_lock(folder: Path, heartbeat_age_s: float, host="vanished-colab-vm") -> LockHolder:
     """A lock as another machine's run leaves it (a host and process we cannot check from here)."""
     now = time.time()
-    holder = LockHolder(host=host, pid=4242, started=now - 3600, heartbeat=now - heartbeat_age_s, token="theirs",
-                        boot_id="another-boot", command="python -m chartrvr_nb grpo --preset paper")
+    holder = LockHolder(
+        host=host,
+        pid=4242,
+        started=now - 3600,
+        heartbeat=now - heartbeat_age_s,
+        token="theirs",
+        boot_id="another-boot",
+        command="python -m chartrvr_nb grpo --preset paper",
+    )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / LOCK_FILE).write_text(holder.to_json())
     return holder
@@ -103,7 +110,9 @@ def test_the_heartbeat_is_refreshed_on_a_clock_not_by_training(tmp_path):
 
 
 @pytest.mark.parametrize("age_minutes, taken_over", [(11, True), (5, False)])
-def test_another_machines_lock_is_taken_over_only_once_its_heartbeat_is_stale(tmp_path, capsys, age_minutes, taken_over):
+def test_another_machines_lock_is_taken_over_only_once_its_heartbeat_is_stale(
+    tmp_path, capsys, age_minutes, taken_over
+):
     holder = write_foreign_lock(tmp_path, heartbeat_age_s=age_minutes * 60)
     lock = RunLock([tmp_path], stale_after_minutes=10)
     if not taken_over:
@@ -120,9 +129,16 @@ def test_another_machines_lock_is_taken_over_only_once_its_heartbeat_is_stale(tm
 
 def test_a_lock_left_by_a_process_killed_on_this_machine_is_taken_over_at_once(tmp_path, capsys):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom chartrvr_nb.runlock import RunLock\n"
-         "RunLock([sys.argv[1]]).acquire()\nprint('held', flush=True)\ntime.sleep(600)", str(tmp_path)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom chartrvr_nb.runlock import RunLock\n"
+            "RunLock([sys.argv[1]]).acquire()\nprint('held', flush=True)\ntime.sleep(600)",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(RunLockedError):
@@ -185,7 +201,7 @@ def test_only_rank_zero_takes_the_lock(tmp_path, monkeypatch):
 def test_the_lock_is_released_when_the_run_fails(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with holding([tmp_path, tmp_path / "drive"]):
-            1 / 0
+            raise ZeroDivisionError("the run failed")
     assert not (tmp_path / LOCK_FILE).exists() and not (tmp_path / "drive" / LOCK_FILE).exists()
 
 
@@ -199,14 +215,27 @@ def _wait_for(condition, process, what, timeout=600):
 
 def test_a_second_run_on_a_held_folder_is_refused_and_the_first_keeps_one_curve(tmp_path, tiny_model_dir):
     out, drive = tmp_path / "X", tmp_path / "drive"
-    first = subprocess.Popen(grpo("--output-dir", str(out), "--drive-dir", str(drive)), cwd=ROOT, env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        grpo("--output-dir", str(out), "--drive-dir", str(drive)),
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         _wait_for(lambda: (out / LOCK_FILE).is_file() and (drive / LOCK_FILE).is_file(), first, "the lock was taken")
-        same_folder = subprocess.run(grpo("--output-dir", str(out)), cwd=ROOT, env=ENV, capture_output=True,
-                                     text=True, timeout=300)
-        same_drive = subprocess.run(grpo("--output-dir", str(tmp_path / "Y"), "--drive-dir", str(drive)), cwd=ROOT,
-                                    env=ENV, capture_output=True, text=True, timeout=300)
+        same_folder = subprocess.run(
+            grpo("--output-dir", str(out)), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300
+        )
+        same_drive = subprocess.run(
+            grpo("--output-dir", str(tmp_path / "Y"), "--drive-dir", str(drive)),
+            cwd=ROOT,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         first_output, _ = first.communicate(timeout=900)
     finally:
         first.kill()
@@ -217,16 +246,20 @@ def test_a_second_run_on_a_held_folder_is_refused_and_the_first_keeps_one_curve(
         assert f"process {first.pid}" in refused.stderr and "Traceback" not in refused.stderr
         assert "Loading weights" not in refused.stderr + refused.stdout, "refused before loading any model"
     assert not (tmp_path / "Y" / LOCK_FILE).exists()
-    rewards = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
-               if "reward" in json.loads(line)]
+    rewards = [
+        json.loads(line)["step"]
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+        if "reward" in json.loads(line)
+    ]
     assert rewards == [1, 2, 3, 4], "each step logged once: one writer"
     assert not (out / LOCK_FILE).exists() and not (drive / LOCK_FILE).exists(), "released at the end"
 
 
 def test_a_run_killed_with_kill_9_leaves_a_stale_lock_the_next_run_takes_over(tmp_path, tiny_model_dir):
     out = tmp_path / "X"
-    first = subprocess.Popen(grpo("--output-dir", str(out)), cwd=ROOT, env=ENV,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        grpo("--output-dir", str(out)), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_for(lambda: newest_complete_checkpoint(out) is not None, first, "the first checkpoint")
     finally:
@@ -240,8 +273,14 @@ def test_a_run_killed_with_kill_9_leaves_a_stale_lock_the_next_run_takes_over(tm
     age = time.time() - lock["heartbeat"]
     timeout_minutes = max(age, 1.0) / 60 / 2  # already stale by the time the next run looks
 
-    finished = subprocess.run(grpo("--output-dir", str(out), "--lock-timeout", f"{timeout_minutes:.4f}"), cwd=ROOT,
-                              env=ENV, capture_output=True, text=True, timeout=900)
+    finished = subprocess.run(
+        grpo("--output-dir", str(out), "--lock-timeout", f"{timeout_minutes:.4f}"),
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "Took over the stale lock (its last heartbeat is" in finished.stdout
     assert f"host vanished-colab-vm, process {first.pid}" in finished.stdout

@@ -35,11 +35,18 @@ def run(tmp_path, example):
         mean, std = scores["total"].mean(), scores["total"].std()
         for index, completion in enumerate(completions):
             advantage = (scores["total"][index] - mean) / ((0.0 if math.isnan(std) else std) + 1e-4)
-            records.append({
-                "step": 4, "group": group, "row_id": group, "query": example["query"], **columns,
-                "completion": completion, "advantage": float(advantage),
-                "rewards": {f"{name}_reward": float(scores[name][index]) for name in REWARDS},
-            })
+            records.append(
+                {
+                    "step": 4,
+                    "group": group,
+                    "row_id": group,
+                    "query": example["query"],
+                    **columns,
+                    "completion": completion,
+                    "advantage": float(advantage),
+                    "rewards": {f"{name}_reward": float(scores[name][index]) for name in REWARDS},
+                }
+            )
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "samples.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
@@ -65,8 +72,9 @@ def test_headless_browser_and_the_rewards_command_print_the_same_tables(run, mon
     monkeypatch.setattr(widgets, "is_interactive", lambda: False)
     assert widgets.samples_browser(run) is None
     printed = capsys.readouterr().out
-    assert printed.startswith("step 4: 4 completions in 2 prompt group(s); 1 without learning signal, "
-                              "1 with full format but a wrong answer")
+    assert printed.startswith(
+        "step 4: 4 completions in 2 prompt group(s); 1 without learning signal, 1 with full format but a wrong answer"
+    )
     assert "group 0:" in printed and "group 1:" in printed and "no signal" in printed
     assert cli.main(["rewards", str(run / "samples.jsonl")]) == 0
     assert capsys.readouterr().out.strip() == printed.strip()
@@ -139,8 +147,10 @@ def test_figures_are_drawn_to_be_read_unscaled():
     assert image.get_interpolation() == "nearest"
     shown = figure.axes[0].get_position().width * figure.get_figwidth() * figure.dpi  # pixels the chart spans
     assert shown == pytest.approx(round(shown / width) * width) and shown >= 2 * width
-    wrong = [{"question": f"Q{i}?", "answer": "3", "prediction": "4", "reasoning": "<step-1>: read 4", "correct": False}
-             for i in range(8)]
+    wrong = [
+        {"question": f"Q{i}?", "answer": "3", "prediction": "4", "reasoning": "<step-1>: read 4", "correct": False}
+        for i in range(8)
+    ]
     gallery = plot_mistakes(wrong, n=8)
     assert gallery.get_figwidth() <= 10  # about a notebook's output width: shown unscaled
     assert all(ax.xaxis.label.get_fontsize() >= 10 for ax in gallery.axes if ax.get_visible())

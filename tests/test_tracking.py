@@ -28,8 +28,12 @@ def grpo(root: Path, *flags: str) -> str:
     environment = {**os.environ, "CHARTRVR_NB_RUN_ROOT": str(root), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     environment.pop("WANDB_API_KEY", None)
     done = subprocess.run(
-        [sys.executable, "-m", "chartrvr_nb", "grpo", *TINY, *flags], cwd=elsewhere, env=environment,
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "chartrvr_nb", "grpo", *TINY, *flags],
+        cwd=elsewhere,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
@@ -73,8 +77,10 @@ def test_trackio_keeps_its_database_in_the_run_folder(tmp_path, tiny_model_dir):
     grpo(tmp_path, "--subset-size", "2", "--report-to", "trackio")
     database = tmp_path / "runs" / "t" / "trackio" / "chartrvr-nb.db"
     with sqlite3.connect(database) as connection:
-        logged = " ".join(row[0].decode() if isinstance(row[0], bytes) else row[0]
-                          for row in connection.execute("select metrics from metrics"))
+        logged = " ".join(
+            row[0].decode() if isinstance(row[0], bytes) else row[0]
+            for row in connection.execute("select metrics from metrics")
+        )
         config = json.loads(connection.execute("select config from configs").fetchone()[0])
     assert "rewards/accuracy_reward/mean" in logged
     assert config["preset"]["name"] == "smoke"

@@ -62,8 +62,13 @@ def test_checkpoints_metrics_and_samples_are_written(run):
     samples = [json.loads(line) for line in result.samples_file.read_text().splitlines()]
     assert {s["step"] for s in samples} == {0, 2}
     assert set(samples[0]["rewards"]) == {
-        "format_reward", "count_reward", "accuracy_reward", "length_reward",
-        "chart_type_reward", "table_style_reward", "process_reward",
+        "format_reward",
+        "count_reward",
+        "accuracy_reward",
+        "length_reward",
+        "chart_type_reward",
+        "table_style_reward",
+        "process_reward",
     }
     assert json.loads((result.output_dir / "run_config.json").read_text())["subset_size"] == 8
 
@@ -168,14 +173,22 @@ def test_estimator_matches_the_trainers_max_steps(preset_name, overrides, tmp_pa
 
     base = get_preset(preset_name, **overrides)
     preset = get_preset(
-        "smoke", subset_size=12, num_epochs=base.num_epochs, num_generations=base.num_generations,
-        batch_size=base.batch_size, generation_batch_size=base.generation_batch_size,
+        "smoke",
+        subset_size=12,
+        num_epochs=base.num_epochs,
+        num_generations=base.num_generations,
+        batch_size=base.batch_size,
+        generation_batch_size=base.generation_batch_size,
     )
     seen = {}
     with pytest.raises(Stop):
         train(preset, output_dir=tmp_path / "out", callbacks=[RecordAndStop()])
     expected = trainer_steps(
-        preset.num_samples, preset.num_generations, preset.batch_size, preset.grad_accum, preset.num_epochs,
+        preset.num_samples,
+        preset.num_generations,
+        preset.batch_size,
+        preset.grad_accum,
+        preset.num_epochs,
         generation_batch_size=preset.generation_batch_size,
     )
     assert seen["max_steps"] == expected > 0
@@ -185,8 +198,20 @@ def test_killed_run_resumes_to_the_same_step_count(tmp_path, tiny_model_dir):
     """kill -9 after the first checkpoint, re-run the same command: it ends at the same step."""
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "chartrvr_nb", "grpo", "--preset", "smoke", "--output-dir", str(out),
-        "--subset-size", "8", "--save-steps", "2", "--max-completion-length", "48",
+        sys.executable,
+        "-m",
+        "chartrvr_nb",
+        "grpo",
+        "--preset",
+        "smoke",
+        "--output-dir",
+        str(out),
+        "--subset-size",
+        "8",
+        "--save-steps",
+        "2",
+        "--max-completion-length",
+        "48",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -27,9 +27,25 @@ OVERRIDES = dict(subset_size=16, save_steps=2, max_completion_length=48)
 def test_two_processes_train_resume_after_kill_and_write_once(tmp_path, tiny_model_dir):
     out = tmp_path / "run"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "main.py", "--mode", "grpo", "--preset", "smoke", "--output-dir", str(out),
-        "--subset-size", "16", "--save-steps", "2", "--max-completion-length", "48",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "main.py",
+        "--mode",
+        "grpo",
+        "--preset",
+        "smoke",
+        "--output-dir",
+        str(out),
+        "--subset-size",
+        "16",
+        "--save-steps",
+        "2",
+        "--max-completion-length",
+        "48",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     first = subprocess.Popen(
