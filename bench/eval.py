@@ -54,8 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_threads(args.threads)
     import torch
 
-    from bench.random_3b import fill_pixel_budget
     from chartrvr_nb.benchmark_data import load_examples, load_image
+    from chartrvr_nb.data import fit_to_pixel_budget
     from chartrvr_nb.evaluate import generate_answers
     from chartrvr_nb.presets import PAPER_MAX_PIXELS, EvalConfig
 
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     examples = load_examples("synthetic", limit=args.examples)
     for example in examples:
-        example["image"] = fill_pixel_budget(load_image(example["image"]), max_pixels)
+        example["image"] = fit_to_pixel_budget(load_image(example["image"]), max_pixels, upscale=True)
 
     def answer(batch_size: int, subset=examples):
         settings = EvalConfig(

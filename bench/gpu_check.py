@@ -139,8 +139,8 @@ def train_row(args, name: str, preset, steps: int, as_t4: bool = False) -> Row:
 
 def eval_row(args) -> Row:
     """Examples per second answering ``EVAL_EXAMPLES`` charts at batch 16 vs one at a time."""
-    from bench.random_3b import fill_pixel_budget
     from chartrvr_nb.benchmark_data import load_examples, load_image
+    from chartrvr_nb.data import fit_to_pixel_budget
     from chartrvr_nb.evaluate import generate_answers
     from chartrvr_nb.presets import EvalConfig, get_preset
 
@@ -150,7 +150,7 @@ def eval_row(args) -> Row:
     model.generation_config.min_new_tokens = tokens  # generate_answers copies the generation config
     examples = load_examples("synthetic", limit=EVAL_EXAMPLES)
     for example in examples:
-        example["image"] = fill_pixel_budget(load_image(example["image"]), preset.max_pixels)
+        example["image"] = fit_to_pixel_budget(load_image(example["image"]), preset.max_pixels, upscale=True)
 
     def seconds(model, batch_size: int, subset) -> float:
         started = time.perf_counter()

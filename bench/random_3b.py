@@ -35,7 +35,8 @@ _COMPLETE = "bench_build.json"
 
 def full_vocab_tokenizer():
     """A ``Qwen2Tokenizer`` with Qwen2.5's vocabulary size and special-token ids (see module doc)."""
-    from chartrvr_nb.tiny import QWEN2_5_ADDED_TOKENS, build_tiny_tokenizer, qwen2_5_tokenizer
+    from chartrvr_nb.qwen_tokenizer import QWEN2_5_ADDED_TOKENS, qwen2_5_tokenizer
+    from chartrvr_nb.tiny import build_tiny_tokenizer
 
     added = [token for token, _ in QWEN2_5_ADDED_TOKENS]
     bpe = json.loads(build_tiny_tokenizer().backend_tokenizer.to_str())["model"]
@@ -55,7 +56,7 @@ def processor_3b(tokenizer=None):
     """A ``Qwen2_5_VLProcessor`` with the 3B's image settings and :func:`full_vocab_tokenizer`."""
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-    from chartrvr_nb.tiny import QWEN2_5_VL_CHAT_TEMPLATE
+    from chartrvr_nb.qwen_tokenizer import QWEN2_5_VL_CHAT_TEMPLATE
 
     bounds = {"min_pixels": QWEN2_5_VL_3B_MIN_PIXELS, "max_pixels": QWEN2_5_VL_3B_MAX_PIXELS}
     return Qwen2_5_VLProcessor(
@@ -138,30 +139,3 @@ def load_random_3b(max_pixels: int, layers: int | None = None):
     device_map = {"": torch.cuda.current_device()} if torch.cuda.is_available() else None
     model = AutoModelForImageTextToText.from_pretrained(folder, dtype=default_dtype(), device_map=device_map)
     return model, processor
-
-
-def fill_pixel_budget(image, max_pixels: int, patch: int = 28):
-    """Resize ``image`` to the largest size within ``max_pixels`` whose sides are multiples of ``patch``.
-
-    Real charts are larger than the budget and get resized down to it, so a bench image should
-    fill it too (the paper's 320*28*28 pixels are 320 visual tokens). Sides on the 28 px grid are
-    left unchanged by every Qwen2-VL image processor whose bounds contain them, so the trainer's
-    processor and vLLM's count the same image tokens.
-
-    Example:
-        >>> from PIL import Image
-        >>> fill_pixel_budget(Image.new("RGB", (320, 240)), 320 * 28 * 28).size
-        (560, 420)
-    """
-    from PIL import Image
-
-    width, height = image.size
-    scale = (max_pixels / (width * height)) ** 0.5
-    new_width = max(patch, int(width * scale) // patch * patch)
-    new_height = max(patch, int(height * scale) // patch * patch)
-    while new_width * new_height > max_pixels and max(new_width, new_height) > patch:
-        if new_width >= new_height:
-            new_width -= patch
-        else:
-            new_height -= patch
-    return image.resize((new_width, new_height), Image.Resampling.BICUBIC)

@@ -63,11 +63,10 @@ def _step_timer():
 
 def bench_dataset(rows: int, max_pixels: int, seed: int):
     """Synthetic training rows with charts filling the pixel budget, prepared as ``train`` prepares them."""
-    from bench.random_3b import fill_pixel_budget
-    from chartrvr_nb.data import make_synthetic_dataset, prepare_grpo_dataset
+    from chartrvr_nb.data import fit_to_pixel_budget, make_synthetic_dataset, prepare_grpo_dataset
 
     dataset = make_synthetic_dataset(rows, seed=seed)
-    dataset = dataset.map(lambda row: {"image": fill_pixel_budget(row["image"], max_pixels)})
+    dataset = dataset.map(lambda row: {"image": fit_to_pixel_budget(row["image"], max_pixels, upscale=True)})
     return prepare_grpo_dataset(dataset, max_pixels=max_pixels)
 
 

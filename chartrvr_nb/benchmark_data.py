@@ -139,11 +139,12 @@ def _release_rows(benchmark: Benchmark, data_dir: Path | None) -> tuple[list[dic
             f"No {' or '.join(benchmark.release_files)} under {str(data_dir)!r}. Pass data_dir (--data-dir) as the "
             f"folder of the released {benchmark.title} files (zips are extracted automatically)."
         )
-    text = question_file.read_text(encoding="utf-8")
     if question_file.suffix == ".jsonl":
-        rows: Any = [json.loads(line) for line in text.splitlines() if line.strip()]
+        from .runfiles import read_jsonl
+
+        rows: Any = read_jsonl(question_file, strict=True)
     else:
-        rows = json.loads(text)
+        rows = json.loads(question_file.read_text(encoding="utf-8"))
     if benchmark.records_key is not None:
         rows = rows[benchmark.records_key]
     if not isinstance(rows, list):

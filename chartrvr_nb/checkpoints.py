@@ -1,4 +1,4 @@
-"""Complete and verified checkpoints, resuming from the newest good one, a full disk, and finding runs.
+"""What a checkpoint is: complete, verified by its manifest, unfinished; the newest good one; pruning.
 
 How the Hugging Face Trainer (transformers 5.24, ``Trainer._save_checkpoint``) writes
 ``checkpoint-<step>``: it creates the final directory name directly (no temporary name,
@@ -17,40 +17,27 @@ Complete is not the same as intact: a Drive sync cut short or a full disk can tr
 file after ``trainer_state.json`` was written, and a bit can flip. So each checkpoint gets a
 ``manifest.json`` (every file's size and sha256), written last and atomically by
 :func:`write_manifest` as soon as the Trainer has saved (``trainer.ManifestCallback``), and copied
-last to Drive. :func:`prepare_resume` verifies newest-first (:func:`checkpoint_problem`: the
-manifest, then that the safetensors and torch files are whole) and resumes from the newest
-checkpoint that passes, saying which one is damaged and why; a damaged local checkpoint is moved
-aside to ``damaged-checkpoint-<step>``, kept, not deleted, and a damaged Drive copy is never
-restored. A checkpoint written before manifests existed is accepted when complete and its files
-are whole. When the disk fills up during a save, :func:`explain_disk_full` removes the unfinished
-checkpoint and says how much space is left and which checkpoint the next run resumes from.
-
-It also lists the runs in a folder of run folders with their newest checkpoint (:func:`find_runs`,
-e.g. the runs on Drive to resume); the run's own files are read and written by :mod:`chartrvr_nb.runfiles`.
+last to Drive. :func:`checkpoint_problem` verifies one: the manifest, then that the safetensors and
+torch files are whole; a checkpoint written before manifests existed is accepted when complete and
+its files are whole. Resuming from the newest one that verifies is :mod:`chartrvr_nb.resume`; a full
+disk while saving, :mod:`chartrvr_nb.disk_full`; the runs in a folder, ``runfiles.find_runs``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import logging
 import os
 import re
-import shutil
 import zipfile
-from datetime import datetime
 from pathlib import Path
 
-from .drive import MANIFEST_NAME, TEMP_PREFIX, clean_stale_temporaries, copy_atomic, discard, write_atomic
-from .runfiles import METRICS_FILE, RUN_CONFIG_FILE, RUN_FILES, load_metrics, read_run_config
-from .runlock import RunFolderError
+from .drive import MANIFEST_NAME, TEMP_PREFIX, discard, write_atomic
 
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE_NAME = "trainer_state.json"
-DAMAGED_PREFIX = "damaged-"  # a damaged checkpoint is moved aside to damaged-checkpoint-<step>
 
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 _WEIGHT_FILES = (
@@ -258,7 +245,12 @@ def newest_verified_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return None
 
 
-def _checkpoint_dirs(directory: Path) -> list[Path]:
+# --------------------------------------------------------------------------------------------
+# Finished or not (what resuming and a full disk look at), and pruning
+# --------------------------------------------------------------------------------------------
+
+
+def checkpoint_dirs(directory: Path) -> list[Path]:
     """Every ``checkpoint-<step>`` directory in ``directory``, oldest step first."""
     if not directory.is_dir():
         return []
@@ -268,29 +260,18 @@ def _checkpoint_dirs(directory: Path) -> list[Path]:
     )
 
 
-def _unfinished(path: Path) -> bool:
+def is_unfinished(path: Path) -> bool:
     """A save cut short: incomplete and without a manifest (a checkpoint with one was finished once)."""
     return not (path / MANIFEST_NAME).is_file() and not is_complete_checkpoint(path)
 
 
-def _candidates(directory: Path, above_step: int = -1) -> list[Path]:
+def resume_candidates(directory: Path, above_step: int = -1) -> list[Path]:
     """The checkpoints to try resuming from, newest first: every finished one above ``above_step``."""
     return [
         path
-        for path in reversed(_checkpoint_dirs(directory))
-        if checkpoint_step(path) > above_step and not _unfinished(path)
+        for path in reversed(checkpoint_dirs(directory))
+        if checkpoint_step(path) > above_step and not is_unfinished(path)
     ]
-
-
-def _set_aside(checkpoint: Path) -> Path:
-    """Rename a damaged checkpoint out of the Trainer's way (``checkpoint-*``), keeping its files."""
-    target = checkpoint.with_name(DAMAGED_PREFIX + checkpoint.name)
-    number = 1
-    while target.exists():
-        number += 1
-        target = checkpoint.with_name(f"{DAMAGED_PREFIX}{checkpoint.name}-{number}")
-    os.replace(checkpoint, target)
-    return target
 
 
 def prune_checkpoints(directory: str | os.PathLike, keep_last: int) -> list[Path]:
@@ -305,218 +286,3 @@ def prune_checkpoints(directory: str | os.PathLike, keep_last: int) -> list[Path
     for path in old:
         discard(path)
     return old
-
-
-def prepare_resume(output_dir: str | os.PathLike, drive_dir: str | os.PathLike | None = None) -> Path | None:
-    """Pick the checkpoint to resume from, restoring it from Drive when Drive is ahead.
-
-    Cleans interrupted-copy temporaries (local and Drive), removes local checkpoint
-    directories the Trainer did not finish, then verifies checkpoints newest-first
-    (:func:`checkpoint_problem`) and compares the newest one that verifies on each side. A
-    damaged local checkpoint is moved aside to ``damaged-checkpoint-<step>`` (kept, not
-    deleted); a damaged Drive copy is left where it is and not restored. A newer verified one
-    on Drive (or the only one, e.g. on a fresh Colab VM) is copied into ``output_dir`` together
-    with the run's log files, atomically, and verified again there. Logs one line per damaged
-    checkpoint and one saying what was chosen. Call it from one process only (under
-    ``accelerate launch``, the main process, before the others look for the checkpoint).
-
-    Args:
-        output_dir: the training run directory (``TrainingArguments.output_dir``).
-        drive_dir: the run's Drive folder, or None without Drive.
-
-    Returns:
-        The local checkpoint to pass as ``trainer.train(resume_from_checkpoint=...)``, or
-        None to start from step 0.
-    """
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(output_dir)
-    unfinished = [path for path in _checkpoint_dirs(output_dir) if _unfinished(path)]
-    for path in unfinished:
-        # A later save to the same name must not find a stale trainer_state.json there.
-        discard(path)
-    local = None
-    for candidate in _candidates(output_dir):
-        problem = checkpoint_problem(candidate)
-        if problem is None:
-            local = candidate
-            break
-        moved = _set_aside(candidate)  # out of the way of the Trainer's next save of this step
-        logger.info(
-            f"Skipping damaged {candidate.name}: {problem}. Moved it aside to {moved.name} "
-            "(kept for inspection; delete it when done)."
-        )
-
-    restored = None
-    if drive_dir is not None:
-        drive_dir = Path(drive_dir)
-        clean_stale_temporaries(drive_dir)
-        for candidate in _candidates(drive_dir, above_step=checkpoint_step(local) if local else -1):
-            problem = checkpoint_problem(candidate)
-            if problem is None:
-                restored = copy_atomic(candidate, output_dir / candidate.name)
-                problem = checkpoint_problem(restored)  # what arrived from Drive must verify as well
-                if problem is None:
-                    break
-                discard(restored)
-                restored, problem = None, f"{problem} (in the copy read from Drive)"
-            logger.info(f"Not restoring {candidate.name} from Drive {drive_dir}: it is damaged, {problem}.")
-
-    skipped = f" (removed unfinished {', '.join(p.name for p in unfinished)})" if unfinished else ""
-    if restored is not None:
-        for name in RUN_FILES:
-            if (drive_dir / name).is_file():
-                copy_atomic(drive_dir / name, output_dir / name)
-        reason = "no local checkpoint" if local is None else f"newer than local {local.name}"
-        logger.info(f"Resuming from {restored.name}, restored from Drive {drive_dir} ({reason}){skipped}.")
-        return restored
-    if drive_dir is not None:
-        for name in RUN_FILES:
-            if (drive_dir / name).is_file() and not (output_dir / name).exists():
-                copy_atomic(drive_dir / name, output_dir / name)
-    if local is not None:
-        logger.info(f"Resuming from {local}{skipped}.")
-        return local
-    where = str(output_dir) + (f" or {drive_dir}" if drive_dir is not None else "")
-    logger.info(f"No complete checkpoint in {where}: starting from step 0{skipped}.")
-    return None
-
-
-# --------------------------------------------------------------------------------------------
-# A full disk while saving
-# --------------------------------------------------------------------------------------------
-
-_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-# safetensors says "I/O error: No space left on device (os error 28)" inside a SafetensorError.
-_DISK_FULL_WORDS = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122")
-# torch.save loses the errno: "[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"
-# (torch 2.14 on a full tmpfs). That counts as a full disk only when the disk is in fact nearly full.
-_TORCH_WRITE_WORDS = ("inline_container", "pytorchstreamwriter", "file write failed")
-_NEARLY_FULL_BYTES = 64 * 2**20
-
-
-class DiskFullError(RunFolderError):
-    """The disk of the run folder filled up while training wrote to it."""
-
-
-def _size(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
-
-
-def is_disk_full(error: BaseException, folder: str | os.PathLike) -> bool:
-    """Whether ``error`` (or an error it was raised from) means the disk of ``folder`` is full.
-
-    Example:
-        >>> is_disk_full(OSError(errno.ENOSPC, "No space left on device"), ".")
-        True
-        >>> is_disk_full(ValueError("bad preset"), ".")
-        False
-    """
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        text = str(error).lower()
-        if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
-            return True
-        if any(words in text for words in _DISK_FULL_WORDS):
-            return True
-        if any(words in text for words in _TORCH_WRITE_WORDS):
-            with contextlib.suppress(OSError):
-                return shutil.disk_usage(folder).free < _NEARLY_FULL_BYTES
-        error = error.__cause__ or error.__context__
-    return False
-
-
-@contextlib.contextmanager
-def explain_disk_full(output_dir: str | os.PathLike):
-    """Turn a full disk during training into a :class:`DiskFullError` that says what to do.
-
-    Removes the checkpoint the Trainer was writing (it is unfinished, and its space is what the
-    next save needs), then names the folder, the free space, and the checkpoint the next run
-    resumes from; the earlier checkpoints are not touched. The original error stays attached as
-    ``__cause__``.
-
-    Args:
-        output_dir: the run folder (``TrainingArguments.output_dir``).
-    """
-    try:
-        yield
-    except Exception as error:
-        if not is_disk_full(error, output_dir):
-            raise
-        output_dir = Path(output_dir)
-        unfinished = [path for path in _checkpoint_dirs(output_dir) if _unfinished(path)]
-        for path in unfinished:
-            with contextlib.suppress(OSError):
-                discard(path)
-        usage = shutil.disk_usage(output_dir)
-        newest = next((path for path in _candidates(output_dir) if checkpoint_problem(path) is None), None)
-        removed = f"Removed the unfinished {', '.join(path.name for path in unfinished)}; now " if unfinished else ""
-        resume = (
-            f"{newest.name} is intact (verified) and the next run resumes from it."
-            if newest
-            else "No checkpoint was finished yet, so the next run starts from step 0."
-        )
-        raise DiskFullError(
-            f"The disk of {output_dir} is full: training stopped while writing to it. "
-            f"{removed}{_size(usage.free)} free of {_size(usage.total)}. {resume}\n"
-            "Free some space (old runs, damaged-checkpoint-* folders) or pass an --output-dir on a larger "
-            "disk, then run the same command again."
-        ) from error
-
-
-# --------------------------------------------------------------------------------------------
-# Finding runs to resume (a Drive folder of run folders)
-# --------------------------------------------------------------------------------------------
-
-
-def _is_run(folder: Path) -> bool:
-    return (folder / RUN_CONFIG_FILE).is_file() or any(
-        checkpoint_step(child) is not None and child.is_dir() for child in folder.iterdir()
-    )
-
-
-def find_runs(root: str | os.PathLike):
-    """The training runs in ``root`` (a Drive folder, or any folder of run folders), newest first.
-
-    Returns:
-        A DataFrame with run (folder name, ``.`` for ``root`` itself), preset, model, newest
-        complete checkpoint, its step, the last logged step, the last total reward and when the
-        run was last written; empty when there are none.
-    """
-    import pandas as pd
-
-    root = Path(root)
-    columns = [
-        "run",
-        "preset",
-        "model",
-        "newest checkpoint",
-        "checkpoint step",
-        "logged steps",
-        "last reward",
-        "updated",
-    ]
-    folders = [root] + sorted(child for child in root.iterdir() if child.is_dir()) if root.is_dir() else []
-    rows = []
-    for folder in (f for f in folders if _is_run(f)):
-        config = read_run_config(folder) or {}
-        newest = newest_complete_checkpoint(folder)
-        metrics = load_metrics(folder) if (folder / METRICS_FILE).is_file() else []
-        rewards = [record["reward"] for record in metrics if isinstance(record.get("reward"), (int, float))]
-        updated = max(path.stat().st_mtime for path in [folder, *folder.iterdir()])
-        rows.append(
-            {
-                "run": "." if folder == root else folder.name,
-                "preset": config.get("name"),
-                "model": config.get("model"),
-                "newest checkpoint": newest.name if newest else None,
-                "checkpoint step": checkpoint_step(newest) if newest else 0,
-                "logged steps": metrics[-1]["step"] if metrics else 0,
-                "last reward": round(float(rewards[-1]), 3) if rewards else None,
-                "updated": datetime.fromtimestamp(updated).strftime("%Y-%m-%d %H:%M:%S"),
-                "mtime": updated,
-            }
-        )
-    frame = pd.DataFrame(rows, columns=[*columns, "mtime"]).sort_values("mtime", ascending=False, ignore_index=True)
-    return frame.drop(columns="mtime")

@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .benchmarks import BENCHMARKS
+from .estimate import MEMORY_BANDWIDTH_GBPS
 from .models import MODEL_REGISTRY
 from .presets import PRESETS, EvalConfig, Preset, get_preset
 from .rewards import REWARDS
 from .runlock import STALE_AFTER_MINUTES
 from .settings import option_overrides, options
 
-GPUS = ("a100-40gb", "l4", "t4", "h100")
+GPUS = tuple(MEMORY_BANDWIDTH_GBPS)  # the GPUs the estimator has figures for
 
 
 def _add_setting_flags(group, settings_class: type, default_label: str) -> None:

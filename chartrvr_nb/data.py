@@ -1,11 +1,12 @@
-"""Training data: the hub/local loaders, synthetic rows, GRPO preparation, images and the cache root.
+"""Training data: the hub/local loaders, synthetic rows, GRPO preparation, the image-size rule, the cache root.
 
 Every source yields the same schema (see ``REQUIRED_COLUMNS``): ``image`` (PIL), ``query``,
 ``label``, ``chart_type`` (one of ``prompts.CHART_TYPES``), ``table``
 (``{"columns": [...], "rows": [[...]]}``, cells as strings) and ``reasoning``
-(``"<step-1>: ... <step-2>: ..."``). Synthetic rows need no download: :mod:`chartrvr_nb.synthetic`
-draws ten chart types from small random tables and computes every label from its table, so
-labels are verifiable by construction.
+(``"<step-1>: ... <step-2>: ..."``). Synthetic rows need no download: :mod:`chartrvr_nb.chart_kinds`
+draws ten chart types from small random tables and :mod:`chartrvr_nb.synthetic` computes every
+label from its table, so labels are verifiable by construction. Every image that reaches a model,
+in training, evaluation or a bench, is sized by one rule, :func:`fit_to_pixel_budget`.
 
 Top-level imports stay light: datasets, matplotlib, numpy and PIL are imported inside functions.
 """
@@ -20,8 +21,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .chart_kinds import render_chart
 from .prompts import CHART_TYPES, build_messages
-from .synthetic import QUESTION_KINDS, make_synthetic_example, render_chart
+from .synthetic import QUESTION_KINDS, make_synthetic_example
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only
     from datasets import Dataset
@@ -30,8 +32,10 @@ if TYPE_CHECKING:  # pragma: no cover - type hints only
 TRAIN_DATASET = "sanchit97/chart-rvr-grpo-train"  # the paper's GRPO training set (34,194 rows)
 REQUIRED_COLUMNS: tuple[str, ...] = ("image", "query", "label", "chart_type", "table", "reasoning")
 
-# Qwen2.5-VL merges 2x2 patches of 14 px, so 28 px is the smallest side its processor works with.
-MIN_IMAGE_SIDE = 28
+# Qwen2.5-VL merges 2x2 patches of 14 px: its images have sides in multiples of 28 px (its grid),
+# and its image processor keeps them at 56x56 px or more.
+PATCH_GRID = 28
+MIN_PIXELS = 56 * 56
 
 
 def cache_root() -> Path:
@@ -72,34 +76,15 @@ def check_columns(dataset: Any, required: Iterable[str] = REQUIRED_COLUMNS, name
         )
 
 
-def resize_to_pixel_budget(image: Image, max_pixels: int) -> Image:
-    """Shrink an image, keeping its aspect ratio, until ``width * height <= max_pixels``.
-
-    Never crops and never upscales: an image already within budget is returned unchanged.
-    Sides are not shrunk below 28 px (Qwen2.5-VL's smallest patch grid), so for an extreme
-    aspect ratio that floor can win over the budget.
-
-    Args:
-        image: a PIL image.
-        max_pixels: the pixel budget (the paper uses ``320 * 28 * 28``).
-
-    Returns:
-        The resized image (a new image), or ``image`` itself when it already fits.
-
-    Example:
-        >>> from PIL import Image
-        >>> resize_to_pixel_budget(Image.new("RGB", (400, 200)), 20_000).size
-        (200, 100)
-        >>> resize_to_pixel_budget(Image.new("RGB", (40, 20)), 20_000).size
-        (40, 20)
-    """
-    if max_pixels <= 0:
-        raise ValueError(f"max_pixels must be positive, got {max_pixels}.")
+def _scale_into_budget(image: Image, max_pixels: int, upscale: bool = False) -> Image:
+    """Step 1 of :func:`fit_to_pixel_budget`: scale keeping the aspect ratio until ``width * height
+    <= max_pixels`` (and, with ``upscale``, as close to it as whole pixels allow). Sides are not
+    shrunk below 28 px, so for an extreme aspect ratio that floor can win over the budget."""
     width, height = image.size
-    if width * height <= max_pixels:
+    if width * height <= max_pixels and not upscale:
         return image
     scale = math.sqrt(max_pixels / (width * height))
-    min_width, min_height = min(MIN_IMAGE_SIDE, width), min(MIN_IMAGE_SIDE, height)
+    min_width, min_height = min(PATCH_GRID, width), min(PATCH_GRID, height)
     new_width = max(min_width, math.floor(width * scale))
     new_height = max(min_height, math.floor(height * scale))
     # Floating point can leave the product a pixel row over budget; trim the longer side.
@@ -108,31 +93,65 @@ def resize_to_pixel_budget(image: Image, max_pixels: int) -> Image:
             new_width -= 1
         else:
             new_height -= 1
+    if (new_width, new_height) == (width, height):
+        return image
     from PIL import Image as PILImage
 
     return image.resize((new_width, new_height), PILImage.Resampling.BICUBIC)
 
 
-def snap_to_patch_grid(image: Image, max_pixels: int, min_pixels: int = 56 * 56) -> Image:
-    """Resize an image to the size Qwen2.5-VL's processor would pick (sides multiples of 28).
+def fit_to_pixel_budget(image: Image, max_pixels: int, *, upscale: bool = False) -> Image:
+    """Fit an image to a pixel budget and onto Qwen2.5-VL's 28-pixel grid: the project's one image-size rule.
 
-    The HF processor and vLLM each round an image to the 28-pixel grid on their own, and for an
-    off-grid image under a budget they can land on different sizes, so the image-token counts
-    disagree. An image already on the grid is left alone by both.
+    Training (:func:`prepare_grpo_dataset`), evaluation and the benches all size images with it, so
+    the model sees a chart the same way everywhere. Two steps, each a bicubic resize only when it
+    changes the size, never a crop:
+
+    1. scale keeping the aspect ratio until ``width * height <= max_pixels``: down when the image
+       is larger; with ``upscale``, up as well, to fill the budget (a benchmark's small chart then
+       costs as many image tokens as a real one);
+    2. round the sides to multiples of 28 the way Qwen2.5-VL's image processor does
+       (``smart_resize``: the nearest multiple, within ``[56 * 56, max_pixels]`` pixels). The HF
+       processor and vLLM each round an off-grid image on their own and can land on different
+       sizes, so their image-token counts disagree; an image on the grid is left alone by both.
+
+    Args:
+        image: a PIL image.
+        max_pixels: the pixel budget (the paper uses ``320 * 28 * 28``); at least one 28x28 cell.
+        upscale: also enlarge an image smaller than the budget (without it, only the grid's
+            rounding, up to the processor's 56x56 px minimum, can enlarge an image).
+
+    Returns:
+        The resized image (a new image), or ``image`` itself when it is on the grid and within budget.
 
     Example:
         >>> from PIL import Image
-        >>> snap_to_patch_grid(Image.new("RGB", (230, 170)), 224 * 224).size
-        (224, 168)
+        >>> fit_to_pixel_budget(Image.new("RGB", (1000, 700)), 320 * 28 * 28).size
+        (588, 420)
+        >>> fit_to_pixel_budget(Image.new("RGB", (320, 240)), 320 * 28 * 28).size  # only onto the grid
+        (308, 252)
+        >>> fit_to_pixel_budget(Image.new("RGB", (320, 240)), 320 * 28 * 28, upscale=True).size
+        (588, 420)
+        >>> image = Image.new("RGB", (252, 196))
+        >>> fit_to_pixel_budget(image, 224 * 224) is image
+        True
     """
+    if max_pixels < PATCH_GRID * PATCH_GRID:
+        raise ValueError(
+            f"max_pixels must be a positive pixel budget of at least {PATCH_GRID}x{PATCH_GRID} "
+            f"(one cell of Qwen2.5-VL's grid), got {max_pixels}."
+        )
+    from PIL import Image as PILImage
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
+    # Two resizes rather than one straight to the final size: every training row so far was made
+    # this way (shrunk to the budget, then snapped to the grid), and one resize would change its pixels.
+    image = _scale_into_budget(image, max_pixels, upscale)
     width, height = image.size
-    new_height, new_width = smart_resize(height, width, factor=28, min_pixels=min_pixels, max_pixels=max_pixels)
+    min_pixels = min(MIN_PIXELS, max_pixels)  # a budget below the processor's minimum wins
+    new_height, new_width = smart_resize(height, width, factor=PATCH_GRID, min_pixels=min_pixels, max_pixels=max_pixels)
     if (new_width, new_height) == (width, height):
         return image
-    from PIL import Image as PILImage
-
     return image.resize((new_width, new_height), PILImage.Resampling.BICUBIC)
 
 
@@ -142,19 +161,20 @@ def snap_to_patch_grid(image: Image, max_pixels: int, min_pixels: int = 56 * 56)
 
 
 def chart_image(chart_type: str, table: dict[str, Any], max_pixels: int | None = None) -> Image:
-    """A synthetic chart of ``table`` (:func:`chartrvr_nb.synthetic.render_chart`) within ``max_pixels``.
+    """A synthetic chart of ``table`` (:func:`chartrvr_nb.chart_kinds.render_chart`) within ``max_pixels``.
 
-    Drawn at 320x240 px, or at the lower resolution that fits the budget, then fitted to it
-    exactly by :func:`resize_to_pixel_budget` (whole pixels can round a row over).
+    Drawn at 320x240 px; with a budget, drawn at the lower resolution that fits it and then fitted
+    to it and to the 28-pixel grid by :func:`fit_to_pixel_budget`, as training would fit it.
 
     Example:
         >>> table = {"columns": ["Year", "Sales"], "rows": [["2020", "3"], ["2021", "5"]]}
-        >>> image = chart_image("bar", table, max_pixels=112 * 112)
-        >>> image.width * image.height <= 112 * 112
-        True
+        >>> chart_image("bar", table, max_pixels=112 * 112).size
+        (140, 84)
+        >>> chart_image("bar", table).size
+        (320, 240)
     """
     image = render_chart(chart_type, table, max_pixels)
-    return resize_to_pixel_budget(image, max_pixels) if max_pixels else image
+    return fit_to_pixel_budget(image, max_pixels) if max_pixels else image
 
 
 def make_synthetic_rows(
@@ -172,7 +192,7 @@ def make_synthetic_rows(
     Args:
         n: number of rows.
         seed: random seed.
-        max_pixels: draw each chart within this pixel budget (default: 320x240 px).
+        max_pixels: draw each chart within this pixel budget, on the 28-pixel grid (default: 320x240 px).
         render: draw the charts; ``False`` leaves ``image`` as ``None`` (text-only uses, such as
             training the tiny model's tokenizer).
         chart_types: the chart types to draw (see :func:`synthetic_chart_types`).
@@ -352,7 +372,7 @@ def load_train_dataset(
         subset_size: keep this many rows after shuffling with ``seed`` (all rows when ``None``;
             for ``"synthetic"``, the number of rows generated, default 256).
         seed: shuffle seed (and the synthetic generator's seed).
-        max_pixels: resize images to this pixel budget (never cropped).
+        max_pixels: fit images to this pixel budget and the 28-pixel grid (:func:`fit_to_pixel_budget`).
 
     Returns:
         A ``datasets.Dataset`` with at least ``REQUIRED_COLUMNS``.
@@ -380,8 +400,8 @@ def load_train_dataset(
         dataset = dataset.shuffle(seed=seed).select(range(subset_size))
     if max_pixels is not None:
         dataset = dataset.map(
-            lambda row: {"image": resize_to_pixel_budget(row["image"], max_pixels)},
-            desc=f"Resizing images to {max_pixels} pixels",
+            lambda row: {"image": fit_to_pixel_budget(row["image"], max_pixels)},
+            desc=f"Fitting images to {max_pixels} pixels",
         )
     return dataset
 
@@ -396,7 +416,7 @@ def training_examples(
             ``sanchit97/chart-rvr-grpo-train`` (streamed: only ``n`` rows are downloaded).
         n: number of rows.
         seed: the synthetic generator's seed (and the local subset's shuffle).
-        max_pixels: resize images to this budget, as training does.
+        max_pixels: fit images to this budget and the 28-pixel grid, as training does.
 
     Returns:
         Dicts in the training schema.
@@ -417,7 +437,7 @@ def training_examples(
         ) from error
     check_columns(list(rows[0]) if rows else REQUIRED_COLUMNS, name=source)
     if max_pixels is not None:
-        rows = [{**row, "image": resize_to_pixel_budget(row["image"], max_pixels)} for row in rows]
+        rows = [{**row, "image": fit_to_pixel_budget(row["image"], max_pixels)} for row in rows]
     return rows
 
 
@@ -435,7 +455,8 @@ def prepare_grpo_dataset(dataset: Dataset, max_pixels: int, style: str = "rvr") 
         style: the prompt style of :func:`chartrvr_nb.prompts.build_messages`.
 
     Returns:
-        The dataset with ``prompt`` added, ``image`` resized to the budget and the 28-pixel grid, and
+        The dataset with ``prompt`` added, ``image`` fitted to the budget and the 28-pixel grid
+        (:func:`fit_to_pixel_budget`), and
         ``row_id`` (the row's position in ``dataset``, unless it has that column already) so that a
         logged sample names the chart it was generated from without holding the image.
     """
@@ -445,7 +466,7 @@ def prepare_grpo_dataset(dataset: Dataset, max_pixels: int, style: str = "rvr") 
     def prepare(row: dict[str, Any], index: int) -> dict[str, Any]:
         return {
             "prompt": build_messages(row["query"], style),
-            "image": snap_to_patch_grid(resize_to_pixel_budget(row["image"], max_pixels), max_pixels),
+            "image": fit_to_pixel_budget(row["image"], max_pixels),
             **({} if "row_id" in dataset.column_names else {"row_id": index}),
         }
 

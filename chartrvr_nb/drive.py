@@ -3,7 +3,7 @@
 Every write of ours that a crash must not leave half done goes through here: the lock file
 (:mod:`chartrvr_nb.runlock`), ``run_config.json`` (:mod:`chartrvr_nb.runfiles`), each checkpoint's
 ``manifest.json``, and the copies of checkpoints and log files to and from Google Drive
-(:mod:`chartrvr_nb.checkpoints`, the Drive mirror in :mod:`chartrvr_nb.trainer`). Each goes to a
+(:mod:`chartrvr_nb.resume`, the Drive mirror in :mod:`chartrvr_nb.trainer`). Each goes to a
 temporary name beside its target, ``.tmp-<name>-<pid>``, and is renamed over the target when
 finished (``os.replace``, atomic on one file system); so a name we write only ever holds a whole
 file or folder. A process killed mid-write leaves its temporary behind: :func:`clean_stale_temporaries`
@@ -90,7 +90,7 @@ def clean_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     """Delete the temporaries that interrupted writes, copies and deletes left in ``directory``.
 
     Call it when no other process is writing into ``directory`` (before training starts:
-    ``checkpoints.prepare_resume`` does). This process's own temporaries are in flight (the run
+    ``resume.prepare_resume`` does). This process's own temporaries are in flight (the run
     lock's heartbeat writes one every minute) and are left alone.
 
     Args:

@@ -34,21 +34,16 @@ import os
 import re
 from dataclasses import dataclass
 
-from . import env
 from .presets import as_preset, generation_batch_error
 
 REFERENCE_GPU = "a100-40gb"
 REFERENCE_COMPLETIONS_PER_STEP = 4  # the seed's batch 2 x grad accumulation 2
 GPU_NAMES = {"a100-40gb": "A100 40GB", "l4": "L4 24GB", "t4": "T4 16GB", "h100": "H100 80GB", "cpu": "CPU"}
-GPU_MEMORY_GB = {"a100-40gb": 40.0, "l4": 24.0, "t4": 16.0, "h100": 80.0}
 MEMORY_BANDWIDTH_GBPS = {"a100-40gb": 1555, "l4": 300, "t4": 320, "h100": 3350}
 QLORA_MEMORY_SAVING_GB = 5.0
 QLORA_TIME_FACTOR = 1.3
 # Per completion beyond 2 in the micro-batch: the seed's 12-13 GB at batch 2 vs 15-20 GB at batch 4.
 MEMORY_PER_EXTRA_COMPLETION_GB = (1.5, 3.5)
-CUDA_OVERHEAD_GB = 1.0  # CUDA context and allocator fragmentation on top of the measured peak
-# The GPUs Colab offers, smallest first: the rows of the setup notebook's estimate table.
-COLAB_GPUS: tuple[str, ...] = ("t4", "l4", "a100-40gb")
 
 
 @dataclass(frozen=True)
@@ -263,7 +258,9 @@ class Estimate:
     processes: int = 1  # data-parallel training processes the steps are counted for
 
 
-def _step_figure(preset, gpu: str) -> StepFigure:
+def step_figure(preset, gpu: str) -> StepFigure:
+    """Seconds per step and peak memory of ``preset`` on ``gpu``: its table entry, scaled to its
+    generations and batch when the table has no entry for them."""
     key = (gpu, preset.num_generations, preset.gradient_checkpointing, preset.load_in_4bit)
     figure = STEP_FIGURES.get(key)
     if figure is None:
@@ -330,7 +327,7 @@ def estimate(preset, gpu: str = REFERENCE_GPU, world_size: int | None = None) ->
         generation_batch_size=preset.generation_batch_size,
     )
     seed_steps = seed_formula_steps(preset.num_samples, preset.batch_size, preset.num_epochs, preset.grad_accum)
-    figure = _step_figure(preset, gpu)
+    figure = step_figure(preset, gpu)
     total = steps * figure.seconds_per_step
     note = ""
     if seed_steps != steps:
@@ -385,126 +382,3 @@ def format_estimate(est: Estimate) -> str:
     if est.note:
         lines.append(f"  note             {est.note}")
     return "\n".join(lines)
-
-
-def fit_verdict(memory_gb: tuple[float, float], gpu_memory_gb: float) -> str:
-    """Whether a peak-memory range (low, high) fits a GPU, with ~1 GB of CUDA overhead on top.
-
-    Returns:
-        ``"yes"`` when the high end fits, ``"maybe"`` when only the low end does, else ``"no"``.
-
-    Example:
-        >>> fit_verdict((12.0, 13.0), 16.0), fit_verdict((12.0, 15.5), 16.0), fit_verdict((15.0, 18.0), 15.0)
-        ('yes', 'maybe', 'no')
-    """
-    low, high = memory_gb
-    if high + CUDA_OVERHEAD_GB <= gpu_memory_gb:
-        return "yes"
-    return "maybe" if low + CUDA_OVERHEAD_GB <= gpu_memory_gb else "no"
-
-
-def fits_gpu(preset, gpu_memory_gb: float) -> tuple[bool, str]:
-    """Whether ``preset``'s peak memory (plus ~1 GB CUDA overhead) fits a GPU of that size.
-
-    Args:
-        preset: a :class:`~chartrvr_nb.presets.Preset` or a preset name.
-        gpu_memory_gb: the GPU's total memory, e.g. ``chartrvr_nb.env.gpu_info().memory_gb``.
-
-    Returns:
-        ``(fits, message)``; the message gives the figures and, when it does not fit, what to change.
-
-    Example:
-        >>> fits_gpu("paper", 40.0)
-        (True, "Preset 'paper' needs about 12-13 GB (seed guide (A100 40GB)); 40 GB available.")
-    """
-    preset = as_preset(preset)
-    if not preset.requires_gpu:
-        return True, f"Preset {preset.name!r} runs on CPU; no GPU memory needed."
-    figure = _step_figure(preset, REFERENCE_GPU)
-    low, high = figure.memory_gb
-    needs = f"Preset {preset.name!r} needs about {low:g}-{high:g} GB ({figure.source}); {gpu_memory_gb:g} GB available"
-    verdict = fit_verdict(figure.memory_gb, gpu_memory_gb)
-    if verdict == "yes":
-        return True, needs + "."
-    return False, f"{needs}: it {'may not' if verdict == 'maybe' else 'will not'} fit.\n" + env.oom_advice(
-        preset
-    ).split("\n", 1)[1]
-
-
-# --------------------------------------------------------------------------------------------
-# This machine (the notebooks' setup and training cells)
-# --------------------------------------------------------------------------------------------
-
-
-def local_estimate(preset) -> str:
-    """:func:`format_estimate` for this machine's GPU.
-
-    Without a GPU (or on one the estimator has no figures for) a GPU preset gets the reference
-    A100 40GB figures, the seed guide's, with a first line saying so.
-    """
-    preset = as_preset(preset)
-    gpu = env.gpu_info()
-    key = gpu_key(gpu.name) if gpu else None
-    text = format_estimate(estimate(preset, gpu=key or REFERENCE_GPU))
-    if preset.requires_gpu and key is None:
-        found = f"no figures were measured on this GPU ({gpu.name})" if gpu else "no GPU was found on this machine"
-        text = (
-            f"NOTE: {found}, so these are the figures of the reference GPU, the {GPU_NAMES[REFERENCE_GPU]} "
-            "of the seed guide.\n" + text
-        )
-    return text
-
-
-def check_preset(preset) -> str:
-    """Whether ``preset`` can run on this machine, and what to change when it cannot.
-
-    Args:
-        preset: a Preset or preset name.
-
-    Returns:
-        One or more lines starting with ``OK`` or ``PROBLEM``.
-    """
-    preset = as_preset(preset)
-    gpu = env.gpu_info()
-    if not preset.requires_gpu:
-        return f"OK: preset {preset.name!r} trains the tiny model on CPU; it runs anywhere in a few minutes."
-    if gpu is None:
-        return (
-            f"PROBLEM: preset {preset.name!r} needs a CUDA GPU and this runtime has none. In Colab: Runtime > "
-            "Change runtime type > T4 (preset colab-t4) or L4/A100 (the others). Without a GPU use preset 'smoke'."
-        )
-    fits, message = fits_gpu(preset, gpu.memory_gb)
-    lines = [("OK: " if fits else "PROBLEM: ") + message]
-    if not gpu.bf16 and not preset.load_in_4bit:
-        lines.append(
-            f"NOTE: the {gpu.name} has no native bfloat16 (compute capability "
-            f"{'.'.join(map(str, gpu.compute_capability))}), so 16-bit math is emulated and slow here; "
-            "preset colab-t4 (4-bit weights) is the one made for this GPU."
-        )
-    return "\n".join(lines)
-
-
-def estimate_table(preset, gpus: tuple[str, ...] = COLAB_GPUS):
-    """Steps, time and memory of ``preset`` on each GPU, with whether it fits (a DataFrame).
-
-    A CPU preset (smoke) gives one CPU row.
-    """
-    import pandas as pd
-
-    preset = as_preset(preset)
-    rows = []
-    for gpu in gpus if preset.requires_gpu else ("cpu",):
-        est = estimate(preset, gpu=gpu)
-        low, high = est.peak_memory_gb
-        rows.append(
-            {
-                "GPU": GPU_NAMES[gpu],
-                "optimizer steps": est.steps,
-                "seed formula steps": est.seed_steps,
-                "s / step": round(est.seconds_per_step, 2),
-                "total time": est.duration,
-                "GPU memory (GB)": "n/a" if gpu == "cpu" else f"{low:g}-{high:g}",
-                "fits": "yes" if gpu == "cpu" else fit_verdict(est.peak_memory_gb, GPU_MEMORY_GB[gpu]),
-            }
-        )
-    return pd.DataFrame(rows)

@@ -2,7 +2,7 @@
 
 ``run_evaluation("qwen2-5-3b", "chartqa", adapter="grpo-start-ckpts/...")`` loads the
 benchmark's examples (:mod:`chartrvr_nb.benchmark_data`), answers them with batched greedy
-generation (left padding, images resized to a pixel budget), scores and summarises every answer
+generation (left padding, images fitted to a pixel budget as in training), scores and summarises every answer
 (:mod:`chartrvr_nb.eval_results`), and writes ``predictions.jsonl`` (one line per example) and
 ``summary.json`` to the output folder. The result also holds a table that puts our number beside
 the paper's. The runner never names a benchmark: what differs between them is declared in
@@ -86,7 +86,10 @@ def parse_reply(reply: str, prompt: str) -> dict[str, Any]:
 
 
 def _pixel_budget(processor: Any, max_pixels: int | None) -> int:
-    """The smaller of the requested budget and what the processor's image processor accepts."""
+    """The smaller of the requested budget and what the processor's image processor accepts.
+
+    An image fitted to a larger budget than the processor's would be resized again inside it.
+    """
     image_processor = getattr(processor, "image_processor", None)
     size = getattr(image_processor, "size", None) or {}
     limits = [getattr(image_processor, "max_pixels", None)]
@@ -141,7 +144,8 @@ def generate_batches(
         examples: dicts with ``question`` and ``image`` (see :func:`load_examples`).
         config: the settings used here: ``batch_size`` examples per ``generate`` call (1 for the
             one-at-a-time baseline), the ``prompt`` style, ``tokens_per_answer``, the image budget
-            ``max_pixels`` (images are resized, never cropped) and ``progress`` (a tqdm bar).
+            ``max_pixels`` (images are fitted to it and the 28-pixel grid, never cropped:
+            :func:`chartrvr_nb.data.fit_to_pixel_budget`) and ``progress`` (a tqdm bar).
         description: the progress bar's label.
 
     Yields:
@@ -150,7 +154,7 @@ def generate_batches(
     import torch
     from tqdm.auto import tqdm
 
-    from .data import resize_to_pixel_budget
+    from .data import fit_to_pixel_budget
 
     config = config or EvalConfig()
     budget = _pixel_budget(processor, config.max_pixels)
@@ -159,7 +163,8 @@ def generate_batches(
     with tqdm(total=len(examples), desc=description, unit="example", disable=not config.progress) as bar:
         for start in range(0, len(examples), config.batch_size):
             batch = examples[start : start + config.batch_size]
-            images = [resize_to_pixel_budget(load_image(example["image"]), budget) for example in batch]
+            # Sized as training sizes them (onto the processor's grid), so the processor takes them as they are.
+            images = [fit_to_pixel_budget(load_image(example["image"]), budget) for example in batch]
             texts = [
                 processor.apply_chat_template(
                     build_messages(example["question"], config.prompt), tokenize=False, add_generation_prompt=True

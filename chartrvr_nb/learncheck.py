@@ -10,7 +10,7 @@ above 0 and a reward that needs the chart (type, answer or table) gains with its
 
 What it shows: rewards, advantages and gradients point the right way, end to end, on two CPU
 cores in minutes. What it does not show: chart understanding at 3B scale. The ``tiny-learn``
-warm start (``chartrvr_nb.tiny.TINY_RECIPES``) teaches the format but guesses the chart type at
+warm start (``chartrvr_nb.warm_start.TINY_RECIPES``) teaches the format but guesses the chart type at
 random and usually drops the newline the format reward needs; GRPO has to fix both.
 """
 

@@ -6,7 +6,7 @@ same function the accuracy reward uses. An aggregation takes a run's records (wi
 ``score``) and returns a number or a breakdown, in percent. Benchmarks name their metric and
 aggregations by key (:data:`METRICS`, :data:`AGGREGATIONS`) in :mod:`chartrvr_nb.benchmarks`;
 the published tables' own rules are :mod:`chartrvr_nb.official_scoring`, which ChartQAPro's
-metric shares its list and item comparison with.
+metric shares its list and item comparison with, and the aggregations their percent and per-subset rule.
 
 Pure Python: nothing heavy is imported here.
 """
@@ -19,7 +19,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .answers import relaxed_match
-from .official_scoring import chartqapro_items_score, chartqapro_trim, chartqapro_year_flags
+from .official_scoring import (
+    chartqapro_items_score,
+    chartqapro_trim,
+    chartqapro_year_flags,
+    percent,
+    percent_by_subset,
+)
 
 # --------------------------------------------------------------------------------------------
 # Metrics
@@ -138,10 +144,6 @@ METRICS: dict[str, Callable[[str, Mapping[str, Any]], float]] = {
 # --------------------------------------------------------------------------------------------
 
 
-def _percent(values: list[float]) -> float | None:
-    return 100.0 * sum(values) / len(values) if values else None
-
-
 def by_subset(records: list[Mapping[str, Any]]) -> dict[str, float]:
     """Accuracy of each subset (e.g. ChartQA's human and augmented splits), in percent.
 
@@ -150,11 +152,7 @@ def by_subset(records: list[Mapping[str, Any]]) -> dict[str, float]:
         ...            {"subset": "augmented", "score": 1.0}])
         {'augmented': 100.0, 'human': 50.0}
     """
-    groups: dict[str, list[float]] = {}
-    for record in records:
-        if record.get("subset") is not None:
-            groups.setdefault(str(record["subset"]), []).append(float(record["score"]))
-    return {name: _percent(scores) for name, scores in sorted(groups.items())}
+    return percent_by_subset(records, [float(record["score"]) for record in records])
 
 
 def subset_mean(records: list[Mapping[str, Any]]) -> float | None:
@@ -187,7 +185,7 @@ def acc_plus(records: list[Mapping[str, Any]]) -> float | None:
         if pair is not None:
             pairs.setdefault(pair, []).append(float(record["score"]))
     complete = [scores for scores in pairs.values() if len(scores) == 2]
-    return _percent([float(all(score == 1.0 for score in scores)) for scores in complete])
+    return percent([float(all(score == 1.0 for score in scores)) for scores in complete])
 
 
 AGGREGATIONS: dict[str, Callable[[list[Mapping[str, Any]]], Any]] = {

@@ -249,7 +249,7 @@ def default_run(runs, preset: str | None = None) -> str:
     """The run to resume by default: the newest run of ``preset``, else the newest run.
 
     Args:
-        runs: the table from :func:`chartrvr_nb.checkpoints.find_runs`.
+        runs: the table from :func:`chartrvr_nb.runfiles.find_runs`.
         preset: a preset name to prefer.
 
     Raises:

@@ -32,7 +32,13 @@ from typing import Any
 Record = Mapping[str, Any]
 
 
-def _percent(values: Sequence[float]) -> float | None:
+def percent(values: Sequence[float]) -> float | None:
+    """The mean of scores in [0, 1], in percent; None for no scores (every figure here and in ``metrics``).
+
+    Example:
+        >>> percent([1.0, 0.0, 1.0, 1.0]), percent([])
+        (75.0, None)
+    """
     return 100.0 * sum(values) / len(values) if values else None
 
 
@@ -40,12 +46,18 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _by_subset(records: Sequence[Record], scores: Sequence[float]) -> dict[str, float]:
+def percent_by_subset(records: Sequence[Record], scores: Sequence[float]) -> dict[str, float]:
+    """The :func:`percent` of each subset's scores (a record's ``subset``; records without one are left out).
+
+    Example:
+        >>> percent_by_subset([{"subset": "human"}, {"subset": "human"}, {"subset": None}], [1.0, 0.0, 1.0])
+        {'human': 50.0}
+    """
     groups: dict[str, list[float]] = {}
     for record, score in zip(records, scores):
         if record.get("subset") is not None:
             groups.setdefault(str(record["subset"]), []).append(score)
-    return {name: _percent(values) for name, values in sorted(groups.items())}
+    return {name: percent(values) for name, values in sorted(groups.items())}
 
 
 def _result(
@@ -176,9 +188,9 @@ def score_pix2struct(records: Sequence[Record]) -> dict[str, Any]:
         "pix2struct relaxed_correctness: best of the labels, 5% relative tolerance, every trailing % read as "
         "percent, nothing stripped (google-research/pix2struct pix2struct/metrics.py)",
         "relaxed accuracy",
-        _percent(scores),
+        percent(scores),
         len(records),
-        _by_subset(records, scores),
+        percent_by_subset(records, scores),
     )
 
 
@@ -334,13 +346,13 @@ def score_chartqapro(records: Sequence[Record]) -> dict[str, Any]:
         score, crashed = chartqapro_relaxed_correctness(gold, prediction, meta.get("year_flags"))
         scores.append(score)
         crashes += crashed
-    breakdown = _by_subset(records, scores)
+    breakdown = percent_by_subset(records, scores)
     return _result(
         "ChartQAPro relaxed_correctness_chartqapro: year items exact, numbers within 5% (% stripped), text by ANLS "
         "0.5, lists item by item; Fact Checking and Multi Choice not exact "
         "(vis-nlp/ChartQAPro evaluate_predictions.py)",
         "Overall",
-        _percent(scores),
+        percent(scores),
         len(records),
         breakdown,
         crashes,
@@ -527,7 +539,7 @@ def score_chartbench(records: Sequence[Record]) -> dict[str, Any]:
         correct = max(chartbench_nqa_correct(record.get("prediction"), label) for label in labels)
         add("NQA", _chartbench_keys(str(meta.get("image_type") or ""), None), [float(correct)])
 
-    details = {metric: {key: _percent(values) for key, values in by_key.items()} for metric, by_key in lists.items()}
+    details = {metric: {key: percent(values) for key, values in by_key.items()} for metric, by_key in lists.items()}
 
     def combined(key: str) -> float | None:
         if key not in details["Acc+"] and key not in details["NQA"]:
@@ -588,12 +600,12 @@ def score_evochart(records: Sequence[Record]) -> dict[str, Any]:
             score = float(pix2struct_relaxed_correctness(answer, prediction))
             other.append(score)
         scores.append(score)
-    breakdown = {"is_clear (string match)": _percent(clear), "not is_clear (5% tolerance)": _percent(other)}
+    breakdown = {"is_clear (string match)": percent(clear), "not is_clear (5% tolerance)": percent(other)}
     return _result(
         "EvoChart README: answers with is_clear scored by string match, the others with 5% relative tolerance "
         "(no evaluation code is published)",
         "accuracy",
-        _percent(scores),
+        percent(scores),
         len(records),
         {k: v for k, v in breakdown.items() if v is not None},
     )
@@ -610,9 +622,9 @@ def score_project_metric(records: Sequence[Record]) -> dict[str, Any]:
     return _result(
         "no official evaluation code for free-text replies: the project's metric (metrics.METRICS)",
         "accuracy",
-        _percent(scores),
+        percent(scores),
         len(records),
-        _by_subset(records, scores),
+        percent_by_subset(records, scores),
     )
 
 
@@ -669,8 +681,8 @@ def score_chart_rvr_code(records: Sequence[Record], tolerance: float = 0.05) -> 
         "rule": "Chart-RVR code: mean relaxed accuracy over all examples, "
         f"{100 * float(tolerance):g}% relative tolerance (sanchit97/chartrl metrics.relaxed_accuracy)",
         "label": "relaxed accuracy",
-        "value": _percent(scores),
+        "value": percent(scores),
         "n": len(records),
         "tolerance": float(tolerance),
-        "breakdown": _by_subset(records, scores),
+        "breakdown": percent_by_subset(records, scores),
     }

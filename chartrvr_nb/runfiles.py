@@ -5,6 +5,7 @@ and three files of ours: ``metrics.jsonl`` (every log event, appended as trainin
 ``samples.jsonl`` (sample completions with their rewards) and ``run_config.json`` (the preset the
 run was started with). Training writes them through this module; plots, notebooks and the CLI read
 them through it, so a resumed run, a crash mid-line or a re-logged step reads the same everywhere.
+:func:`find_runs` lists the runs in a folder of run folders (e.g. on Drive, to pick one to resume).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import json
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .checkpoints import checkpoint_step, newest_complete_checkpoint
 from .drive import write_atomic
 
 METRICS_FILE = "metrics.jsonl"
@@ -188,6 +191,63 @@ def preset_from_run(run_dir: str | os.PathLike):
     if config is None:
         raise FileNotFoundError(
             f"No {RUN_CONFIG_FILE} in {run_dir}: not a training run folder (train() writes it when a run starts). "
-            "Pick a folder listed by checkpoints.find_runs()."
+            "Pick a folder listed by runfiles.find_runs()."
         )
     return get_preset(config["name"], **{key: value for key, value in config.items() if key != "name"})
+
+
+# --------------------------------------------------------------------------------------------
+# Finding runs (e.g. a Drive folder of run folders, to resume one)
+# --------------------------------------------------------------------------------------------
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / RUN_CONFIG_FILE).is_file() or any(
+        checkpoint_step(child) is not None and child.is_dir() for child in folder.iterdir()
+    )
+
+
+def find_runs(root: str | os.PathLike):
+    """The training runs in ``root`` (a Drive folder, or any folder of run folders), newest first.
+
+    Returns:
+        A DataFrame with run (folder name, ``.`` for ``root`` itself), preset, model, newest
+        complete checkpoint, its step, the last logged step, the last total reward and when the
+        run was last written; empty when there are none.
+    """
+    import pandas as pd
+
+    root = Path(root)
+    columns = [
+        "run",
+        "preset",
+        "model",
+        "newest checkpoint",
+        "checkpoint step",
+        "logged steps",
+        "last reward",
+        "updated",
+    ]
+    folders = [root] + sorted(child for child in root.iterdir() if child.is_dir()) if root.is_dir() else []
+    rows = []
+    for folder in (f for f in folders if _is_run(f)):
+        config = read_run_config(folder) or {}
+        newest = newest_complete_checkpoint(folder)
+        metrics = load_metrics(folder) if (folder / METRICS_FILE).is_file() else []
+        rewards = [record["reward"] for record in metrics if isinstance(record.get("reward"), (int, float))]
+        updated = max(path.stat().st_mtime for path in [folder, *folder.iterdir()])
+        rows.append(
+            {
+                "run": "." if folder == root else folder.name,
+                "preset": config.get("name"),
+                "model": config.get("model"),
+                "newest checkpoint": newest.name if newest else None,
+                "checkpoint step": checkpoint_step(newest) if newest else 0,
+                "logged steps": metrics[-1]["step"] if metrics else 0,
+                "last reward": round(float(rewards[-1]), 3) if rewards else None,
+                "updated": datetime.fromtimestamp(updated).strftime("%Y-%m-%d %H:%M:%S"),
+                "mtime": updated,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=[*columns, "mtime"]).sort_values("mtime", ascending=False, ignore_index=True)
+    return frame.drop(columns="mtime")

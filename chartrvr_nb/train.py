@@ -179,7 +179,7 @@ def train(
     Raises:
         runlock.RunLockedError: another run holds ``output_dir`` or ``drive_dir``; raised before
             any model is loaded.
-        checkpoints.DiskFullError: the disk of ``output_dir`` filled up; the earlier checkpoints
+        disk_full.DiskFullError: the disk of ``output_dir`` filled up; the earlier checkpoints
             are intact and the next run resumes from the newest.
     """
     from . import env
@@ -216,7 +216,7 @@ def _train_in_locked_folder(
     verbose: bool,
 ) -> TrainResult:
     """The run itself, its folders held (``lock`` is None off rank 0): resume, load, train, save."""
-    from . import checkpoints, env
+    from . import checkpoints, disk_full, env, resume
     from .data import load_train_dataset, prepare_grpo_dataset
     from .drive import copy_atomic
     from .models import load_model_and_processor
@@ -230,7 +230,7 @@ def _train_in_locked_folder(
     # ranks then only read which checkpoint it chose.
     with args.main_process_first(local=False, desc="resume"):
         if is_main:
-            resume_from = checkpoints.prepare_resume(output_dir, drive)
+            resume_from = resume.prepare_resume(output_dir, drive)
             _check_run_config(output_dir, preset)
             if resume_from is None:
                 for stale in (METRICS_FILE, SAMPLES_FILE):  # a fresh run starts fresh logs
@@ -271,7 +271,7 @@ def _train_in_locked_folder(
                 f"Base model {preset.model} in 4-bit NF4 (bitsandbytes; compute {str(model.dtype)[6:]}, vision tower "
                 "and lm_head unquantised); LoRA adapters train in float32."
             )
-    with env.explain_oom(preset), checkpoints.explain_disk_full(output_dir), _quiet_and_tracked(preset, output_dir):
+    with env.explain_oom(preset), disk_full.explain_disk_full(output_dir), _quiet_and_tracked(preset, output_dir):
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     adapter_dir = output_dir / ADAPTER_DIR

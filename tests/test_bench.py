@@ -11,7 +11,6 @@ import re
 import pytest
 
 from bench import rewards as bench_rewards
-from bench.random_3b import fill_pixel_budget
 
 RATIO = re.compile(
     r"^RATIO (?P<what>.+): (?P<new>.+?) (?P<new_rate>[\d.]+) vs (?P<old>.+?) (?P<old_rate>[\d.]+) = (?P<ratio>[\d.]+)x$"
@@ -101,13 +100,15 @@ def test_eval_bench_quick_compares_batched_with_one_at_a_time(one_thread, capsys
     assert line["new"] == "batched" and line["old"] == "one-at-a-time"
 
 
-def test_fill_pixel_budget_lands_on_the_patch_grid_within_budget():
+def test_filling_the_pixel_budget_lands_on_the_patch_grid_within_budget():
     from PIL import Image
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
+    from chartrvr_nb.data import fit_to_pixel_budget
+
     budget = 320 * 28 * 28
     for size in [(320, 240), (1200, 300), (50, 60), (2000, 1500)]:
-        width, height = fill_pixel_budget(Image.new("RGB", size), budget).size
+        width, height = fit_to_pixel_budget(Image.new("RGB", size), budget, upscale=True).size
         assert width % 28 == 0 and height % 28 == 0 and width * height <= budget
         # On the grid and within bounds: the trainer's processor and vLLM's see the same image.
         assert smart_resize(height, width, 28, 3136, budget) == (height, width)

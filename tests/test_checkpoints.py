@@ -16,14 +16,13 @@ import pytest
 from chartrvr_nb.checkpoints import (
     checkpoint_step,
     complete_checkpoints,
-    find_runs,
     is_complete_checkpoint,
     newest_complete_checkpoint,
-    prepare_resume,
 )
 from chartrvr_nb.drive import clean_stale_temporaries, copy_atomic
 from chartrvr_nb.presets import get_preset
-from chartrvr_nb.runfiles import preset_from_run, read_run_config, write_run_config
+from chartrvr_nb.resume import prepare_resume
+from chartrvr_nb.runfiles import find_runs, preset_from_run, read_run_config, write_run_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO_ROOT = Path(__file__).resolve().parents[1]

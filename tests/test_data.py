@@ -9,17 +9,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chartrvr_nb.answers import count_steps, relaxed_match
+from chartrvr_nb.chart_kinds import CHART_KINDS
 from chartrvr_nb.data import (
     REQUIRED_COLUMNS,
+    _scale_into_budget,
     check_columns,
+    fit_to_pixel_budget,
     load_train_dataset,
     make_synthetic_dataset,
     make_synthetic_rows,
     prepare_grpo_dataset,
-    resize_to_pixel_budget,
 )
 from chartrvr_nb.prompts import CHART_TYPES, build_messages
-from chartrvr_nb.synthetic import CHART_KINDS, QUESTION_KINDS, answer_question, make_synthetic_example
+from chartrvr_nb.synthetic import QUESTION_KINDS, answer_question, make_synthetic_example
 
 
 def _oracle(table, spec):
@@ -106,11 +108,12 @@ def test_synthetic_dataset_has_the_training_schema_all_chart_types_and_fits_the_
     height=st.integers(1, 1500),
     max_pixels=st.integers(28 * 28, 400_000),
 )
-def test_resize_to_pixel_budget_shrinks_within_budget_keeping_aspect(width, height, max_pixels):
+def test_scaling_into_the_budget_shrinks_within_budget_keeping_aspect(width, height, max_pixels):
+    """Step 1 of fit_to_pixel_budget (without upscale), as the budget resize always behaved."""
     from PIL import Image
 
     image = Image.new("RGB", (width, height))
-    resized = resize_to_pixel_budget(image, max_pixels)
+    resized = _scale_into_budget(image, max_pixels)
     new_width, new_height = resized.size
     assert new_width <= width and new_height <= height  # never upscaled, never cropped larger
     if width * height <= max_pixels:
@@ -128,7 +131,7 @@ def test_resize_rejects_a_non_positive_budget():
     from PIL import Image
 
     with pytest.raises(ValueError, match="positive"):
-        resize_to_pixel_budget(Image.new("RGB", (10, 10)), 0)
+        fit_to_pixel_budget(Image.new("RGB", (10, 10)), 0)
 
 
 def test_check_columns_names_what_is_missing_and_the_fix():
@@ -250,10 +253,36 @@ def test_prepared_images_sit_on_the_processor_grid(width, height):
     """The HF processor and vLLM must agree on image-token counts: sides are multiples of 28."""
     from PIL import Image
 
-    from chartrvr_nb.data import resize_to_pixel_budget, snap_to_patch_grid
-
     budget = 320 * 28 * 28
-    image = snap_to_patch_grid(resize_to_pixel_budget(Image.new("RGB", (width, height)), budget), budget)
+    image = fit_to_pixel_budget(Image.new("RGB", (width, height)), budget)
     assert image.size[0] % 28 == 0 and image.size[1] % 28 == 0
     assert image.size[0] * image.size[1] <= budget
-    assert snap_to_patch_grid(image, budget) is image  # already on the grid: untouched
+    assert fit_to_pixel_budget(image, budget) is image  # already on the grid: untouched
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    width=st.integers(28, 1500),
+    height=st.integers(28, 1500),
+    max_pixels=st.integers(224 * 224, 400_000),
+    upscale=st.booleans(),
+)
+def test_fitted_images_are_what_the_processor_would_keep_and_upscale_fills_the_budget(
+    width, height, max_pixels, upscale
+):
+    """One rule for training, evaluation and the benches: on the grid, within budget, left alone by
+    Qwen2.5-VL's processor at that budget; with upscale, a small chart grows to fill the budget."""
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    image = fit_to_pixel_budget(Image.new("RGB", (width, height)), max_pixels, upscale=upscale)
+    new_width, new_height = image.size
+    assert new_width % 28 == 0 and new_height % 28 == 0 and new_width * new_height <= max_pixels
+    assert smart_resize(new_height, new_width, 28, 56 * 56, max_pixels) == (new_height, new_width)
+    aspect = max(width, height) / min(width, height)
+    if aspect <= 4:  # the grid can move each side by up to 28 px: the aspect ratio stays close
+        assert abs(new_width / new_height - width / height) <= (width / height) * (56 / new_width + 56 / new_height)
+    if upscale and aspect <= 4:
+        assert new_width * new_height >= max_pixels / 2
+    elif not upscale and 2 * 56 * 56 <= width * height <= max_pixels:  # within budget: only rounded onto the grid
+        assert abs(new_width - width) <= 28 and abs(new_height - height) <= 28

@@ -8,18 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chartrvr_nb.estimate import (
-    GPU_MEMORY_GB,
     STEP_FIGURES,
-    check_preset,
     estimate,
-    estimate_table,
-    fits_gpu,
     format_duration,
     format_estimate,
-    local_estimate,
     seed_formula_steps,
     trainer_steps,
 )
+from chartrvr_nb.gpu_fit import GPU_MEMORY_GB, check_preset, estimate_table, fits_gpu, local_estimate
 from chartrvr_nb.presets import PRESETS, get_preset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

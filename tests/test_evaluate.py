@@ -577,6 +577,20 @@ def test_batched_generation_matches_one_at_a_time(tiny):
     assert all(g["reply"] for g in batched)
 
 
+def test_generation_hands_the_processor_images_already_on_its_grid(tiny):
+    """Evaluation sizes images by training's rule (data.fit_to_pixel_budget), so the processor keeps
+    them as they are, instead of rounding off-grid ones to its grid with its own resize."""
+    from chartrvr_nb.evaluate import generate_batches
+
+    model, processor = tiny
+    examples = load_examples("synthetic", limit=2)  # charts drawn at 320x240, off the 28-pixel grid
+    config = EvalConfig(batch_size=2, max_new_tokens=2, max_pixels=224 * 224, progress=False)
+    (batch,) = generate_batches(model, processor, examples, config)
+    assert [image.size for _, image, _ in batch] == [(252, 196), (252, 196)]
+    grids = processor.image_processor(images=[image for _, image, _ in batch], return_tensors="pt")["image_grid_thw"]
+    assert [tuple(int(n) for n in grid) for grid in grids] == [(1, 196 // 14, 252 // 14)] * 2
+
+
 def test_run_evaluation_on_synthetic_writes_predictions_and_summary(tmp_path):
     result = run_evaluation(
         "tiny",

@@ -87,6 +87,7 @@ def _key(row):
 
 def test_held_out_charts_are_never_trained_on():
     from chartrvr_nb import tiny
+    from chartrvr_nb.warm_start import TINY_RECIPES, WARM_START_ROWS, synthetic_examples
 
     held_out = make_synthetic_rows(
         learncheck.HELD_OUT_EXAMPLES,
@@ -95,8 +96,8 @@ def test_held_out_charts_are_never_trained_on():
         chart_types=synthetic_chart_types(HELD_OUT.source),
     )
     assert len({_key(row) for row in held_out}) == len(held_out)
-    recipe = tiny.TINY_RECIPES[PRESET.model]
-    warm_start = tiny._synthetic_examples(tiny.WARM_START_ROWS, tiny.TINY_SEED + 1, recipe.chart_types)
+    recipe = TINY_RECIPES[PRESET.model]
+    warm_start = synthetic_examples(WARM_START_ROWS, tiny.TINY_SEED + 1, recipe.chart_types)
     seen = {_key(row) for row in warm_start}
     for seed in (PRESET.seed, 1, 2, 3):  # the default and the seeds the check is documented with
         seen |= {
@@ -112,19 +113,19 @@ def test_held_out_charts_are_never_trained_on():
 
 
 def test_warm_start_training_and_held_out_charts_share_their_chart_types():
-    from chartrvr_nb import tiny
+    from chartrvr_nb.warm_start import TINY_RECIPES
 
-    recipe = tiny.TINY_RECIPES[PRESET.model]
+    recipe = TINY_RECIPES[PRESET.model]
     assert synthetic_chart_types(PRESET.train_data) == synthetic_chart_types(HELD_OUT.source) == recipe.chart_types
 
 
 def test_tiny_learn_warm_start_leaves_the_type_and_the_newline_to_learn():
-    from chartrvr_nb import tiny
     from chartrvr_nb.synthetic import make_synthetic_example
+    from chartrvr_nb.warm_start import TINY_RECIPES, synthetic_examples, warm_start_target
 
-    recipe = tiny.TINY_RECIPES["tiny-learn"]
-    rng, rows = random.Random(0), tiny._synthetic_examples(300, 5, recipe.chart_types)
-    targets = [tiny.warm_start_target(row, recipe, rng) for row in rows]
+    recipe = TINY_RECIPES["tiny-learn"]
+    rng, rows = random.Random(0), synthetic_examples(300, 5, recipe.chart_types)
+    targets = [warm_start_target(row, recipe, rng) for row in rows]
     own_type = [f"<type>{row['chart_type']}</type>" in target for row, target in zip(rows, targets)]
     valid = [f"</think>\n<answer>{row['label']}</answer>" in target for row, target in zip(rows, targets)]
     # Both choices are a minority (about 40%), so greedy decoding starts on the wrong side.
@@ -134,7 +135,7 @@ def test_tiny_learn_warm_start_leaves_the_type_and_the_newline_to_learn():
         swapped = types[(types.index(row["chart_type"]) + 1) % len(types)]
         assert own or f"<type>{swapped}</type>" in target
     ideal = make_synthetic_example("bar", "sum", random.Random(3))
-    assert tiny.warm_start_target(ideal, tiny.TINY_RECIPES["tiny"], random.Random(0)).count("<step-") >= 1
+    assert warm_start_target(ideal, TINY_RECIPES["tiny"], random.Random(0)).count("<step-") >= 1
 
 
 # --------------------------------------------------------------------------------------------

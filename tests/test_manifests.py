@@ -13,14 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from chartrvr_nb.checkpoints import (
-    MANIFEST_NAME,
-    DiskFullError,
-    checkpoint_problem,
-    is_disk_full,
-    prepare_resume,
-)
+from chartrvr_nb.checkpoints import MANIFEST_NAME, checkpoint_problem
+from chartrvr_nb.disk_full import DiskFullError, is_disk_full
 from chartrvr_nb.presets import get_preset
+from chartrvr_nb.resume import prepare_resume
 from chartrvr_nb.runfiles import load_metrics
 from chartrvr_nb.runlock import LOCK_FILE
 from chartrvr_nb.train import train

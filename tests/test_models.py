@@ -16,7 +16,8 @@ from chartrvr_nb.models import (
     trainable_params_line,
 )
 from chartrvr_nb.prompts import SYSTEM_PROMPT, build_messages
-from chartrvr_nb.tiny import QWEN2_5_ADDED_TOKENS, build_tiny_model, tiny_model_dir
+from chartrvr_nb.qwen_tokenizer import QWEN2_5_ADDED_TOKENS
+from chartrvr_nb.tiny import build_tiny_model, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
