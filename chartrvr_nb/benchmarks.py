@@ -142,16 +142,20 @@ def field_example(benchmark: Benchmark, row: Mapping[str, Any], index: int) -> d
         ...                   question_template="{question} Answer yes or no.", answer_names={1: "Yes"})
         >>> example = field_example(bench, {"query": "Is A > B?", "label": [1], "image": "a.png",
         ...                                 "kind": "compare"}, 7)
-        >>> example["id"], example["question"], example["answer"], example["subset"]
-        ('7', 'Is A > B? Answer yes or no.', 'Yes', 'compare')
+        >>> example["id"], example["question"], example["answer"], example["subset"], example["meta"]["labels"]
+        ('7', 'Is A > B? Answer yes or no.', 'Yes', 'compare', ['Yes'])
+        >>> field_example(bench, {"query": "q", "label": "Yes ", "image": "a.png"}, 8)["meta"]["labels"]
+        ['Yes ']
     """
     labels = row[benchmark.answer_field]
     answer = _first(labels)
     answer = benchmark.answer_names.get(answer, answer)
     meta = {name: row[name] for name in GROUND_TRUTH_FIELDS if row.get(name) is not None}
     meta.update({name: row.get(name) for name in benchmark.meta_fields})
-    if isinstance(labels, (list, tuple)) and labels:  # official scorers take the best of several labels
-        meta["labels"] = [str(benchmark.answer_names.get(label, label)) for label in labels]
+    # Every gold label as the dataset gives it, unstripped: the official scorers take the best of several
+    # and compare them unstripped (official_scoring.score_pix2struct); `answer` is the first, stripped.
+    raw_labels = labels if isinstance(labels, (list, tuple)) and labels else [labels]
+    meta["labels"] = [str(benchmark.answer_names.get(label, label)) for label in raw_labels]
     subset = None
     if benchmark.subset_field is not None and row.get(benchmark.subset_field) is not None:
         value = row[benchmark.subset_field]
@@ -172,8 +176,10 @@ def chartqapro_examples(benchmark: Benchmark, row: Mapping[str, Any], index: int
     """One ChartQAPro row: the last question is asked, earlier turns of a conversation are context.
 
     ``Question``/``Answer``/``Year`` are lists (several turns for Conversational rows);
-    ``Paragraph`` is optional context text. Only the last answer is scored, as in the
-    authors' script, with the last year flag for conversations.
+    ``Paragraph`` is optional context text. Only the last answer is scored, as ChartQAPro's script
+    does, with the last year flag for conversations. ``meta["answers"]`` keeps every turn's answer
+    as the dataset gives it: the official scorer reads the last unstripped, the Chart-RVR
+    authors' code scored the first.
 
     Example:
         >>> row = {"Question": ["Which year is highest?", "By how much?"], "Answer": ["2019", "4"],
@@ -184,8 +190,8 @@ def chartqapro_examples(benchmark: Benchmark, row: Mapping[str, Any], index: int
         Earlier question: Which year is highest?
         Earlier answer: 2019
         Question: By how much?
-        >>> example["answer"], example["subset"], example["meta"]["year_flags"]
-        ('4', 'Conversational', ['NO'])
+        >>> example["answer"], example["subset"], example["meta"]["year_flags"], example["meta"]["answers"]
+        ('4', 'Conversational', ['NO'], ['2019', '4'])
     """
     questions = row["Question"] if isinstance(row["Question"], (list, tuple)) else [row["Question"]]
     answers = row["Answer"] if isinstance(row["Answer"], (list, tuple)) else [row["Answer"]]
@@ -213,7 +219,7 @@ def chartqapro_examples(benchmark: Benchmark, row: Mapping[str, Any], index: int
             "image": row[benchmark.image_field],
             "subset": question_type or None,
             "metric": benchmark.metric,
-            "meta": {"question_type": question_type, "year_flags": year_flags},
+            "meta": {"question_type": question_type, "year_flags": year_flags, "answers": [str(a) for a in answers]},
         }
     ]
 

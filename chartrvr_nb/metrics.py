@@ -78,17 +78,22 @@ def yes_no_score(prediction: str, example: Mapping[str, Any]) -> float:
 
 
 def _as_list(text: str) -> list[str] | None:
-    """Items of a ``[a, b]`` answer (quoted or not), or None when the text is not a list."""
+    """Items of a ``[a, b]`` answer (quoted or not), or None when the text is not a list; never raises.
+
+    Example:
+        >>> _as_list("[New York, 'Boston']"), _as_list("[{[1]: 2}]"), _as_list("12")
+        (['New York', 'Boston'], ['{[1]: 2}'], None)
+    """
     stripped = text.strip()
     if not (stripped.startswith("[") and stripped.endswith("]")):
         return None
     try:
         parsed = ast.literal_eval(stripped)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        parsed = [item for item in stripped[1:-1].split(",")]
-    if not isinstance(parsed, (list, tuple)):
-        return None
-    return [str(item).strip().strip("'\"").strip() for item in parsed]
+        if isinstance(parsed, (list, tuple)):
+            return [str(item).strip().strip("'\"").strip() for item in parsed]
+    except Exception:  # unquoted items, and lists Python parses but cannot build ([{[1]: 2}]) or print (a huge int)
+        return [item.strip().strip("'\"").strip() for item in stripped[1:-1].split(",")]
+    return None
 
 
 CHARTQAPRO_EXACT_TYPES = ("Fact Checking", "Multi Choice")

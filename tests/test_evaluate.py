@@ -278,13 +278,14 @@ def test_chartqa_reads_label_lists_and_names_the_human_and_augmented_splits(data
 def test_chartqapro_shows_earlier_turns_and_context_and_keeps_scoring_fields(data_dirs):
     examples = load_examples("chartqapro", data_dir=data_dirs["chartqapro"])
     factoid, conversation, fact_check, multi_choice = examples
-    assert factoid["meta"] == {"question_type": "Factoid", "year_flags": ["YES"]}
+    assert factoid["meta"] == {"question_type": "Factoid", "year_flags": ["YES"], "answers": ["2016"]}
     assert conversation["question"].splitlines() == [
         "Earlier question: What is the largest share?",
         "Earlier answer: 40",
         "Question: And the smallest?",
     ]
     assert conversation["answer"] == "12"  # only the last turn is scored
+    assert conversation["meta"]["answers"] == ["40", "12"]  # every turn kept for the official and authors' scorers
     assert fact_check["question"].startswith("Context: Sales fell in 2015")
     assert [e["subset"] for e in examples] == ["Factoid", "Conversational", "Fact Checking", "Multi Choice"]
     assert load_image(multi_choice["image"]).size == (96, 64)  # raw bytes in the parquet
