@@ -180,9 +180,9 @@ def test_eval_flags_build_the_evaluation_settings(capsys):
 def test_params_counts_the_tiny_models_as_they_train(name, capsys, tiny_model_dir):
     from peft import get_peft_model
 
-    from chartrvr_nb.models import count_parameters, load_model_and_processor, paper_lora_config, trainable_params_line
+    from chartrvr_nb.models import count_parameters, fork_lora_config, load_model_and_processor, trainable_params_line
 
     assert main(["params", "--vlm-name", name]) == 0
     model, _ = load_model_and_processor(name)
-    expected = trainable_params_line(*count_parameters(get_peft_model(model, paper_lora_config())))
+    expected = trainable_params_line(*count_parameters(get_peft_model(model, fork_lora_config())))
     assert capsys.readouterr().out.strip() == expected

@@ -41,7 +41,7 @@ def run(tmp_path_factory, tiny_model_dir):
 def test_training_moves_the_lora_weights(run):
     result, _ = run
     assert result.global_step == 4
-    trained = lora_tensors(result.adapter_dir)
+    trained = lora_tensors(result.weights_dir)
     lora_b = {k: v for k, v in trained.items() if "lora_B" in k}
     assert lora_b, "the adapter has no LoRA B matrices"
     # LoRA B starts at exactly zero, so any non-zero entry was learned.
