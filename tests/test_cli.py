@@ -186,3 +186,9 @@ def test_params_counts_the_tiny_models_as_they_train(name, capsys, tiny_model_di
     model, _ = load_model_and_processor(name)
     expected = trainable_params_line(*count_parameters(get_peft_model(model, fork_lora_config())))
     assert capsys.readouterr().out.strip() == expected
+
+
+def test_eval_takes_an_adapter_or_full_weights_not_both(tmp_path, capsys):
+    flags = ["eval", "--vlm-name", "tiny", "--dataset-name", "synthetic", "--limit", "1"]
+    assert main([*flags, "--adapter", "someone/lora", "--model", "someone/full"]) == 2
+    assert "either an adapter (--adapter) or full model weights (--model), not both" in capsys.readouterr().err

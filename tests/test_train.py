@@ -116,6 +116,23 @@ def test_a_run_directory_refuses_a_different_configuration(run):
         train(get_preset("smoke", **{**QUICK, "num_generations": 4}), output_dir=result.output_dir)
 
 
+def test_the_run_records_its_system_prompt_and_resumes_only_with_the_same_text(run, tmp_path):
+    import hashlib
+    import shutil
+
+    from chartrvr_nb.prompts import SYSTEM_PROMPT
+
+    result, _ = run
+    config = json.loads((result.output_dir / "run_config.json").read_text())
+    assert config["system_prompt"] == "project" and config["finetune"] == "lora" and config["loss_type"] == "bnpo"
+    assert config["system_prompt_sha256"] == hashlib.sha256(SYSTEM_PROMPT.encode("utf-8")).hexdigest()
+    copy = tmp_path / "copy"
+    shutil.copytree(result.output_dir, copy)
+    (copy / "run_config.json").write_text(json.dumps({**config, "system_prompt_sha256": "0" * 64}))
+    with pytest.raises(ValueError, match=r"system_prompt_sha256: '0000.*new --output-dir"):
+        train(get_preset("smoke", **QUICK), output_dir=copy)
+
+
 def test_a_dataset_without_reward_columns_is_rejected(tmp_path, tiny_model_dir):
     from chartrvr_nb.data import make_synthetic_dataset
 
