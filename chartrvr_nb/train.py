@@ -48,6 +48,15 @@ _RESUMABLE_CHANGES = {
     "report_to",
     "system_prompt_file",  # where the authors' file was read; its text is checked by the hash below
 }
+# What a run started before run_config.json recorded the objective (it has no system_prompt_sha256) trained
+# with, where today's presets differ: TRL 1.16's default loss and the Trainer's fused AdamW, this project's
+# prompt, images only shrunk. Resuming such a run with today's values would change its objective silently.
+_BEFORE_THE_OBJECTIVE_WAS_RECORDED = {
+    "loss_type": "dapo",
+    "optim": "adamw_torch_fused",
+    "system_prompt": "project",
+    "image_resize": "project",
+}
 
 
 @dataclass
@@ -219,6 +228,8 @@ def _check_run_config(output_dir: Path, record: dict[str, Any]) -> None:
     previous = read_run_config(output_dir)
     if previous is None:
         return
+    if SYSTEM_PROMPT_SHA256 not in previous:
+        previous = {**_BEFORE_THE_OBJECTIVE_WAS_RECORDED, **previous}
     current = json.loads(json.dumps(record))  # as it was read back: tuples are lists
     changed = sorted(
         k

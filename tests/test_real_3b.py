@@ -69,7 +69,14 @@ def test_one_grpo_step_on_the_3b_architecture_saves_and_reloads_the_adapter(mode
     trainer = ChartRVRTrainer(
         model=model,
         reward_funcs=[*get_rewards(), rank_in_group],
-        args=grpo_config(preset, out, max_steps=1, generation_kwargs={"min_new_tokens": 8}, disable_tqdm=True),
+        args=grpo_config(  # one weight for each of the seven rewards and the rank probe
+            preset,
+            out,
+            max_steps=1,
+            generation_kwargs={"min_new_tokens": 8},
+            disable_tqdm=True,
+            reward_weights=[1.0] * 8,
+        ),
         train_dataset=dataset,
         processing_class=processor,
         peft_config=fork_lora_config(),

@@ -133,6 +133,22 @@ def test_the_run_records_its_system_prompt_and_resumes_only_with_the_same_text(r
         train(get_preset("smoke", **QUICK), output_dir=copy)
 
 
+def test_a_run_started_before_the_objective_was_recorded_resumes_only_with_its_own(run, tmp_path):
+    """Such a run trained with TRL 1.16's dapo loss and fused AdamW: today's bnpo would change it silently."""
+    import shutil
+
+    result, _ = run
+    old = tmp_path / "old"
+    shutil.copytree(result.output_dir, old)
+    config = json.loads((old / "run_config.json").read_text())
+    recorded_since = ("system_prompt_sha256", "loss_type", "optim", "system_prompt", "image_resize", "finetune")
+    (old / "run_config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in recorded_since}))
+    with pytest.raises(ValueError, match=r"loss_type: 'dapo' -> 'bnpo', optim: 'adamw_torch_fused' -> 'adamw_torch'"):
+        train(get_preset("smoke", **QUICK), output_dir=old)
+    resumed = train(get_preset("smoke", **QUICK, loss_type="dapo", optim="adamw_torch_fused"), output_dir=old)
+    assert resumed.resumed_from == old / "checkpoint-4"
+
+
 def test_a_dataset_without_reward_columns_is_rejected(tmp_path, tiny_model_dir):
     from chartrvr_nb.data import make_synthetic_dataset
 
