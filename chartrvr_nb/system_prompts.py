@@ -206,7 +206,8 @@ def authors_template(
 
     Args:
         template: a template number pinned in ``source.sha256``.
-        prompts_file: a local copy of the authors' ``prompts.py``; when None, the cached copy, else a
+        prompts_file: a local copy of the authors' ``prompts.py`` (cached once verified, so later runs
+            and evaluations need neither it nor the network); when None, the cached copy, else a
             download from the pinned commit (then cached).
         source: where the templates live and their hashes (default :data:`CHART_RVR_PROMPTS`).
         cache_dir: the cache root (default ``data.cache_root()``).
@@ -225,7 +226,10 @@ def authors_template(
         path = Path(prompts_file).expanduser()
         if not path.is_file():
             raise PromptUnavailableError(f"--system-prompt-file {path} does not exist. {_how_to_provide(source)}")
-        text = _verified(path.read_text(encoding="utf-8"), template, source, str(path))
+        file_text = path.read_text(encoding="utf-8")
+        text = _verified(file_text, template, source, str(path))
+        if not cached_prompts_file(source, cache_dir).is_file():
+            _cache(file_text, source, cache_dir)
         return SystemPrompt(text, "chart-rvr", f"{name}, read from {path}")
     cached = cached_prompts_file(source, cache_dir)
     if cached.is_file():
@@ -236,11 +240,17 @@ def authors_template(
             cached.unlink()  # a damaged cache is fetched again below
     file_text = _download(source)
     text = _verified(file_text, template, source, source.download_url)
+    _cache(file_text, source, cache_dir)
+    return SystemPrompt(text, "chart-rvr", f"{name}, downloaded from {source.download_url}")
+
+
+def _cache(file_text: str, source: PromptSource, cache_dir: str | os.PathLike | None) -> None:
+    """Keep a verified ``prompts.py`` in the cache, atomically: a cut-short write never passes for it."""
+    cached = cached_prompts_file(source, cache_dir)
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_name(f".{cached.name}.{os.getpid()}.part")
     partial.write_text(file_text, encoding="utf-8")
-    partial.replace(cached)  # atomic: a cut-short write never passes for the cached file
-    return SystemPrompt(text, "chart-rvr", f"{name}, downloaded from {source.download_url}")
+    partial.replace(cached)
 
 
 def resolve_system_prompt(

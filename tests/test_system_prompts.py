@@ -106,9 +106,14 @@ def test_a_damaged_cache_is_fetched_again(stand_in):
 
 
 def test_a_local_copy_is_checked_like_a_download(stand_in, tmp_path):
-    source, _, cache = stand_in
+    source, served, cache = stand_in
+    served.unlink()
     copy = write_stand_in(tmp_path / "copy.py")
     assert authors_template(4, copy, source=source, cache_dir=cache).origin.endswith(f"read from {copy}")
+    copy.unlink()  # verified once, the copy is cached: later runs and evaluations need neither it nor the network
+    assert authors_template(1, source=source, cache_dir=cache).origin.endswith(
+        "cached at " + str(cache / "chart-rvr-prompts" / ("0" * 40) / "prompts.py")
+    )
     tampered = write_stand_in(tmp_path / "tampered.py", chain=CHAIN.replace("Answer", "Reply"))
     with pytest.raises(PromptUnavailableError) as caught:
         authors_template(4, tampered, source=source, cache_dir=cache)
