@@ -5,7 +5,7 @@
     python -m bench.eval --quick    # CPU smoke run: 8 examples, 8 tokens
 
 Both sides call ``chartrvr_nb.evaluate.generate_answers`` on the same model and the same
-synthetic benchmark examples (images fill the paper's pixel budget): ``batch_size=1`` is the
+synthetic benchmark examples (images fill the authors' pixel budget): ``batch_size=1`` is the
 original's loop (one prompt, one ``generate`` call per example), ``--batch-size`` is what
 ``python -m chartrvr_nb eval`` does. Every answer is forced to exactly ``--max-new-tokens``
 tokens (end-of-sequence suppressed until then), so both sides generate the same number of tokens
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from chartrvr_nb.benchmark_data import load_examples, load_image
     from chartrvr_nb.data import fit_to_pixel_budget
     from chartrvr_nb.evaluate import generate_answers
-    from chartrvr_nb.presets import PAPER_MAX_PIXELS, EvalConfig
+    from chartrvr_nb.presets import AUTHORS_TRAIN_PIXELS, EvalConfig
 
     if not torch.cuda.is_available() and not args.dry and args.layers is None:
         print(
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         from bench.random_3b import load_random_3b
 
-        max_pixels = PAPER_MAX_PIXELS
+        max_pixels = AUTHORS_TRAIN_PIXELS
         model, processor = load_random_3b(max_pixels, layers=args.layers)
         model_name = "Qwen2.5-VL-3B architecture, random weights"
         if args.layers is not None:

@@ -252,7 +252,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--steps", type=int, default=2, help="optimizer steps per paper row, the first a warm-up (default: 2)"
     )
     parser.add_argument(
-        "--completion-length", type=int, help="tokens per completion, forced (default: 768, the paper's; 32 with --dry)"
+        "--completion-length",
+        type=int,
+        help="tokens per completion, forced (default: 768, the authors'; 32 with --dry)",
     )
     parser.add_argument(
         "--only", nargs="+", choices=["train", "qlora", "eval", "rewards"], help="run only these rows (default: all)"
@@ -297,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     length = {"max_completion_length": args.completion_length}
     rows: list[Row] = []
     if "train" in args.only:
-        paper = get_preset(base, num_generations=4, **length)  # --dry: the tiny model with the paper's 4 generations
+        paper = get_preset(base, num_generations=4, **length)  # --dry: the tiny model with the preset's 4 generations
         rows.append(train_row(args, "paper, grad ckpt on", paper, args.steps))
         rows.append(
             train_row(

@@ -5,7 +5,7 @@
     python -m bench.train_step --dry                # CPU: the tiny model, a few real GRPO steps
 
 Each variant is a real run through the trainer ``chartrvr_nb.trainer`` builds: the preset mapped by
-``train.grpo_config``, the project's GRPOTrainer subclass, the seven rewards, the paper's LoRA,
+``train.grpo_config``, the project's GRPOTrainer subclass, the seven rewards, the fork's LoRA,
 synthetic charts resized to fill the preset's pixel budget. Completions are forced to exactly
 ``--completion-length`` tokens (end-of-sequence suppressed until then), so steps are comparable
 with the seed's 60 s (4 generations) and 30 s (2 generations) at 768 tokens, and across variants.

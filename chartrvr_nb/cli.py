@@ -1,4 +1,4 @@
-"""Command line: ``python -m chartrvr_nb {grpo,eval,estimate,rewards,params,notebooks,learn-check}``.
+"""Command line: ``python -m chartrvr_nb {grpo,eval,estimate,fidelity,prompt,rewards,params,notebooks,learn-check}``.
 
 The seed guide's flags keep their names and meanings; ``--preset`` picks a starting point and
 every flag given on top of it overrides that field (unknown flags are errors, as argparse does).
@@ -16,7 +16,7 @@ from pathlib import Path
 from .benchmarks import BENCHMARKS
 from .estimate import MEMORY_BANDWIDTH_GBPS
 from .models import MODEL_REGISTRY
-from .presets import PRESETS, EvalConfig, Preset, get_preset
+from .presets import PRESETS, SYSTEM_PROMPTS, EvalConfig, Preset, get_preset
 from .rewards import REWARDS
 from .runlock import STALE_AFTER_MINUTES
 from .settings import option_overrides, options
@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--vlm-name", default="qwen2-5-3b", choices=list(MODEL_REGISTRY))
     evaluate.add_argument("--dataset-name", required=True, choices=list(BENCHMARKS), help="benchmark to evaluate on")
     evaluate.add_argument("--adapter", help="LoRA adapter: a run directory, a checkpoint directory or a hub id")
+    evaluate.add_argument(
+        "--model",
+        help="full trained weights instead of --vlm-name's (a full fine-tune's run, checkpoint or model/ folder, "
+        "or a hub id such as the authors' sanchit97/chart-rvr-3b); --vlm-name names its architecture",
+    )
     evaluate.add_argument("--output-dir", help="where predictions.jsonl and summary.json go")
     _add_setting_flags(evaluate.add_argument_group("evaluation settings"), EvalConfig, default_label="default")
 
@@ -113,7 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument(
         "--num-processes",
         type=int,
-        help="training processes (GPUs; CPU processes under torchrun), default $WORLD_SIZE or 1",
+        help="training processes (GPUs; CPU processes under torchrun), default $WORLD_SIZE or 1; they share "
+        "each optimizer step's completions, so the step count stays the same",
+    )
+
+    fidelity = commands.add_parser(
+        "fidelity", help="every setting that decides training beside the Chart-RVR authors' value and its source"
+    )
+    _add_preset_flags(fidelity, default_preset="paper")
+    fidelity.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+    prompt = commands.add_parser(
+        "prompt", help="the system prompt a run would train with: its source, SHA-256 and text"
+    )
+    prompt.add_argument("--preset", default="paper", choices=list(PRESETS), help="preset (default: paper)")
+    prompt.add_argument("--system-prompt", choices=SYSTEM_PROMPTS, help="override the preset's choice")
+    prompt.add_argument(
+        "--system-prompt-file", help="a local copy of the authors' prompts.py (commit 83c4406), checked by SHA-256"
     )
 
     rewards = commands.add_parser(
@@ -186,6 +207,19 @@ def _run_rewards(args: argparse.Namespace) -> None:
         )
 
 
+def _run_fidelity(preset: Preset, as_json: bool) -> None:
+    import dataclasses
+    import json
+
+    from .fidelity import fidelity_table, format_table
+
+    rows = fidelity_table(preset)
+    if as_json:
+        print(json.dumps([{**dataclasses.asdict(row), "unexplained": row.unexplained} for row in rows], indent=2))
+    else:
+        print(format_table(rows, preset.name))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -211,13 +245,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.dataset_name,
                 eval_config_from_args(args),
                 adapter=args.adapter,
+                full_model=args.model,
                 output_dir=args.output_dir,
             )
         elif args.command == "estimate":
             preset = preset_from_args(args)
-            from .estimate import estimate, format_estimate
+            from .gpu_fit import estimate_report
 
-            print(format_estimate(estimate(preset, gpu=args.gpu, world_size=args.num_processes)))
+            print(estimate_report(preset, gpu=args.gpu, processes=args.num_processes))
+        elif args.command == "fidelity":
+            _run_fidelity(preset_from_args(args), args.json)
+        elif args.command == "prompt":
+            from .fidelity import system_prompt_report
+
+            print(system_prompt_report(preset_from_args(args)))
         elif args.command == "rewards":
             _run_rewards(args)
         elif args.command == "params":

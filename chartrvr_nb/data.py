@@ -14,6 +14,7 @@ Top-level imports stay light: datasets, matplotlib, numpy and PIL are imported i
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -29,13 +30,19 @@ if TYPE_CHECKING:  # pragma: no cover - type hints only
     from datasets import Dataset
     from PIL.Image import Image
 
-TRAIN_DATASET = "sanchit97/chart-rvr-grpo-train"  # the paper's GRPO training set (34,194 rows)
+TRAIN_DATASET = "sanchit97/chart-rvr-grpo-train"  # the Chart-RVR authors' GRPO training set on the hub (34,194 rows)
 REQUIRED_COLUMNS: tuple[str, ...] = ("image", "query", "label", "chart_type", "table", "reasoning")
+
+logger = logging.getLogger(__name__)
 
 # Qwen2.5-VL merges 2x2 patches of 14 px: its images have sides in multiples of 28 px (its grid),
 # and its image processor keeps them at 56x56 px or more.
 PATCH_GRID = 28
 MIN_PIXELS = 56 * 56
+# Qwen2.5-VL's image processor's own upper bound (max_pixels 12,845,056 in the 3B's preprocessor_config.json):
+# how far its grid rounding may go when nothing else bounds it, as in the authors' training.
+PROCESSOR_MAX_PIXELS = 16384 * 28 * 28
+IMAGE_RESIZE_MODES = ("chart-rvr", "project")  # see prepare_grpo_dataset
 
 
 def cache_root() -> Path:
@@ -100,7 +107,9 @@ def _scale_into_budget(image: Image, max_pixels: int, upscale: bool = False) -> 
     return image.resize((new_width, new_height), PILImage.Resampling.BICUBIC)
 
 
-def fit_to_pixel_budget(image: Image, max_pixels: int, *, upscale: bool = False) -> Image:
+def fit_to_pixel_budget(
+    image: Image, max_pixels: int, *, upscale: bool = False, grid_max_pixels: int | None = None
+) -> Image:
     """Fit an image to a pixel budget and onto Qwen2.5-VL's 28-pixel grid: the project's one image-size rule.
 
     Training (:func:`prepare_grpo_dataset`), evaluation and the benches all size images with it, so
@@ -111,15 +120,22 @@ def fit_to_pixel_budget(image: Image, max_pixels: int, *, upscale: bool = False)
        is larger; with ``upscale``, up as well, to fill the budget (a benchmark's small chart then
        costs as many image tokens as a real one);
     2. round the sides to multiples of 28 the way Qwen2.5-VL's image processor does
-       (``smart_resize``: the nearest multiple, within ``[56 * 56, max_pixels]`` pixels). The HF
+       (``smart_resize``: the nearest multiple, within ``[56 * 56, grid_max_pixels]`` pixels). The HF
        processor and vLLM each round an off-grid image on their own and can land on different
        sizes, so their image-token counts disagree; an image on the grid is left alone by both.
 
+    The Chart-RVR authors' training (``_resize_up``, main.py 492-506 at 83c4406) is ``upscale=True,
+    grid_max_pixels=PROCESSOR_MAX_PIXELS`` on an RGB image: every image scaled to the budget (their
+    ``int(w * scale), int(h * scale)``), then rounded by the processor, whose own bound is far above it,
+    so the nearest multiples of 28 can land a few percent over the budget.
+
     Args:
         image: a PIL image.
-        max_pixels: the pixel budget (the paper uses ``320 * 28 * 28``); at least one 28x28 cell.
+        max_pixels: the pixel budget (the authors train with ``320 * 28 * 28``); at least one 28x28 cell.
         upscale: also enlarge an image smaller than the budget (without it, only the grid's
             rounding, up to the processor's 56x56 px minimum, can enlarge an image).
+        grid_max_pixels: the most pixels the grid's rounding may reach (default ``max_pixels``: the
+            result stays within the budget).
 
     Returns:
         The resized image (a new image), or ``image`` itself when it is on the grid and within budget.
@@ -132,6 +148,11 @@ def fit_to_pixel_budget(image: Image, max_pixels: int, *, upscale: bool = False)
         (308, 252)
         >>> fit_to_pixel_budget(Image.new("RGB", (320, 240)), 320 * 28 * 28, upscale=True).size
         (588, 420)
+        >>> fit_to_pixel_budget(Image.new("RGB", (1652, 1923)), 320 * 28 * 28).size  # 304 cells of 28x28
+        (448, 532)
+        >>> large = Image.new("RGB", (1652, 1923))
+        >>> fit_to_pixel_budget(large, 320 * 28 * 28, grid_max_pixels=PROCESSOR_MAX_PIXELS).size  # 323 cells
+        (476, 532)
         >>> image = Image.new("RGB", (252, 196))
         >>> fit_to_pixel_budget(image, 224 * 224) is image
         True
@@ -149,7 +170,9 @@ def fit_to_pixel_budget(image: Image, max_pixels: int, *, upscale: bool = False)
     image = _scale_into_budget(image, max_pixels, upscale)
     width, height = image.size
     min_pixels = min(MIN_PIXELS, max_pixels)  # a budget below the processor's minimum wins
-    new_height, new_width = smart_resize(height, width, factor=PATCH_GRID, min_pixels=min_pixels, max_pixels=max_pixels)
+    new_height, new_width = smart_resize(
+        height, width, factor=PATCH_GRID, min_pixels=min_pixels, max_pixels=grid_max_pixels or max_pixels
+    )
     if (new_width, new_height) == (width, height):
         return image
     return image.resize((new_width, new_height), PILImage.Resampling.BICUBIC)
@@ -362,8 +385,13 @@ def load_train_dataset(
     subset_size: int | None = None,
     seed: int = 2025,
     max_pixels: int | None = None,
+    dedupe: bool = False,
+    quiet: bool = False,
 ) -> Dataset:
-    """Load training rows from the hub, a local path, or the synthetic generator.
+    """Load training rows from the hub, a local path, or the synthetic generator, and audit them.
+
+    The audit (:func:`chartrvr_nb.data_audit.audit_rows`) logs the rows and the distinct (image,
+    question, label) rows; with ``dedupe`` only the first of each is kept, before the subset is drawn.
 
     Args:
         source: ``"synthetic"`` (or ``"synthetic:bar,pie"``, only those chart types); a local
@@ -373,6 +401,8 @@ def load_train_dataset(
             for ``"synthetic"``, the number of rows generated, default 256).
         seed: shuffle seed (and the synthetic generator's seed).
         max_pixels: fit images to this pixel budget and the 28-pixel grid (:func:`fit_to_pixel_budget`).
+        dedupe: keep only the first of each repeated (image, question, label) row.
+        quiet: do not log the audit (the other processes of a multi-process run; rank 0 logs it).
 
     Returns:
         A ``datasets.Dataset`` with at least ``REQUIRED_COLUMNS``.
@@ -381,16 +411,26 @@ def load_train_dataset(
         ValueError: missing columns, or ``subset_size`` larger than the dataset.
         RuntimeError: a hub dataset that cannot be downloaded.
     """
+    from .data_audit import audit_rows
+
     chart_types = synthetic_chart_types(source)
     if chart_types is not None:
-        return make_synthetic_dataset(
+        dataset = make_synthetic_dataset(
             subset_size or SYNTHETIC_DEFAULT_ROWS, seed=seed, max_pixels=max_pixels, chart_types=chart_types
         )
+        if not quiet:
+            logger.info(audit_rows(dataset).describe(source))
+        return dataset
     if os.path.exists(source):
         dataset = _load_local(source)
     else:
         dataset = _load_hub(source)
     check_columns(dataset, name=source)
+    audit = audit_rows(dataset)
+    if not quiet:
+        logger.info(audit.describe(source, deduped=dedupe))
+    if dedupe and audit.repeated:
+        dataset = dataset.select(audit.first_of_each)
     if subset_size is not None:
         if subset_size > len(dataset):
             raise ValueError(
@@ -441,7 +481,14 @@ def training_examples(
     return rows
 
 
-def prepare_grpo_dataset(dataset: Dataset, max_pixels: int, style: str = "rvr") -> Dataset:
+def prepare_grpo_dataset(
+    dataset: Dataset,
+    max_pixels: int,
+    style: str = "rvr",
+    *,
+    system_prompt: str | None = None,
+    image_resize: str = "project",
+) -> Dataset:
     """Add the conversational ``prompt`` column TRL's GRPOTrainer expects and fit images to budget.
 
     TRL (1.16) reads the ``image`` column and fills the ``{"type": "image"}`` placeholder of the
@@ -453,20 +500,34 @@ def prepare_grpo_dataset(dataset: Dataset, max_pixels: int, style: str = "rvr") 
         dataset: rows in the training schema.
         max_pixels: the image pixel budget.
         style: the prompt style of :func:`chartrvr_nb.prompts.build_messages`.
+        system_prompt: the system message's text (``system_prompts.resolve_system_prompt``); default
+            this project's wording for ``style``.
+        image_resize: ``"chart-rvr"``: every image in RGB, scaled up or down to the budget, then to the
+            nearest 28-pixel grid as Qwen2.5-VL's processor rounds it (the authors' ``_resize_up``);
+            ``"project"``: larger images shrunk, the result within the budget
+            (:func:`fit_to_pixel_budget` both ways).
 
     Returns:
-        The dataset with ``prompt`` added, ``image`` fitted to the budget and the 28-pixel grid
-        (:func:`fit_to_pixel_budget`), and
+        The dataset with ``prompt`` added, ``image`` fitted to the budget and the 28-pixel grid, and
         ``row_id`` (the row's position in ``dataset``, unless it has that column already) so that a
         logged sample names the chart it was generated from without holding the image.
     """
     check_columns(dataset, required=("image", "query"), name="the dataset to prepare")
+    if image_resize not in IMAGE_RESIZE_MODES:
+        raise ValueError(f"Unknown image_resize {image_resize!r}; choose one of {', '.join(IMAGE_RESIZE_MODES)}.")
     build_messages("", style)  # fails now, with the valid styles listed, rather than inside map
+    like_the_authors = image_resize == "chart-rvr"
 
     def prepare(row: dict[str, Any], index: int) -> dict[str, Any]:
+        image = row["image"].convert("RGB") if like_the_authors and row["image"].mode != "RGB" else row["image"]
         return {
-            "prompt": build_messages(row["query"], style),
-            "image": fit_to_pixel_budget(row["image"], max_pixels),
+            "prompt": build_messages(row["query"], style, system_prompt),
+            "image": fit_to_pixel_budget(
+                image,
+                max_pixels,
+                upscale=like_the_authors,
+                grid_max_pixels=PROCESSOR_MAX_PIXELS if like_the_authors else None,
+            ),
             **({} if "row_id" in dataset.column_names else {"row_id": index}),
         }
 

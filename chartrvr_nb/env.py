@@ -240,6 +240,13 @@ def oom_advice(preset) -> str:
 
     preset = as_preset(preset)
     tips = []
+    if preset.finetune == "full":
+        tips += [
+            "more GPUs under DeepSpeed ZeRO-3, which share the weights, gradients and Adam states (accelerate "
+            "launch --config_file deepspeed_zero3.yaml --num_processes N main.py --mode grpo ...; "
+            "python -m chartrvr_nb estimate --num-processes N says how many fit)",
+            "--preset paper (the fork's LoRA adapter at lr 1e-5 instead of every parameter: the seed guide's 12-13 GB)",
+        ]
     if not preset.gradient_checkpointing:
         same_run = " (--preset fast)" if preset.name == "fast-nockpt" else ""
         tips.append(

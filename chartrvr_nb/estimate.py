@@ -34,7 +34,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from .presets import as_preset, generation_batch_error
+from .batches import process_batches
+from .presets import AUTHORS_TRAIN_DATA, AUTHORS_TRAIN_ROWS, as_preset, generation_batch_error
 
 REFERENCE_GPU = "a100-40gb"
 REFERENCE_COMPLETIONS_PER_STEP = 4  # the seed's batch 2 x grad accumulation 2
@@ -44,6 +45,14 @@ QLORA_MEMORY_SAVING_GB = 5.0
 QLORA_TIME_FACTOR = 1.3
 # Per completion beyond 2 in the micro-batch: the seed's 12-13 GB at batch 2 vs 15-20 GB at batch 4.
 MEMORY_PER_EXTRA_COMPLETION_GB = (1.5, 3.5)
+# A full fine-tune's model states: mixed-precision Adam keeps 16 bytes per trained parameter (bf16 weights
+# and gradients, 2 + 2; fp32 master weights, momentum and variance, 4 + 4 + 4: Rajbhandari et al., "ZeRO",
+# arXiv:1910.02054, section 3.1), as DeepSpeed's bf16 mode does; on one GPU without DeepSpeed we keep fp32
+# weights and gradients and Adam's two fp32 moments: 16 bytes as well. ZeRO-3 divides them by the processes,
+# and TRL gathers the whole bf16 model onto each GPU to generate (GRPOConfig.ds3_gather_for_generation).
+FULL_MODEL_PARAMETERS = {"qwen2-5-3b": 3_754_622_976, "qwen2-5-7b": 8_292_166_656}  # counted on the meta device
+BYTES_PER_TRAINED_PARAMETER = 16
+BF16_BYTES_PER_PARAMETER = 2
 
 
 @dataclass(frozen=True)
@@ -256,11 +265,59 @@ class Estimate:
     figures_source: str
     note: str
     processes: int = 1  # data-parallel training processes the steps are counted for
+    batches: str = ""  # how the processes share a step's completions (batches.ProcessBatches.describe)
 
 
-def step_figure(preset, gpu: str) -> StepFigure:
-    """Seconds per step and peak memory of ``preset`` on ``gpu``: its table entry, scaled to its
-    generations and batch when the table has no entry for them."""
+def full_finetune_memory(model: str, processes: int, lora_memory_gb: tuple[float, float]) -> StepFigure:
+    """Peak GPU memory of a full fine-tune per process, from the arithmetic of its model states.
+
+    Model states (:data:`BYTES_PER_TRAINED_PARAMETER` per parameter) shared by the processes (ZeRO-3),
+    plus, with more than one process, the whole bf16 model gathered for generation, plus activations:
+    the LoRA figure less its bf16 base weights (the adapter's own states are negligible).
+
+    Example:
+        >>> figure = full_finetune_memory("qwen2-5-3b", 1, (12.0, 13.0))
+        >>> [round(gb, 1) for gb in figure.memory_gb]
+        [64.6, 65.6]
+    """
+    parameters = FULL_MODEL_PARAMETERS[model]
+    weights_gb = BF16_BYTES_PER_PARAMETER * parameters / 1e9
+    states_gb = BYTES_PER_TRAINED_PARAMETER * parameters / 1e9
+    gathered_gb = weights_gb if processes > 1 else 0.0
+    low, high = (max(gb - weights_gb, 0.0) for gb in lora_memory_gb)
+    shared = (
+        f" / {processes} processes (ZeRO-3) + {gathered_gb:.1f} GB bf16 model gathered to generate"
+        if processes > 1
+        else ""
+    )
+    return StepFigure(
+        0.0,
+        (states_gb / processes + gathered_gb + low, states_gb / processes + gathered_gb + high),
+        f"full fine-tune: {BYTES_PER_TRAINED_PARAMETER} bytes x {parameters:,} parameters = {states_gb:.1f} GB of "
+        f"weights, gradients and Adam states (ZeRO, arXiv:1910.02054, section 3.1){shared} + {low:.1f}-{high:.1f} GB "
+        f"of activations (the LoRA figure less its {weights_gb:.1f} GB of bf16 weights)",
+    )
+
+
+def step_figure(preset, gpu: str, processes: int = 1) -> StepFigure:
+    """Seconds per step and peak memory per GPU of ``preset`` on ``gpu`` with ``processes`` sharing each
+    step (:func:`chartrvr_nb.batches.process_batches`): its table entry, scaled to its generations and to
+    one process's batch when the table has no entry for them; a full fine-tune's memory is
+    :func:`full_finetune_memory`."""
+    batches = process_batches(preset, processes)
+    figure = _lora_step_figure(preset, gpu, batches.batch_size, batches.grad_accum)
+    if preset.finetune != "full" or gpu == "cpu":
+        return figure
+    memory = full_finetune_memory(preset.model, processes, figure.memory_gb)
+    return StepFigure(
+        figure.seconds_per_step,
+        memory.memory_gb,
+        f"time: {figure.source}, for LoRA (a full fine-tune's weight gradients and optimizer step add time, "
+        f"not measured); memory: {memory.source}",
+    )
+
+
+def _lora_step_figure(preset, gpu: str, batch_size: int, grad_accum: int) -> StepFigure:
     key = (gpu, preset.num_generations, preset.gradient_checkpointing, preset.load_in_4bit)
     figure = STEP_FIGURES.get(key)
     if figure is None:
@@ -271,15 +328,15 @@ def step_figure(preset, gpu: str) -> StepFigure:
             base.memory_gb,
             base.source + f"; scaled to {preset.num_generations} generations",
         )
-    completions = preset.batch_size * preset.grad_accum
-    if gpu == "cpu" or completions == REFERENCE_COMPLETIONS_PER_STEP and preset.batch_size == 2:
+    completions = batch_size * grad_accum
+    if gpu == "cpu" or completions == REFERENCE_COMPLETIONS_PER_STEP and batch_size == 2:
         return figure
     low, high = figure.memory_gb
-    extra = max(preset.batch_size - 2, 0)
+    extra = max(batch_size - 2, 0)
     return StepFigure(
         figure.seconds_per_step * completions / REFERENCE_COMPLETIONS_PER_STEP,
         (low + extra * MEMORY_PER_EXTRA_COMPLETION_GB[0], high + extra * MEMORY_PER_EXTRA_COMPLETION_GB[1]),
-        figure.source + f"; scaled to batch {preset.batch_size} x grad accum {preset.grad_accum}",
+        figure.source + f"; scaled to batch {batch_size} x grad accum {grad_accum}",
     )
 
 
@@ -289,9 +346,10 @@ def estimate(preset, gpu: str = REFERENCE_GPU, world_size: int | None = None) ->
     Args:
         preset: a :class:`~chartrvr_nb.presets.Preset` or a preset name.
         gpu: one of ``a100-40gb``, ``l4``, ``t4``, ``h100``; ignored for CPU presets (smoke).
-        world_size: training processes (GPUs, or CPU processes under torchrun), each with its
-            own micro-batch, so N processes run 1/N of the steps; default ``$WORLD_SIZE`` (set by
-            torchrun and accelerate launch), else 1. Time per step assumes each GPU keeps its
+        world_size: training processes (GPUs, or CPU processes under torchrun); default
+            ``$WORLD_SIZE`` (set by torchrun and accelerate launch), else 1. They share each optimizer
+            step's completions (:func:`chartrvr_nb.batches.process_batches`), so the steps are the same
+            for any number; a step takes the time of one process's share, assuming each GPU keeps its
             one-GPU speed.
 
     Returns:
@@ -317,27 +375,32 @@ def estimate(preset, gpu: str = REFERENCE_GPU, world_size: int | None = None) ->
             f"Preset {preset.name!r} reads {preset.train_data!r}, whose size is unknown: set subset_size "
             "(--subset-size N) to estimate it."
         )
+    batches = process_batches(preset, world_size)
     steps = trainer_steps(
         preset.num_samples,
         preset.num_generations,
-        preset.batch_size,
-        preset.grad_accum,
+        batches.batch_size,
+        batches.grad_accum,
         preset.num_epochs,
         world_size,
         generation_batch_size=preset.generation_batch_size,
     )
     seed_steps = seed_formula_steps(preset.num_samples, preset.batch_size, preset.num_epochs, preset.grad_accum)
-    figure = step_figure(preset, gpu)
+    figure = step_figure(preset, gpu, processes=world_size)  # one process's share of a step
     total = steps * figure.seconds_per_step
     note = ""
     if seed_steps != steps:
-        prompts = preset.batch_size * preset.grad_accum * world_size / preset.num_generations
+        prompts = batches.completions / preset.num_generations
         note = (
             f"The seed's formula samples/(batch*2)*epochs gives {seed_steps:,} steps, but TRL's batch counts "
             f"completions, so a step sees {prompts:g} prompt{'' if prompts == 1 else 's'} "
-            f"x {preset.num_generations} completions"
-            + (f" over {world_size} processes" if world_size > 1 else "")
-            + f" and the trainer runs {steps:,} steps."
+            f"x {preset.num_generations} completions and the trainer runs {steps:,} steps."
+        )
+    if preset.dedupe and preset.subset_size is None and preset.train_data == AUTHORS_TRAIN_DATA:
+        note += (
+            f"{' ' if note else ''}With --dedupe this counts {preset.num_samples:,} distinct rows, the authors' own "
+            f"count, which the hub set's {AUTHORS_TRAIN_ROWS:,} hold if they are three copies: the data audit "
+            "prints the real count when the data loads (pass it as --subset-size to estimate with it)."
         )
     return Estimate(
         preset=preset.name,
@@ -351,6 +414,7 @@ def estimate(preset, gpu: str = REFERENCE_GPU, world_size: int | None = None) ->
         figures_source=figure.source,
         note=note,
         processes=world_size,
+        batches=batches.describe(),
     )
 
 
@@ -361,6 +425,7 @@ def format_estimate(est: Estimate) -> str:
         >>> print(format_estimate(estimate("paper")))
         Preset 'paper' on A100 40GB
           optimizer steps  136,776 (the seed's formula says 34,194)
+          completions      1 process x batch 2 x accumulation 2 = 4 completions = 1 prompt per optimizer step
           time per step    60 s
           total time       ~95.0 days
           GPU memory       12-13 GB peak
@@ -368,12 +433,14 @@ def format_estimate(est: Estimate) -> str:
           note             The seed's formula ... the trainer runs 136,776 steps.
     """
     low, high = est.peak_memory_gb
-    memory = "n/a (CPU)" if est.gpu == "cpu" else f"{low:g}-{high:g} GB peak"
+    per_gpu = " per GPU" if est.processes > 1 else ""
+    memory = "n/a (CPU)" if est.gpu == "cpu" else f"{round(low, 1):g}-{round(high, 1):g} GB peak{per_gpu}"
     steps = f"{est.steps:,}" + (f" (the seed's formula says {est.seed_steps:,})" if est.seed_steps != est.steps else "")
     lines = [
         f"Preset {est.preset!r} on {GPU_NAMES[est.gpu]}"
         + (f", {est.processes} processes" if est.processes > 1 else ""),
         f"  optimizer steps  {steps}",
+        f"  completions      {est.batches}",
         f"  time per step    {est.seconds_per_step:.3g} s",
         f"  total time       ~{est.duration}",
         f"  GPU memory       {memory}",

@@ -34,6 +34,7 @@ from .benchmarks import get_benchmark
 from .checkpoints import newest_verified_checkpoint
 from .console import quiet_known_warnings
 from .env import run_path
+from .eval_inputs import evaluation_system_prompt, resolve_full_model
 from .eval_results import (
     paired_bootstrap,
     paper_reference,
@@ -42,7 +43,7 @@ from .eval_results import (
     reward_summary,
     summarize,
 )
-from .presets import PAPER_MAX_PIXELS, EvalConfig
+from .presets import AUTHORS_TRAIN_PIXELS, EvalConfig
 from .prompts import build_messages
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only
@@ -95,7 +96,7 @@ def _pixel_budget(processor: Any, max_pixels: int | None) -> int:
     limits = [getattr(image_processor, "max_pixels", None)]
     if isinstance(size, dict):
         limits.append(size.get("longest_edge"))
-    budget = max_pixels or PAPER_MAX_PIXELS
+    budget = max_pixels or AUTHORS_TRAIN_PIXELS
     for limit in limits:
         if isinstance(limit, int) and limit > 0:
             budget = min(budget, limit)
@@ -130,6 +131,7 @@ def generate_batches(
     config: EvalConfig | None = None,
     *,
     description: str = "Generating",
+    system_prompt: str | None = None,
 ) -> Iterator[list[tuple[Mapping[str, Any], Image, dict[str, Any]]]]:
     """Answer examples batch by batch, yielding ``(example, image, generation)`` per example.
 
@@ -147,6 +149,8 @@ def generate_batches(
             ``max_pixels`` (images are fitted to it and the 28-pixel grid, never cropped:
             :func:`chartrvr_nb.data.fit_to_pixel_budget`) and ``progress`` (a tqdm bar).
         description: the progress bar's label.
+        system_prompt: the system message's text (:func:`evaluation_system_prompt`); default this
+            project's wording for the prompt style.
 
     Yields:
         One list per batch; each generation is ``{"reply", "prediction", "reasoning", "answer_found"}``.
@@ -167,7 +171,9 @@ def generate_batches(
             images = [fit_to_pixel_budget(load_image(example["image"]), budget) for example in batch]
             texts = [
                 processor.apply_chat_template(
-                    build_messages(example["question"], config.prompt), tokenize=False, add_generation_prompt=True
+                    build_messages(example["question"], config.prompt, system_prompt),
+                    tokenize=False,
+                    add_generation_prompt=True,
                 )
                 for example in batch
             ]
@@ -184,7 +190,11 @@ def generate_batches(
 
 
 def generate_answers(
-    model: Any, processor: Any, examples: Sequence[Mapping[str, Any]], config: EvalConfig | None = None
+    model: Any,
+    processor: Any,
+    examples: Sequence[Mapping[str, Any]],
+    config: EvalConfig | None = None,
+    system_prompt: str | None = None,
 ) -> list[dict[str, Any]]:
     """Answer every example with batched greedy generation; ``batch_size=1`` answers one at a time.
 
@@ -193,7 +203,8 @@ def generate_answers(
     Returns:
         One ``{"reply", "prediction", "reasoning", "answer_found"}`` per example, in order.
     """
-    return [generation for batch in generate_batches(model, processor, examples, config) for _, _, generation in batch]
+    batches = generate_batches(model, processor, examples, config, system_prompt=system_prompt)
+    return [generation for batch in batches for _, _, generation in batch]
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,14 +219,15 @@ def resolve_adapter(adapter: str | os.PathLike | None) -> str | None:
     folder) is used as is; a relative path is under the run root (``env.run_root()``), where the CLI
     and the notebooks put their runs. A training run folder gives its final ``adapter/`` when training
     finished, else its newest complete checkpoint. Anything else shaped like ``owner/name`` is
-    taken as a hub id (e.g. ``sanchit97/chart-rvr-3b``).
+    taken as a hub id of an adapter (the authors' released ``sanchit97/chart-rvr-3b`` is a full model:
+    :func:`resolve_full_model`).
 
     Raises:
         ValueError: a local folder without an adapter, or a path that does not exist.
 
     Example:
-        >>> resolve_adapter("sanchit97/chart-rvr-3b")
-        'sanchit97/chart-rvr-3b'
+        >>> resolve_adapter("someone/chart-rvr-lora")
+        'someone/chart-rvr-lora'
         >>> resolve_adapter(None) is None
         True
     """
@@ -233,7 +245,8 @@ def resolve_adapter(adapter: str | os.PathLike | None) -> str | None:
         raise ValueError(
             f"{str(path)!r} holds no LoRA adapter: no adapter_config.json, no adapter/ folder and no complete "
             "checkpoint-<step> with one. Pass a training run folder, one of its checkpoint-<step> folders, "
-            "its adapter/ folder, or a hub id such as sanchit97/chart-rvr-3b."
+            "its adapter/ folder, or a hub id such as someone/chart-rvr-lora. A full fine-tune's run is "
+            "evaluated with --model instead."
         )
     if re.fullmatch(r"[\w.-]+/[\w.-]+", str(adapter)) and not path.exists() and not str(adapter).startswith((".", "/")):
         return str(adapter)
@@ -289,13 +302,22 @@ def _thumbnail(image: Image) -> Image:
 
 
 def _evaluate_pass(
-    model: Any, processor: Any, examples: list[dict], path: Path, config: EvalConfig, description: str
+    model: Any,
+    processor: Any,
+    examples: list[dict],
+    path: Path,
+    config: EvalConfig,
+    description: str,
+    system_prompt: str,
 ) -> list[dict[str, Any]]:
     """Generate, score and write one model's predictions; lines are written as batches finish."""
     records: list[dict[str, Any]] = []
     kept_images = 0
     with path.open("w", encoding="utf-8") as out:
-        for batch in generate_batches(model, processor, examples, config, description=description):
+        batches = generate_batches(
+            model, processor, examples, config, description=description, system_prompt=system_prompt
+        )
+        for batch in batches:
             for example, image, generation in batch:
                 record = prediction_record(len(records), example, generation)
                 out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
@@ -313,10 +335,12 @@ def run_evaluation(
     config: EvalConfig | None = None,
     *,
     adapter: str | os.PathLike | None = None,
+    full_model: str | os.PathLike | None = None,
     output_dir: str | os.PathLike | None = None,
     verbose: bool = True,
 ) -> EvaluationResult:
-    """Evaluate a model, optionally with a LoRA adapter, on one benchmark and write the results.
+    """Evaluate a model, optionally with a LoRA adapter or full trained weights, on one benchmark and
+    write the results.
 
     Args:
         vlm_name: a key of ``models.MODEL_REGISTRY`` (``qwen2-5-3b``, ``qwen2-5-7b``, ``tiny``).
@@ -328,6 +352,9 @@ def run_evaluation(
             and the difference reported with a paired bootstrap 95% interval.
         adapter: a training run folder (its final ``adapter/``, else its newest complete
             checkpoint), a ``checkpoint-<step>`` folder, an ``adapter/`` folder, or a hub id.
+        full_model: full weights to evaluate in place of ``vlm_name``'s (:func:`resolve_full_model`):
+            a full fine-tune's run, checkpoint or ``model/`` folder, or a hub id such as the authors'
+            ``sanchit97/chart-rvr-3b``; ``vlm_name`` names its architecture and base processor.
         output_dir: where ``predictions.jsonl`` and ``summary.json`` go (default
             :func:`default_output_dir`).
         verbose: log the results table and where the files are.
@@ -336,8 +363,10 @@ def run_evaluation(
         An :class:`EvaluationResult` (summary, predictions, table, output folder).
 
     Raises:
-        ValueError: an unknown benchmark or adapter; ``compare_base`` without an adapter; missing
+        ValueError: an unknown benchmark, adapter or model; ``compare_base`` without an adapter; missing
             data files.
+        system_prompts.PromptUnavailableError: the authors' prompt could not be fetched or verified
+            (before any model loads).
     """
     import torch
 
@@ -347,14 +376,21 @@ def run_evaluation(
     benchmark = get_benchmark(dataset_name)
     if config.compare_base and adapter is None:
         raise ValueError("compare_base needs an adapter to compare with the base model; pass adapter (--adapter).")
-    adapter_path = resolve_adapter(adapter)
+    if adapter is not None and full_model is not None:
+        raise ValueError("Pass either an adapter (--adapter) or full model weights (--model), not both.")
+    adapter_path, full_model_path = resolve_adapter(adapter), resolve_full_model(full_model)
+    trained = adapter_path or full_model_path
+    system_prompt = evaluation_system_prompt(vlm_name, config, trained)
     examples = load_examples(dataset_name, data_dir=config.data_dir, limit=config.limit)
     if not examples:
         raise ValueError(f"{benchmark.title} has no examples to evaluate; check data_dir and limit.")
 
     torch.manual_seed(config.seed)
     model, processor = load_model_and_processor(
-        vlm_name, load_in_4bit=config.load_in_4bit, device_map="auto" if torch.cuda.is_available() else None
+        vlm_name,
+        load_in_4bit=config.load_in_4bit,
+        device_map="auto" if torch.cuda.is_available() else None,
+        weights=full_model_path,
     )
     if adapter_path is not None:
         from peft import PeftModel
@@ -362,7 +398,7 @@ def run_evaluation(
         with quiet_known_warnings():  # peft asks transformers for its renamed gradient-checkpointing state
             model = PeftModel.from_pretrained(model, adapter_path)
     if output_dir is None:
-        output_dir = default_output_dir(vlm_name, dataset_name, config.prompt, adapter_path)
+        output_dir = default_output_dir(vlm_name, dataset_name, config.prompt, trained)
     out_dir = run_path(output_dir)  # a relative folder is under the run root, as training's are
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -374,7 +410,8 @@ def run_evaluation(
             examples,
             out_dir / "predictions.jsonl",
             config,
-            description=f"{benchmark.title} ({'adapter' if adapter_path else vlm_name})",
+            description=f"{benchmark.title} ({'adapter' if adapter_path else 'model' if full_model_path else vlm_name})",  # noqa: E501
+            system_prompt=system_prompt.text,
         )
     seconds = time.perf_counter() - started
     summary: dict[str, Any] = {
@@ -385,12 +422,15 @@ def run_evaluation(
         "model": vlm_name,
         "load_in_4bit": config.load_in_4bit,
         "adapter": adapter_path,
+        "full_model": full_model_path,
         "prompt": config.prompt,
+        "system_prompt": system_prompt.choice,
+        "system_prompt_sha256": system_prompt.sha256,
         "metric": benchmark.metric,
         **summarize(benchmark, records),
         **reward_summary(records),  # every reward's mean, where rows carry the ground truth
         "paper": dict(benchmark.paper),
-        "paper_reference": paper_reference(vlm_name, adapter_path),
+        "paper_reference": paper_reference(vlm_name, trained),
         "limit": config.limit,
         "batch_size": config.batch_size,
         "max_new_tokens": config.tokens_per_answer,
@@ -410,6 +450,7 @@ def run_evaluation(
                 out_dir / "base_predictions.jsonl",
                 config,
                 description=f"{benchmark.title} (base {vlm_name})",
+                system_prompt=system_prompt.text,
             )
         summary["base"] = summarize(benchmark, base_records)
         summary["comparison"] = paired_bootstrap(

@@ -35,12 +35,13 @@ def fit_verdict(memory_gb: tuple[float, float], gpu_memory_gb: float) -> str:
     return "maybe" if low + CUDA_OVERHEAD_GB <= gpu_memory_gb else "no"
 
 
-def fits_gpu(preset, gpu_memory_gb: float) -> tuple[bool, str]:
+def fits_gpu(preset, gpu_memory_gb: float, processes: int = 1) -> tuple[bool, str]:
     """Whether ``preset``'s peak memory (plus ~1 GB CUDA overhead) fits a GPU of that size.
 
     Args:
         preset: a :class:`~chartrvr_nb.presets.Preset` or a preset name.
         gpu_memory_gb: the GPU's total memory, e.g. ``chartrvr_nb.env.gpu_info().memory_gb``.
+        processes: GPUs training together (a full fine-tune's model states are shared under ZeRO-3).
 
     Returns:
         ``(fits, message)``; the message gives the figures and, when it does not fit, what to change.
@@ -52,15 +53,64 @@ def fits_gpu(preset, gpu_memory_gb: float) -> tuple[bool, str]:
     preset = as_preset(preset)
     if not preset.requires_gpu:
         return True, f"Preset {preset.name!r} runs on CPU; no GPU memory needed."
-    figure = step_figure(preset, REFERENCE_GPU)
+    figure = step_figure(preset, REFERENCE_GPU, processes)
     low, high = figure.memory_gb
-    needs = f"Preset {preset.name!r} needs about {low:g}-{high:g} GB ({figure.source}); {gpu_memory_gb:g} GB available"
+    needs = (
+        f"Preset {preset.name!r} needs about {round(low, 1):g}-{round(high, 1):g} GB"
+        + (f" per GPU on {processes} GPUs" if processes > 1 else "")
+        + f" ({figure.source}); {gpu_memory_gb:g} GB available"
+    )
     verdict = fit_verdict(figure.memory_gb, gpu_memory_gb)
     if verdict == "yes":
         return True, needs + "."
+    if preset.finetune == "full":
+        return False, f"{needs}: it {'may not' if verdict == 'maybe' else 'will not'} fit. " + _zero3_advice(
+            preset, gpu_memory_gb
+        )
     return False, f"{needs}: it {'may not' if verdict == 'maybe' else 'will not'} fit.\n" + env.oom_advice(
         preset
     ).split("\n", 1)[1]
+
+
+def _zero3_advice(preset, gpu_memory_gb: float) -> str:
+    """How many GPUs of that size a full fine-tune needs under DeepSpeed ZeRO-3, as a next step."""
+    for processes in (2, 4, 8):
+        if fit_verdict(step_figure(preset, REFERENCE_GPU, processes).memory_gb, gpu_memory_gb) == "yes":
+            return (
+                f"Under DeepSpeed ZeRO-3 its model states are shared by the GPUs: {processes} such GPUs fit "
+                f"(accelerate launch --config_file deepspeed_zero3.yaml --num_processes {processes} main.py "
+                f"--mode grpo --preset {preset.name}); or train a LoRA adapter (preset paper)."
+            )
+    return "Even 8 such GPUs under DeepSpeed ZeRO-3 do not fit it: use larger GPUs, or a LoRA adapter (preset paper)."
+
+
+def estimate_report(preset, gpu: str = REFERENCE_GPU, processes: int | None = None) -> str:
+    """:func:`format_estimate` of ``preset`` on ``gpu``, with a last line saying whether it fits that GPU,
+    and what to change when it does not.
+
+    Example:
+        >>> print(estimate_report("full-ft", "a100-40gb").splitlines()[-1])  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
+          fits             no: 64.6-65.6 GB + ~1 GB of CUDA overhead exceed the 40 GB of the A100 40GB.
+          Under DeepSpeed ZeRO-3 ... 4 such GPUs fit ...
+    """
+    est = estimate(preset, gpu=gpu, world_size=processes)
+    text = format_estimate(est)
+    if est.gpu == "cpu":
+        return text
+    preset, memory = as_preset(preset), GPU_MEMORY_GB[est.gpu]
+    low, high = (round(gb, 1) for gb in est.peak_memory_gb)
+    verdict = fit_verdict(est.peak_memory_gb, memory)
+    line = f"{low:g}-{high:g} GB + ~{CUDA_OVERHEAD_GB:g} GB of CUDA overhead"
+    if verdict == "yes":
+        return text + f"\n  fits             yes: {line}, within the {memory:g} GB of the {GPU_NAMES[est.gpu]}."
+    if preset.finetune == "full":
+        advice = _zero3_advice(preset, memory)
+    else:
+        advice = env.oom_advice(preset).split("\n", 1)[1].replace("\n", " ")
+    sign = "may exceed" if verdict == "maybe" else "exceed"
+    return (
+        text + f"\n  fits             {verdict}: {line} {sign} the {memory:g} GB of the {GPU_NAMES[est.gpu]}. {advice}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,7 +127,7 @@ def local_estimate(preset) -> str:
     preset = as_preset(preset)
     gpu = env.gpu_info()
     key = gpu_key(gpu.name) if gpu else None
-    text = format_estimate(estimate(preset, gpu=key or REFERENCE_GPU))
+    text = estimate_report(preset, gpu=key or REFERENCE_GPU)
     if preset.requires_gpu and key is None:
         found = f"no figures were measured on this GPU ({gpu.name})" if gpu else "no GPU was found on this machine"
         text = (

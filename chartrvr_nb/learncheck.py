@@ -182,7 +182,7 @@ def run_learn_check(
     run = train(preset, output_dir=run_dir, max_steps=max_steps)
     trained = time.perf_counter()
     after = run_evaluation(
-        preset.model, preset.eval_dataset, settings, adapter=run.adapter_dir, output_dir=out / "after", verbose=False
+        preset.model, preset.eval_dataset, settings, adapter=run.weights_dir, output_dir=out / "after", verbose=False
     )
     metrics = compare_rewards(reward_scores(before.predictions), reward_scores(after.predictions), seed=seed)
     finished = time.perf_counter()

@@ -1,5 +1,5 @@
-"""Models: the registry of short names, loading through the Auto classes (bf16 / QLoRA), the
-paper's LoRA configuration, the Qwen2.5-VL architectures and parameter counts.
+"""Models: the registry of short names, loading through the Auto classes (bf16 / QLoRA / full weights),
+the fork's LoRA configuration, the Qwen2.5-VL architectures and parameter counts.
 
 The offline ``tiny`` model is built by :mod:`chartrvr_nb.tiny`; here it is just another registry
 name that resolves to a local folder. Top-level imports stay light: torch, transformers and peft
@@ -29,10 +29,11 @@ TINY_MODELS = (TINY_MODEL, "tiny-learn")  # built by chartrvr_nb.tiny, each from
 QWEN_MIN_PIXELS = 56 * 56
 QWEN_MAX_PIXELS = 28 * 28 * 1280
 
-# The paper's adapter: these names match the language model's attention and MLP projections and
-# also the vision tower's MLPs (gate/up/down_proj), which is why the count includes 3,609,600
-# vision parameters.
-PAPER_LORA_TARGET_MODULES: tuple[str, ...] = (
+# The LoRA adapter of the fork the seed guide describes (potate4/chartrl@4948fe6 main.py 626-633, added in
+# its commit 6c9eee9; the guide calls it "Paper (Default)", but the Chart-RVR authors train every parameter).
+# These names match the language model's attention and MLP projections and also the vision tower's
+# MLPs (gate/up/down_proj), which is why the count includes 3,609,600 vision parameters.
+FORK_LORA_TARGET_MODULES: tuple[str, ...] = (
     "q_proj",
     "k_proj",
     "v_proj",
@@ -85,13 +86,20 @@ def resolve_model(name: str, cache_dir: str | os.PathLike | None = None) -> str:
     return MODEL_REGISTRY[name]
 
 
-def default_dtype(load_in_4bit: bool = False):
-    """The compute dtype for this machine: bf16 on a GPU that supports it, fp16 for 4-bit on an
+def default_dtype(load_in_4bit: bool = False, full_finetune: bool = False):
+    """The weights' dtype for this machine: bf16 on a GPU that supports it, fp16 for 4-bit on an
     older GPU (bitsandbytes computes in half precision there), fp32 otherwise (CPU, 4-bit
     included: bitsandbytes' CPU kernels compute in fp32; or full weights on a GPU without bf16,
-    where fp16 training is unstable)."""
+    where fp16 training is unstable).
+
+    A full fine-tune keeps fp32 weights everywhere: an Adam step at lr 1e-6 is far below bf16's
+    spacing (about 1e-4 around a weight of 0.02), so bf16 weights would not move. The Trainer's bf16
+    autocast still computes in bf16, which is what the authors' DeepSpeed bf16 run did with its fp32
+    master copy of the weights."""
     import torch
 
+    if full_finetune:
+        return torch.float32
     if torch.cuda.is_available():
         if torch.cuda.is_bf16_supported(including_emulation=False):  # a T4 only emulates bf16
             return torch.bfloat16
@@ -163,6 +171,8 @@ def load_model_and_processor(
     cache_dir: str | os.PathLike | None = None,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    weights: str | os.PathLike | None = None,
+    full_finetune: bool = False,
 ):
     """Load a registry model and its processor through the Auto classes.
 
@@ -178,6 +188,10 @@ def load_model_and_processor(
         cache_dir: the tiny model's cache folder.
         min_pixels / max_pixels: the image processor's pixel bounds (images are resized into
             them, never cropped); the processor's saved bounds when ``None``.
+        weights: full model weights to load instead of the registry model's: a local folder (a full
+            fine-tune's checkpoint) or a hub id (e.g. the authors' ``sanchit97/chart-rvr-3b``), with its
+            own processor when it has one, else ``name``'s.
+        full_finetune: the weights will all be trained: fp32 (see :func:`default_dtype`).
 
     Returns:
         ``(model, processor)``.
@@ -197,7 +211,7 @@ def load_model_and_processor(
             "pip install 'bitsandbytes>=0.50' (requirements-colab.txt has it), or train without 4-bit."
         )
     path = resolve_model(name, cache_dir)
-    dtype = dtype or default_dtype(load_in_4bit)
+    dtype = dtype or default_dtype(load_in_4bit, full_finetune)
     model_kwargs: dict[str, Any] = {"dtype": dtype}
     if load_in_4bit:
         model_kwargs["quantization_config"] = qlora_quantization_config(dtype)
@@ -211,14 +225,36 @@ def load_model_and_processor(
             "shortest_edge": min_pixels or QWEN_MIN_PIXELS,
             "longest_edge": max_pixels or QWEN_MAX_PIXELS,
         }
+    weights_path = str(weights) if weights is not None else path
     try:
-        processor = AutoProcessor.from_pretrained(path, **processor_kwargs)
-        model = AutoModelForImageTextToText.from_pretrained(path, **model_kwargs)
+        processor = AutoProcessor.from_pretrained(_processor_source(weights_path, path), **processor_kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(weights_path, **model_kwargs)
     except OSError as error:
-        if name in TINY_MODELS:
+        if name in TINY_MODELS and weights is None:
             raise
-        raise OSError(_offline_help(path, error)) from error
+        raise OSError(_offline_help(weights_path, error)) from error
     return model, processor
+
+
+def _processor_source(weights_path: str, base_path: str) -> str:
+    """Where a model's processor is: its own folder or hub repository when it has one, else the base model's.
+
+    A full fine-tune's checkpoint carries the processor (the Trainer saves it); a released model may not.
+    """
+    if weights_path == base_path:
+        return base_path
+    if os.path.isdir(weights_path):
+        has_processor = any(
+            os.path.isfile(os.path.join(weights_path, name))
+            for name in ("preprocessor_config.json", "processor_config.json")
+        )
+        return weights_path if has_processor else base_path
+    from huggingface_hub import file_exists
+
+    try:
+        return weights_path if file_exists(weights_path, "preprocessor_config.json") else base_path
+    except Exception:  # offline or unreachable: the base model's processor (its cache) is the one to use
+        return base_path
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,11 +262,14 @@ def load_model_and_processor(
 # --------------------------------------------------------------------------------------------
 
 
-def paper_lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.05) -> LoraConfig:
-    """The paper's LoRA adapter (r=8, alpha=16, dropout 0.05) on every q/k/v/o/gate/up/down_proj.
+def fork_lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.05) -> LoraConfig:
+    """The fork's LoRA adapter (r=8, alpha=16, dropout 0.05) on every q/k/v/o/gate/up/down_proj.
+
+    The recipe of potate4/chartrl (main.py 626-633 at 4948fe6), which the seed guide describes as
+    "Paper (Default)"; the Chart-RVR authors themselves fine-tune every parameter (preset ``full-ft``).
 
     Example:
-        >>> config = paper_lora_config()
+        >>> config = fork_lora_config()
         >>> config.r, config.lora_alpha, sorted(config.target_modules)[:3]
         (8, 16, ['down_proj', 'gate_proj', 'k_proj'])
     """
@@ -240,7 +279,7 @@ def paper_lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.05) -> Lor
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=list(PAPER_LORA_TARGET_MODULES),
+        target_modules=list(FORK_LORA_TARGET_MODULES),
         task_type="CAUSAL_LM",
         bias="none",
     )
@@ -357,10 +396,10 @@ def trainable_params_line(trainable: int, total: int) -> str:
 
 
 def meta_lora_parameter_counts(name: str = "qwen2-5-3b") -> tuple[int, int]:
-    """``(trainable, total)`` of a registry model with the paper's LoRA, with no weights loaded.
+    """``(trainable, total)`` of a registry model with the fork's LoRA, with no weights loaded.
 
     The architecture is built on PyTorch's meta device (shapes only, no memory), the adapter is
-    applied with peft, and parameters are counted. For ``qwen2-5-3b`` this gives the paper's
+    applied with peft, and parameters are counted. For ``qwen2-5-3b`` this gives the seed guide's
     18,576,384 trainable of 3,773,199,360 (0.4923%). A tiny model's architecture is read from its
     folder's ``config.json`` (its vocabulary comes from the tokenizer built with it; built on first use).
     """
@@ -373,4 +412,4 @@ def meta_lora_parameter_counts(name: str = "qwen2-5-3b") -> tuple[int, int]:
     config = AutoConfig.from_pretrained(resolve_model(name)) if name in TINY_MODELS else _ARCHITECTURES[name]()
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
-    return count_parameters(get_peft_model(model, paper_lora_config()))
+    return count_parameters(get_peft_model(model, fork_lora_config()))

@@ -32,6 +32,8 @@ CHART_TYPES: tuple[str, ...] = (
     "treemap",
 )
 
+# This project's own wording. The Chart-RVR authors' prompt (their repository has no license) is
+# fetched and verified at run time by ``chartrvr_nb.system_prompts``.
 SYSTEM_PROMPT = (
     "You answer questions about a chart. First reason inside <think></think>: "
     "name the chart type inside <type></type> (one of: " + ", ".join(CHART_TYPES) + "), "
@@ -48,12 +50,14 @@ COT_PROMPT = (
 PROMPT_STYLES = {"rvr": SYSTEM_PROMPT, "cot": COT_PROMPT, "direct": DIRECT_PROMPT}
 
 
-def build_messages(question: str, style: str = "rvr") -> list[dict[str, Any]]:
+def build_messages(question: str, style: str = "rvr", system_prompt: str | None = None) -> list[dict[str, Any]]:
     """Chat messages for one chart question; the image goes where the processor expects it.
 
     Args:
         question: the question about the chart.
         style: ``"rvr"`` (the Chart-RVR format, used for training), ``"cot"`` or ``"direct"``.
+        system_prompt: the system message's text; default this project's wording for ``style``
+            (a run's choice, e.g. the authors' template, is resolved by ``system_prompts``).
 
     Returns:
         A system message and a user message whose content is an image placeholder followed by
@@ -69,7 +73,7 @@ def build_messages(question: str, style: str = "rvr") -> list[dict[str, Any]]:
     if style not in PROMPT_STYLES:
         raise ValueError(f"Unknown prompt style {style!r}; choose one of {sorted(PROMPT_STYLES)}.")
     return [
-        {"role": "system", "content": [{"type": "text", "text": PROMPT_STYLES[style]}]},
+        {"role": "system", "content": [{"type": "text", "text": system_prompt or PROMPT_STYLES[style]}]},
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
     ]
 

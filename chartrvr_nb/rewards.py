@@ -2,7 +2,8 @@
 
 Each reward is ``fn(completions, **kwargs) -> list[float]``: ``completions`` are strings or chat
 message lists, and dataset columns (``label``, ``chart_type``, ``table``, ``reasoning``) arrive as
-lists in ``kwargs``, one entry per completion. Scales are the paper's, so logs read like the
+lists in ``kwargs``, one entry per completion. Scales are those of the authors' code (grpo_utils.py at
+sanchit97/chartrl@83c4406, not the paper's text), so logs read like the
 original's. What a reward reads from a completion is one of the ``read_*`` functions, the same
 ones :mod:`chartrvr_nb.inspection` explains scores with; when TRL passes ``log_extra`` (its
 GRPOTrainer does), a reward also logs what it read as columns of TRL's completions table. Rewards

@@ -3,8 +3,9 @@
 A run folder holds the Trainer's ``checkpoint-<step>`` folders (see :mod:`chartrvr_nb.checkpoints`)
 and three files of ours: ``metrics.jsonl`` (every log event, appended as training goes),
 ``samples.jsonl`` (sample completions with their rewards) and ``run_config.json`` (the preset the
-run was started with). Training writes them through this module; plots, notebooks and the CLI read
-them through it, so a resumed run, a crash mid-line or a re-logged step reads the same everywhere.
+run was started with, and the SHA-256 of the system prompt it trained with). Training writes them
+through this module; plots, notebooks and the CLI read them through it, so a resumed run, a crash
+mid-line or a re-logged step reads the same everywhere.
 :func:`find_runs` lists the runs in a folder of run folders (e.g. on Drive, to pick one to resume).
 """
 
@@ -24,7 +25,9 @@ from .drive import write_atomic
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
 RUN_CONFIG_FILE = "run_config.json"
-ADAPTER_DIR = "adapter"
+ADAPTER_DIR = "adapter"  # a LoRA run's final adapter
+MODEL_DIR = "model"  # a full fine-tune's final model
+SYSTEM_PROMPT_SHA256 = "system_prompt_sha256"  # run_config.json's record of the system prompt trained with
 RUN_FILES = (METRICS_FILE, SAMPLES_FILE, RUN_CONFIG_FILE)  # mirrored to Drive beside the checkpoints
 
 
@@ -185,7 +188,9 @@ def preset_from_run(run_dir: str | os.PathLike):
     Raises:
         FileNotFoundError: the folder has no run_config.json (it is not a training run).
     """
-    from .presets import get_preset
+    import dataclasses
+
+    from .presets import Preset, get_preset
 
     config = read_run_config(run_dir)
     if config is None:
@@ -193,7 +198,29 @@ def preset_from_run(run_dir: str | os.PathLike):
             f"No {RUN_CONFIG_FILE} in {run_dir}: not a training run folder (train() writes it when a run starts). "
             "Pick a folder listed by runfiles.find_runs()."
         )
-    return get_preset(config["name"], **{key: value for key, value in config.items() if key != "name"})
+    fields = {field.name for field in dataclasses.fields(Preset)} - {"name"}
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in config.items() if key in fields}
+    return get_preset(config["name"], **values)
+
+
+def trained_system_prompt(path: str | os.PathLike) -> tuple[str, str | None] | None:
+    """The system prompt a run trained with, for a run folder or anything inside one (a checkpoint, its
+    ``adapter/`` or ``model/``): ``(choice, sha256)``, the hash None for a run from before it was recorded;
+    None when no ``run_config.json`` is found there or one folder up.
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> _ = write_run_config(run, {"name": "smoke", "system_prompt": "project", SYSTEM_PROMPT_SHA256: "ab12"})
+        >>> trained_system_prompt(run / "checkpoint-8")
+        ('project', 'ab12')
+    """
+    path = Path(path)
+    for folder in (path, path.parent):
+        config = read_run_config(folder)
+        if config is not None:
+            return config.get("system_prompt", "project"), config.get(SYSTEM_PROMPT_SHA256)
+    return None
 
 
 # --------------------------------------------------------------------------------------------

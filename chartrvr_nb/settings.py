@@ -50,7 +50,7 @@ class Option:
         flag: the command-line flag.
         help: the field's help text.
         type: what a flag's value is parsed as (``int``, ``float``, ``str``; ``bool`` for a switch).
-        default: the field's default (for a Preset, the paper's value).
+        default: the field's default (for a Preset, the ``paper`` preset's value).
         choices: the allowed values, or None.
         form: whether the 02_train form offers it.
     """

@@ -6,7 +6,7 @@ top. Import it inside ``tracking.tracker_environment``: importing TRL's ``GRPOTr
 Trackio, which reads ``TRACKIO_DIR`` once.
 
 - :class:`ChartRVRTrainer`: TRL's ``GRPOTrainer`` keeping sample completions (``samples.jsonl``);
-  :func:`build_trainer` makes it with the seven rewards and the paper's LoRA.
+  :func:`build_trainer` makes it with the seven rewards and, for ``finetune="lora"``, the fork's LoRA.
 - :class:`MetricsFileCallback`: every log event into ``metrics.jsonl``.
 - :class:`ManifestCallback` then :class:`DriveMirrorCallback`: each saved checkpoint gets its
   manifest, then goes to Drive atomically (keeping the newest few there), with the run's log files.
@@ -44,7 +44,7 @@ from .checkpoints import (
 from .console import step_line
 from .drive import copy_atomic
 from .estimate import format_duration
-from .models import paper_lora_config
+from .models import fork_lora_config
 from .presets import Preset
 from .rewards import get_rewards
 from .runfiles import METRICS_FILE, RUN_FILES, append_jsonl
@@ -63,12 +63,25 @@ class ChartRVRTrainer(GRPOTrainer):
     group-relative advantage GRPO computed from the group's total rewards.
     """
 
-    def __init__(self, *args, samples_path: Path, sample_every: int, **kwargs):
+    def __init__(self, *args, samples_path: Path, sample_every: int, weights_from_checkpoint: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self._weights_from_checkpoint = weights_from_checkpoint
         self._samples_path = samples_path
         self._sample_every = sample_every
         self._last_sampled_step = -1
         self._pending_samples: list[dict] = []
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Skip the Trainer's reload of full weights the model was already loaded from.
+
+        transformers 5.25 saves a Qwen2.5-VL in its original key layout (``visual.*``, ``model.layers.*``)
+        and reloads it here with the in-memory names (``model.visual.*``, ``model.language_model.*``):
+        nothing matches and the weights silently stay as they were. A resumed full fine-tune is
+        therefore loaded with ``from_pretrained`` from its checkpoint, which renames the keys, and this
+        step is skipped; the optimizer, scheduler and RNG states are restored as usual.
+        """
+        if not self._weights_from_checkpoint:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -114,7 +127,7 @@ def _adapters_in_fp32(model) -> None:
     """Keep a 4-bit base's LoRA weights in fp32, as they are on a bf16 base.
 
     TRL 1.16 casts them to bf16 for a quantised model (the QLoRA paper's choice, at lr 2e-4). At
-    the paper's lr 1e-5 an Adam step (~1e-5) is below half of bf16's spacing around LoRA A's
+    the fork's lr 1e-5 an Adam step (~1e-5) is below half of bf16's spacing around LoRA A's
     initial values (~1.2e-4 at 0.02), so A would never move; and a T4 only emulates bf16.
     """
     for parameter in model.parameters():
@@ -122,8 +135,18 @@ def _adapters_in_fp32(model) -> None:
             parameter.data = parameter.data.float()
 
 
-def build_trainer(preset: Preset, model, processor, dataset, args, callbacks: Sequence[Any], samples_path: str | Path):
-    """The project's GRPO trainer for ``preset``: the seven rewards, the paper's LoRA, sample logging.
+def build_trainer(
+    preset: Preset,
+    model,
+    processor,
+    dataset,
+    args,
+    callbacks: Sequence[Any],
+    samples_path: str | Path,
+    weights_from_checkpoint: bool = False,
+):
+    """The project's GRPO trainer for ``preset``: the seven rewards, the fork's LoRA (``finetune="lora"``)
+    or every parameter (``"full"``, no adapter), sample logging.
 
     One place for what :func:`chartrvr_nb.train.train` and the benchmarks (``bench.train_step``,
     ``bench.gpu_check``) train with; a 4-bit base gets its LoRA weights back in fp32 (see
@@ -137,6 +160,8 @@ def build_trainer(preset: Preset, model, processor, dataset, args, callbacks: Se
         callbacks: ``TrainerCallback`` objects, or plain objects with ``on_log(logs)`` and
             ``on_train_end()``, which get the main process's log events (:class:`ForwardLogs`).
         samples_path: where sample completions are appended.
+        weights_from_checkpoint: ``model`` was loaded from the checkpoint the run resumes from (a full
+            fine-tune): the Trainer does not load its weights again (see ``ChartRVRTrainer._load_from_checkpoint``).
 
     Returns:
         A :class:`ChartRVRTrainer`.
@@ -147,10 +172,15 @@ def build_trainer(preset: Preset, model, processor, dataset, args, callbacks: Se
         args=args,
         train_dataset=dataset,
         processing_class=processor,
-        peft_config=paper_lora_config(r=preset.lora_r, alpha=preset.lora_alpha, dropout=preset.lora_dropout),
+        peft_config=(
+            fork_lora_config(r=preset.lora_r, alpha=preset.lora_alpha, dropout=preset.lora_dropout)
+            if preset.finetune == "lora"
+            else None
+        ),
         callbacks=[c if isinstance(c, TrainerCallback) else ForwardLogs(c) for c in callbacks],
         samples_path=Path(samples_path),
         sample_every=preset.sample_every,
+        weights_from_checkpoint=weights_from_checkpoint,
     )
     if preset.load_in_4bit:
         _adapters_in_fp32(trainer.model)

@@ -15,8 +15,8 @@ PACKAGE = ROOT / "chartrvr_nb"
 PARTS = {
     "Face": {"cli", "__main__", "__init__"},
     "Cells": {"notebooks", "widgets"},
-    "Workflows": {"learncheck"},
-    "Config": {"presets", "settings", "env", "estimate", "gpu_fit"},
+    "Workflows": {"learncheck", "fidelity"},
+    "Config": {"presets", "settings", "env", "estimate", "gpu_fit", "batches"},
     "Train": {
         "train",
         "trainer",
@@ -29,9 +29,9 @@ PARTS = {
         "console",
         "tracking",
     },
-    "Eval": {"evaluate", "benchmarks", "benchmark_data", "eval_results", "metrics", "official_scoring"},
+    "Eval": {"evaluate", "eval_inputs", "benchmarks", "benchmark_data", "eval_results", "metrics", "official_scoring"},
     "Models": {"models", "tiny", "qwen_tokenizer", "warm_start"},
-    "Data": {"data", "synthetic", "chart_kinds"},
+    "Data": {"data", "data_audit", "synthetic", "chart_kinds", "system_prompts"},
     "Scoring": {"answers", "rewards", "embedding", "prompts", "inspection", "samples"},
     "Plots": {"plots"},
 }

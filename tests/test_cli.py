@@ -180,9 +180,15 @@ def test_eval_flags_build_the_evaluation_settings(capsys):
 def test_params_counts_the_tiny_models_as_they_train(name, capsys, tiny_model_dir):
     from peft import get_peft_model
 
-    from chartrvr_nb.models import count_parameters, load_model_and_processor, paper_lora_config, trainable_params_line
+    from chartrvr_nb.models import count_parameters, fork_lora_config, load_model_and_processor, trainable_params_line
 
     assert main(["params", "--vlm-name", name]) == 0
     model, _ = load_model_and_processor(name)
-    expected = trainable_params_line(*count_parameters(get_peft_model(model, paper_lora_config())))
+    expected = trainable_params_line(*count_parameters(get_peft_model(model, fork_lora_config())))
     assert capsys.readouterr().out.strip() == expected
+
+
+def test_eval_takes_an_adapter_or_full_weights_not_both(tmp_path, capsys):
+    flags = ["eval", "--vlm-name", "tiny", "--dataset-name", "synthetic", "--limit", "1"]
+    assert main([*flags, "--adapter", "someone/lora", "--model", "someone/full"]) == 2
+    assert "either an adapter (--adapter) or full model weights (--model), not both" in capsys.readouterr().err

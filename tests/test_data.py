@@ -286,3 +286,66 @@ def test_fitted_images_are_what_the_processor_would_keep_and_upscale_fills_the_b
         assert new_width * new_height >= max_pixels / 2
     elif not upscale and 2 * 56 * 56 <= width * height <= max_pixels:  # within budget: only rounded onto the grid
         assert abs(new_width - width) <= 28 and abs(new_height - height) <= 28
+
+
+@pytest.mark.parametrize(
+    "size, resized",
+    [
+        # 200 x 150 = 30,000 px; scale sqrt(250,880 / 30,000) = 2.8919: int() gives 578 x 433, and the nearest
+        # multiples of 28 are 588 (21 x 28) and 420 (15 x 28): 246,960 px, 315 cells of 28 x 28.
+        ((200, 150), (588, 420)),
+        # 1652 x 1923: scale 0.28102 gives 464 x 540, nearest multiples 476 (17) and 532 (19): 253,232 px, 323
+        # cells, over the budget as the authors' processor leaves it (within it, the grid would give 448 x 532).
+        ((1652, 1923), (476, 532)),
+    ],
+)
+def test_training_images_are_scaled_up_or_down_to_the_budget_as_the_authors_did(size, resized):
+    """main.py 492-506 at sanchit97/chartrl@83c4406: RGB, bicubic to 320*28*28 px, then the processor's grid."""
+    from PIL import Image
+
+    dataset = make_synthetic_dataset(1, seed=3).map(lambda row: {"image": Image.new("RGBA", size)})
+    authors = prepare_grpo_dataset(dataset, max_pixels=320 * 28 * 28, image_resize="chart-rvr")[0]["image"]
+    assert authors.size == resized and authors.mode == "RGB"
+    ours = prepare_grpo_dataset(dataset, max_pixels=320 * 28 * 28, image_resize="project")[0]["image"]
+    assert ours.size == {(200, 150): (196, 140), (1652, 1923): (448, 532)}[size]  # only shrunk, within budget
+    with pytest.raises(ValueError, match="Unknown image_resize 'authors'"):
+        prepare_grpo_dataset(dataset, max_pixels=320 * 28 * 28, image_resize="authors")
+
+
+def test_the_system_prompt_given_is_the_system_message():
+    prepared = prepare_grpo_dataset(make_synthetic_dataset(2, seed=2), max_pixels=112 * 112, system_prompt="Be brief.")
+    assert prepared[1]["prompt"][0] == {"role": "system", "content": [{"type": "text", "text": "Be brief."}]}
+
+
+@pytest.fixture(scope="module")
+def repeated_rows(tmp_path_factory):
+    """Hub-schema rows with repeats, as the hub set holds them: rows 0-2, row 0 again, row 1 again, row 2 with
+    another label, row 1 again. Distinct (image, question, label): 4, first seen at 0, 1, 2, 5."""
+    from datasets import Dataset
+
+    rows = [{k: r[k] for k in REQUIRED_COLUMNS} for r in make_synthetic_rows(3, seed=5)]
+    repeated = [rows[0], rows[1], rows[2], rows[0], rows[1], {**rows[2], "label": "other"}, rows[1]]
+    path = tmp_path_factory.mktemp("repeated") / "train.parquet"
+    Dataset.from_list(repeated).to_parquet(str(path))
+    return path
+
+
+def test_the_audit_counts_distinct_rows_and_dedupe_keeps_the_first_of_each(repeated_rows, caplog):
+    from chartrvr_nb.data_audit import audit_rows
+
+    with caplog.at_level("INFO", logger="chartrvr_nb.data"):
+        everything = load_train_dataset(str(repeated_rows))
+    assert len(everything) == 7
+    audit = audit_rows(everything)
+    assert (audit.rows, audit.distinct, audit.repeated, audit.first_of_each) == (7, 4, 3, (0, 1, 2, 5))
+    assert caplog.messages == [
+        f"Training data {repeated_rows}: 7 rows, 4 distinct (image, question, label), 3 repeating an earlier row;\n"
+        "--dedupe keeps the first of each."
+    ]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="chartrvr_nb.data"):
+        distinct = load_train_dataset(str(repeated_rows), dedupe=True)
+    assert distinct["query"] == [everything["query"][i] for i in (0, 1, 2, 5)]
+    assert distinct["label"][3] == "other"
+    assert caplog.messages[0].endswith("kept the first of each (--dedupe): 4 rows.")
+    assert len(load_train_dataset(str(repeated_rows), dedupe=True, subset_size=2, seed=1)) == 2

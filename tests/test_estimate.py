@@ -261,3 +261,50 @@ def test_trainer_steps_matches_a_real_grpo_trainer(
     monkeypatch.chdir(tmp_path)
     expected = _grpo_max_steps(samples, generations, batch, accum, epochs, **config)
     assert trainer_steps(samples, generations, batch, accum, epochs, **config) == expected
+
+
+def test_a_full_fine_tune_needs_its_model_states_in_memory():
+    """16 bytes per parameter (bf16 weights and gradients, fp32 master weights, momentum and variance: ZeRO,
+    arXiv:1910.02054, section 3.1) x 3,754,622,976 = 60.07 GB, plus activations: the seed's LoRA 12-13 GB less
+    its 2 x 3,754,622,976 = 7.51 GB of bf16 weights. ZeRO-3 shares the states, and each GPU gathers the 7.51 GB
+    bf16 model to generate."""
+    one = estimate("full-ft", gpu="a100-40gb")
+    assert [round(gb, 2) for gb in one.peak_memory_gb] == [64.56, 65.56]
+    assert "16 bytes x 3,754,622,976 parameters = 60.1 GB" in one.figures_source
+    two = estimate("full-ft", gpu="h100", world_size=2)
+    assert [round(gb, 2) for gb in two.peak_memory_gb] == [42.04, 43.04]  # 30.04 + 7.51 + 4.49..5.49
+    assert fits_gpu("full-ft", GPU_MEMORY_GB["a100-40gb"])[0] is False
+    assert fits_gpu("full-ft", GPU_MEMORY_GB["h100"])[0] is True
+    assert fits_gpu("full-ft", GPU_MEMORY_GB["a100-40gb"], processes=4)[0] is True  # 15.02 + 7.51 + 5.49 + 1
+
+
+def test_the_estimate_says_when_the_authors_recipe_cannot_fit_and_what_to_do(capsys):
+    from chartrvr_nb.cli import main
+
+    assert main(["estimate", "--preset", "full-ft", "--gpu", "a100-40gb"]) == 0
+    out = capsys.readouterr().out
+    assert "  optimizer steps  45,592 (the seed's formula says 11,398)" in out  # 11,398 x 4 / 4 per step x 4 epochs
+    assert "  GPU memory       64.6-65.6 GB peak" in out
+    assert out.splitlines()[-1] == (
+        "  fits             no: 64.6-65.6 GB + ~1 GB of CUDA overhead exceed the 40 GB of the A100 40GB. Under "
+        "DeepSpeed ZeRO-3 its model states are shared by the GPUs: 4 such GPUs fit (accelerate launch --config_file "
+        "deepspeed_zero3.yaml --num_processes 4 main.py --mode grpo --preset full-ft); or train a LoRA adapter "
+        "(preset paper)."
+    )
+    assert main(["estimate", "--preset", "full-ft", "--gpu", "h100"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("  fits             yes: 64.6-65.6 GB")
+
+
+@pytest.mark.parametrize("processes", [1, 2, 4])
+def test_more_processes_run_the_same_steps_each_a_share_of_the_time(processes):
+    one, many = estimate("full-ft", gpu="h100"), estimate("full-ft", gpu="h100", world_size=processes)
+    assert many.steps == one.steps == 45_592
+    assert many.seconds_per_step == pytest.approx(one.seconds_per_step / processes)
+    assert many.batches.startswith(f"{processes} process")
+
+
+def test_dedupe_counts_the_distinct_rows_and_says_so():
+    est = estimate(get_preset("paper", dedupe=True))
+    assert est.steps == 11_398 * 4 // 4 * 4  # distinct rows x generations / completions per step x epochs
+    assert "With --dedupe this counts 11,398 distinct rows" in est.note
+    assert estimate(get_preset("paper", dedupe=True, subset_size=1000)).steps == 4_000

@@ -16,6 +16,9 @@ def test_deepspeed_yaml_is_a_zero3_accelerate_config():
     assert config.distributed_type == DistributedType.DEEPSPEED
     assert config.deepspeed_config["zero_stage"] == 3
     assert config.num_machines == 1 and config.mixed_precision == "bf16"
+    assert config.num_processes == 2  # the authors' file; any count keeps a preset's completions per step
+    readme = (ROOT / "README.md").read_text()
+    assert "`deepspeed_zero3.yaml` starts 2 processes, as the authors' file does" in readme
 
 
 def test_accelerate_launch_runs_the_seed_command_on_cpu(tmp_path, tiny_model_dir):

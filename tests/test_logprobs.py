@@ -10,7 +10,7 @@ captured, and the trainer's own log-probability method is run on it and on each 
 
 import pytest
 
-from chartrvr_nb.models import load_model_and_processor, model_threads, paper_lora_config
+from chartrvr_nb.models import fork_lora_config, load_model_and_processor, model_threads
 from chartrvr_nb.presets import get_preset
 from chartrvr_nb.prompts import build_messages
 
@@ -51,7 +51,7 @@ def captured(tiny_model_dir, tmp_path_factory):
         args=grpo_config(preset, out, max_steps=1, save_strategy="no", disable_tqdm=True),
         train_dataset=dataset,
         processing_class=processor,
-        peft_config=paper_lora_config(),
+        peft_config=fork_lora_config(),
         samples_path=out / "samples.jsonl",
         sample_every=preset.sample_every,
     )

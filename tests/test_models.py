@@ -8,9 +8,9 @@ from chartrvr_nb import models
 from chartrvr_nb import tiny as tiny_module
 from chartrvr_nb.models import (
     count_parameters,
+    fork_lora_config,
     load_model_and_processor,
     meta_lora_parameter_counts,
-    paper_lora_config,
     qwen2_5_vl_3b_config,
     resolve_model,
     trainable_params_line,
@@ -189,8 +189,8 @@ def test_build_is_atomic_and_reused(monkeypatch, tmp_path):
     assert len(calls) == 3
 
 
-def test_paper_lora_config():
-    config = paper_lora_config()
+def test_fork_lora_config():
+    config = fork_lora_config()
     assert (config.r, config.lora_alpha, config.lora_dropout, config.bias) == (8, 16, 0.05, "none")
     assert config.task_type == "CAUSAL_LM"
     assert set(config.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"}
@@ -220,5 +220,5 @@ def test_count_parameters_agrees_with_peft(tiny_model_dir):
     from peft import get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    model = get_peft_model(AutoModelForImageTextToText.from_pretrained(tiny_model_dir), paper_lora_config())
+    model = get_peft_model(AutoModelForImageTextToText.from_pretrained(tiny_model_dir), fork_lora_config())
     assert count_parameters(model) == model.get_nb_trainable_parameters()

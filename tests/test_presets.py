@@ -6,9 +6,9 @@ import re
 import pytest
 
 from chartrvr_nb.presets import (
+    AUTHORS_TRAIN_DATA,
+    AUTHORS_TRAIN_ROWS,
     DEFAULT_MAX_NEW_TOKENS,
-    PAPER_TRAIN_DATA,
-    PAPER_TRAIN_ROWS,
     PRESETS,
     EvalConfig,
     Preset,
@@ -53,26 +53,93 @@ def test_presets_match_the_spec_table(name):
     ) == SEED_TABLE[name]
 
 
+def test_full_ft_is_the_authors_recipe():
+    """sanchit97/chartrl@83c4406 main.py 694-722: every parameter, TRL 0.20's lr 1e-6, 4 epochs, 4 generations,
+    batch 2, bnpo, beta 0; 4 completions per optimizer step (their 2 GPUs x 2 x 1; one GPU: 2 x 2)."""
+    full = PRESETS["full-ft"]
+    assert (full.finetune, full.learning_rate, full.num_epochs, full.num_generations) == ("full", 1e-6, 4, 4)
+    assert (full.batch_size, full.completions_per_step, full.loss_type, full.beta) == (2, 4, "bnpo", 0.0)
+    assert (full.system_prompt, full.image_resize, full.max_pixels, full.dedupe) == (
+        "chart-rvr",
+        "chart-rvr",
+        250_880,
+        True,
+    )
+    assert full.num_samples == 11_398 and full.requires_gpu
+    assert get_preset("full-ft", model="tiny").requires_gpu is False  # the tiny model trains on CPU in any preset
+
+
 def test_paper_fixed_settings():
     paper = PRESETS["paper"]
     assert (paper.lora_r, paper.lora_alpha, paper.lora_dropout) == (8, 16, 0.05)
     assert (paper.learning_rate, paper.beta, paper.grad_accum) == (1e-5, 0.0, 2)
     assert (paper.max_prompt_length, paper.max_completion_length, paper.save_steps) == (4096, 768, 500)
     assert paper.max_pixels == 320 * 28 * 28 and paper.seed == 2025
+    assert (paper.finetune, paper.loss_type, paper.system_prompt, paper.image_resize) == (
+        "lora",
+        "bnpo",
+        "chart-rvr",
+        "chart-rvr",
+    )
     assert paper.output_dir() == "grpo-start-ckpts/qwen2-5-3b-prm-large-train-v2-2025"
-    assert paper.num_samples == PAPER_TRAIN_ROWS
+    assert paper.num_samples == AUTHORS_TRAIN_ROWS
 
 
 def test_presets_name_the_training_set_that_data_loads_by_default():
     from chartrvr_nb.data import TRAIN_DATASET
 
-    assert PRESETS["paper"].train_data == PAPER_TRAIN_DATA == TRAIN_DATASET
+    assert PRESETS["paper"].train_data == AUTHORS_TRAIN_DATA == TRAIN_DATASET
 
 
 def test_only_colab_t4_quantises_and_only_the_tiny_model_presets_run_without_gpu():
     assert [n for n, p in PRESETS.items() if p.load_in_4bit] == ["colab-t4"]
     assert [n for n, p in PRESETS.items() if not p.requires_gpu] == ["smoke", "learn-check"]
     assert PRESETS["smoke"].train_data == "synthetic"
+    # The tiny ones answer this project's prompt and keep their charts within 224 x 224 px.
+    tiny = {n: (p.system_prompt, p.image_resize) for n, p in PRESETS.items() if not p.requires_gpu}
+    assert tiny == {"smoke": ("project", "project"), "learn-check": ("project", "project")}
+
+
+def test_the_choices_written_out_here_are_those_of_the_modules_that_own_them():
+    from chartrvr_nb.data import IMAGE_RESIZE_MODES as data_modes
+    from chartrvr_nb.presets import IMAGE_RESIZE_MODES, REWARD_COUNT, SYSTEM_PROMPTS
+    from chartrvr_nb.rewards import REWARDS
+    from chartrvr_nb.system_prompts import SYSTEM_PROMPT_CHOICES
+
+    assert (SYSTEM_PROMPTS, IMAGE_RESIZE_MODES, REWARD_COUNT) == (SYSTEM_PROMPT_CHOICES, data_modes, len(REWARDS))
+
+
+@pytest.mark.parametrize(
+    "preset, processes, split",
+    [
+        ("full-ft", 1, (2, 2)),  # batch 2 x accumulation 2 = 4
+        ("full-ft", 2, (2, 1)),  # the authors' 2 GPUs: accumulation goes first
+        ("full-ft", 4, (1, 1)),  # then the batch
+        ("learn-check", 2, (4, 1)),  # 8 completions: 2 x 4 x 1
+        ("learn-check", 4, (2, 1)),
+        ("learn-check", 8, (1, 1)),
+    ],
+)
+def test_more_processes_keep_the_completions_per_step(preset, processes, split):
+    from chartrvr_nb.batches import process_batches
+
+    batches = process_batches(PRESETS[preset], processes)
+    assert (batches.batch_size, batches.grad_accum) == split
+    assert batches.completions == PRESETS[preset].completions_per_step
+
+
+def test_completions_that_processes_cannot_share_name_the_flag_for_a_larger_batch():
+    from chartrvr_nb.batches import process_batches
+
+    with pytest.raises(ValueError) as caught:
+        process_batches(PRESETS["full-ft"], 3)
+    assert str(caught.value) == (
+        "Preset 'full-ft' makes 4 completions per optimizer step (batch_size 2 x grad_accum 2), which 3 processes "
+        "cannot share evenly (each needs a whole micro-batch). Pass a larger global batch with --grad-accum, e.g. "
+        "--grad-accum 6 for 12 completions per step, or run on fewer processes."
+    )
+    with pytest.raises(ValueError, match="--grad-accum 4 for 8 completions"):
+        process_batches(PRESETS["full-ft"], 8)
 
 
 def test_presets_are_frozen():
@@ -98,6 +165,12 @@ def test_overrides_are_validated_again():
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"lora_dropout": 1.0}, "lora_dropout"),
         ({"num_epochs": True}, "num_epochs"),
+        ({"loss_type": "sapo"}, "loss_type must be one of bnpo, dapo, grpo, dr_grpo"),
+        ({"system_prompt": "authors"}, "system_prompt must be one of chart-rvr, project"),
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"top_p": 1.5}, "top_p must be at most 1"),
+        ({"reward_weights": (1.0, 2.0)}, "reward_weights needs one weight per reward"),
+        ({"finetune": "full", "load_in_4bit": True}, "4-bit base weights cannot be"),
     ],
 )
 def test_invalid_values_fail_on_creation(overrides, message):

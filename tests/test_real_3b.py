@@ -9,8 +9,8 @@ code, shapes and dtypes are what is checked, not what the model says.
 
 import pytest
 
-from chartrvr_nb.models import count_parameters, paper_lora_config
-from chartrvr_nb.presets import PAPER_MAX_PIXELS, get_preset
+from chartrvr_nb.models import count_parameters, fork_lora_config
+from chartrvr_nb.presets import AUTHORS_TRAIN_PIXELS, get_preset
 
 # The paper's 18,576,384 trainable LoRA parameters are 36 text layers x 415,744 (q,k,v,o,gate,up,
 # down at r=8) plus 32 vision blocks x 112,800 (gate/up/down_proj of the vision MLPs).
@@ -28,8 +28,8 @@ def model_and_processor():
     torch.manual_seed(0)
     model = AutoModelForImageTextToText.from_config(config_3b(layers=1), dtype=torch.float32)
     processor = processor_3b()
-    # As load_model_and_processor(..., max_pixels=PAPER_MAX_PIXELS) bounds the real processor.
-    processor.image_processor.size = {"shortest_edge": QWEN2_5_VL_3B_MIN_PIXELS, "longest_edge": PAPER_MAX_PIXELS}
+    # As load_model_and_processor(..., max_pixels=AUTHORS_TRAIN_PIXELS) bounds the real processor.
+    processor.image_processor.size = {"shortest_edge": QWEN2_5_VL_3B_MIN_PIXELS, "longest_edge": AUTHORS_TRAIN_PIXELS}
     return model, processor
 
 
@@ -59,20 +59,27 @@ def test_one_grpo_step_on_the_3b_architecture_saves_and_reloads_the_adapter(mode
 
     # One optimizer step: 1 prompt x 2 generations = batch 2 x grad accum 1; 8-token completions.
     preset = get_preset("paper", num_generations=2, grad_accum=1, max_completion_length=8, save_steps=1)
-    dataset = bench_dataset(2, PAPER_MAX_PIXELS, seed=0)
+    dataset = bench_dataset(2, AUTHORS_TRAIN_PIXELS, seed=0)
     prompt = processor.apply_chat_template(dataset[0]["prompt"], add_generation_prompt=True, tokenize=False)
     encoded = processor(text=[prompt], images=[dataset[0]["image"]], return_tensors="pt")
     image_tokens = int((encoded["input_ids"] == 151655).sum())
-    assert 0.9 * 320 <= image_tokens <= PAPER_MAX_PIXELS // (28 * 28) == 320  # the chart fills the budget
+    assert 0.9 * 320 <= image_tokens <= AUTHORS_TRAIN_PIXELS // (28 * 28) == 320  # the chart fills the budget
 
     out = tmp_path / "run"
     trainer = ChartRVRTrainer(
         model=model,
         reward_funcs=[*get_rewards(), rank_in_group],
-        args=grpo_config(preset, out, max_steps=1, generation_kwargs={"min_new_tokens": 8}, disable_tqdm=True),
+        args=grpo_config(  # one weight for each of the seven rewards and the rank probe
+            preset,
+            out,
+            max_steps=1,
+            generation_kwargs={"min_new_tokens": 8},
+            disable_tqdm=True,
+            reward_weights=[1.0] * 8,
+        ),
         train_dataset=dataset,
         processing_class=processor,
-        peft_config=paper_lora_config(),
+        peft_config=fork_lora_config(),
         samples_path=out / "samples.jsonl",
         sample_every=preset.sample_every,
     )

@@ -41,7 +41,7 @@ def run(tmp_path_factory, tiny_model_dir):
 def test_training_moves_the_lora_weights(run):
     result, _ = run
     assert result.global_step == 4
-    trained = lora_tensors(result.adapter_dir)
+    trained = lora_tensors(result.weights_dir)
     lora_b = {k: v for k, v in trained.items() if "lora_B" in k}
     assert lora_b, "the adapter has no LoRA B matrices"
     # LoRA B starts at exactly zero, so any non-zero entry was learned.
@@ -114,6 +114,39 @@ def test_a_run_directory_refuses_a_different_configuration(run):
     result, _ = run
     with pytest.raises(ValueError, match=r"num_generations: 2 -> 4.*new --output-dir"):
         train(get_preset("smoke", **{**QUICK, "num_generations": 4}), output_dir=result.output_dir)
+
+
+def test_the_run_records_its_system_prompt_and_resumes_only_with_the_same_text(run, tmp_path):
+    import hashlib
+    import shutil
+
+    from chartrvr_nb.prompts import SYSTEM_PROMPT
+
+    result, _ = run
+    config = json.loads((result.output_dir / "run_config.json").read_text())
+    assert config["system_prompt"] == "project" and config["finetune"] == "lora" and config["loss_type"] == "bnpo"
+    assert config["system_prompt_sha256"] == hashlib.sha256(SYSTEM_PROMPT.encode("utf-8")).hexdigest()
+    copy = tmp_path / "copy"
+    shutil.copytree(result.output_dir, copy)
+    (copy / "run_config.json").write_text(json.dumps({**config, "system_prompt_sha256": "0" * 64}))
+    with pytest.raises(ValueError, match=r"system_prompt_sha256: '0000.*new --output-dir"):
+        train(get_preset("smoke", **QUICK), output_dir=copy)
+
+
+def test_a_run_started_before_the_objective_was_recorded_resumes_only_with_its_own(run, tmp_path):
+    """Such a run trained with TRL 1.16's dapo loss and fused AdamW: today's bnpo would change it silently."""
+    import shutil
+
+    result, _ = run
+    old = tmp_path / "old"
+    shutil.copytree(result.output_dir, old)
+    config = json.loads((old / "run_config.json").read_text())
+    recorded_since = ("system_prompt_sha256", "loss_type", "optim", "system_prompt", "image_resize", "finetune")
+    (old / "run_config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in recorded_since}))
+    with pytest.raises(ValueError, match=r"loss_type: 'dapo' -> 'bnpo', optim: 'adamw_torch_fused' -> 'adamw_torch'"):
+        train(get_preset("smoke", **QUICK), output_dir=old)
+    resumed = train(get_preset("smoke", **QUICK, loss_type="dapo", optim="adamw_torch_fused"), output_dir=old)
+    assert resumed.resumed_from == old / "checkpoint-4"
 
 
 def test_a_dataset_without_reward_columns_is_rejected(tmp_path, tiny_model_dir):

@@ -2,8 +2,9 @@
 
 ``accelerate launch --cpu`` starts a single process, so the multi-process path is run the way
 torchrun starts it on a multi-GPU box: ``python -m torch.distributed.run --standalone
---nproc_per_node 2 main.py --mode grpo ...``. Each rank draws its own micro-batch, so the doubled
-global batch halves the optimizer steps; the estimator must say so.
+--nproc_per_node 2 main.py --mode grpo ...``. The two ranks share each optimizer step's completions
+(batch 2 x accumulation 1 each instead of one process's batch 2 x accumulation 2), so the run takes
+the preset's steps whatever the number of processes, and the estimator counts the same.
 """
 
 import json
@@ -20,8 +21,8 @@ from chartrvr_nb.presets import get_preset
 from chartrvr_nb.runfiles import load_metrics, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-# 16 prompts x 2 generations / (batch 2 x grad accum 2 x 2 processes) = 4 optimizer steps.
-OVERRIDES = dict(subset_size=16, save_steps=2, max_completion_length=48)
+# 8 prompts x 2 generations / (2 processes x batch 2 x accumulation 1) = 4 optimizer steps of 2 prompts.
+OVERRIDES = dict(subset_size=8, save_steps=2, max_completion_length=48)
 
 
 def test_two_processes_train_resume_after_kill_and_write_once(tmp_path, tiny_model_dir):
@@ -41,7 +42,7 @@ def test_two_processes_train_resume_after_kill_and_write_once(tmp_path, tiny_mod
         "--output-dir",
         str(out),
         "--subset-size",
-        "16",
+        "8",
         "--save-steps",
         "2",
         "--max-completion-length",
@@ -60,26 +61,33 @@ def test_two_processes_train_resume_after_kill_and_write_once(tmp_path, tiny_mod
 
     finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    # Rank 0 alone says what it resumed from and what it finished.
+    # Rank 0 alone says how a step is made, what it resumed from and what it finished.
+    made = "2 processes x batch 2 x accumulation 1 = 4 completions = 2 prompts per optimizer step."
+    assert finished.stdout.count(made) == 1, finished.stdout
+    assert finished.stdout.count("Training data synthetic: 8 rows, all distinct") == 1, finished.stdout
     assert finished.stdout.count("Resuming from") == 1, finished.stdout
     assert finished.stdout.count("Finished 4 optimizer steps.") == 1, finished.stdout
     assert newest_complete_checkpoint(out).name == "checkpoint-4"
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     expected = estimate(get_preset("smoke", **OVERRIDES), world_size=2).steps
     assert state["max_steps"] == expected == 4
-    # One process's steps would be twice as many (checked against the trainer in test_train.py).
-    assert estimate(get_preset("smoke", **OVERRIDES), world_size=1).steps == 8
+    # One process runs the same steps (checked against the trainer in test_train.py).
+    assert estimate(get_preset("smoke", **OVERRIDES), world_size=1).steps == 4
 
     # Each step was logged once, by rank 0: the killed run logged 1-2, the resumed one 3-4.
     per_step = [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "reward" in r]
     assert per_step == [1, 2, 3, 4]
     assert [r["step"] for r in load_metrics(out)] == [1, 2, 3, 4]
-    # Samples (every 4 steps: step 0 here) come from rank 0's generation batch alone: 2 x 2 completions.
-    assert [s["step"] for s in read_jsonl(out / "samples.jsonl")] == [0] * 4
+    # Samples (every 4 steps: step 0 here) come from rank 0's generation batch alone: its 2 completions.
+    assert [s["step"] for s in read_jsonl(out / "samples.jsonl")] == [0] * 2
 
 
 def test_the_estimator_reads_the_launchers_world_size(monkeypatch):
     preset = get_preset("smoke", **OVERRIDES)
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun and accelerate launch set it
     assert estimate(preset).steps == 4 and estimate(preset).processes == 2
-    assert estimate(preset, world_size=1).steps == 8
+    assert (
+        estimate(preset).batches
+        == "2 processes x batch 2 x accumulation 1 = 4 completions = 2 prompts per optimizer step"
+    )
+    assert estimate(preset, world_size=1).steps == 4
