@@ -404,6 +404,16 @@ def test_eval_with_the_chart_rvr_protocol_end_to_end(stand_in, tmp_path, capsys)
     assert not (tmp_path / "refused").exists()
 
 
+def test_the_default_protocol_is_recorded_too(tmp_path):
+    from chartrvr_nb.evaluate import run_evaluation
+
+    config = EvalConfig(limit=2, batch_size=2, max_new_tokens=4, progress=False)
+    summary = run_evaluation("tiny", "synthetic", config, output_dir=tmp_path, verbose=False).summary
+    assert (summary["protocol"], summary["sample"], summary["n"]) == ("project", None, 2)
+    assert (summary["question_text"], summary["answer_reading"], summary["image_resize"]) == ("project",) * 3
+    assert summary["scorer_commits"] == SCORER_COMMITS and summary["max_pixels"] == 50_176  # the tiny bound
+
+
 def test_chain_of_thought_under_the_protocol_reads_answers_as_the_authors_did(stand_in, tiny, tmp_path):
     from chartrvr_nb.evaluate import generate_answers
 
