@@ -126,6 +126,20 @@ def image_size_rule(processor: Any, config: EvalConfig) -> dict[str, Any]:
     ``chart-rvr`` resize scales every image up or down to the budget, then rounds it onto the 28-pixel
     grid as qwen-vl-utils does for the authors' evaluation (within the processor's bound); otherwise
     only larger images are shrunk, and the grid's rounding stays within the budget.
+
+    Args:
+        processor: the model's processor (its image processor's ``size["longest_edge"]`` or ``max_pixels``
+            bounds the budget; Qwen2.5-VL's is 16384 * 28 * 28 pixels, the default when it has none).
+        config: the evaluation settings (their pixel budget and protocol).
+
+    Returns:
+        ``{"max_pixels", "upscale", "grid_max_pixels"}``.
+
+    Example:
+        >>> image_size_rule(None, EvalConfig(protocol="chart-rvr"))
+        {'max_pixels': 376320, 'upscale': True, 'grid_max_pixels': 12845056}
+        >>> image_size_rule(None, EvalConfig())
+        {'max_pixels': 250880, 'upscale': False, 'grid_max_pixels': None}
     """
     from .data import PROCESSOR_MAX_PIXELS
 
