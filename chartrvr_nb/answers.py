@@ -83,6 +83,28 @@ def extract_answer(text: str) -> str | None:
     return None if inner is None else inner.strip().rstrip(".").strip()
 
 
+def chart_rvr_answer(text: str) -> str:
+    """The answer as the Chart-RVR authors' evaluation reads a chain-of-thought reply (sanchit97/chartrl
+    utils.py 165-168 at 83c4406): the text after the last ``<answer>``, or the whole reply when there is
+    none, stripped, then cut at its first ``</answer>`` and stripped again. Dots stay: their scorer drops
+    one trailing dot itself (``official_scoring.chartrl_relaxed_accuracy``).
+
+    Example:
+        >>> chart_rvr_answer("<think>...</think>\\n<answer> 42. </answer>\\n")
+        '42.'
+        >>> chart_rvr_answer("The answer is 12")           # no tag: the whole reply
+        'The answer is 12'
+        >>> chart_rvr_answer("<answer>7</answer> or <answer>8")   # the last tag, even unclosed
+        '8'
+        >>> chart_rvr_answer("12</answer> trailing")        # a stray closing tag still cuts
+        '12'
+    """
+    if not isinstance(text, str):
+        return ""
+    after_last_tag = text.rpartition("<answer>")[2]
+    return after_last_tag.strip().partition("</answer>")[0].strip()
+
+
 def _to_float(text: str) -> float | None:
     try:
         if text.endswith("%"):

@@ -3,14 +3,17 @@ the synthetic charts, as declared in :mod:`chartrvr_nb.benchmarks`.
 
 Every source ends as the same example dicts (``id``, ``question``, ``answer``, ``image``,
 ``subset``, ``metric``, ``meta``), images still encoded until generation decodes them. Nothing here
-names a benchmark: where the files are and how a row becomes examples is the declaration's.
-datasets, huggingface_hub and PIL are imported inside functions.
+names a benchmark: where the files are and how a row becomes examples is the declaration's. An
+evaluation protocol (:mod:`chartrvr_nb.protocols`) may ask another wording of each question and draw a
+seeded sample of the examples, exactly as ``datasets.Dataset.shuffle(seed).select(range(size))`` would
+(:func:`sample_indices`). datasets, huggingface_hub, numpy and PIL are imported inside functions.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import zipfile
 from collections.abc import Sequence
@@ -18,9 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .benchmarks import Benchmark, get_benchmark
+from .protocols import get_protocol
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only
     from PIL.Image import Image
+
+logger = logging.getLogger(__name__)
+
+# The example text each protocol's ``question`` asks (see benchmarks: ``question`` / ``chart_rvr_question``).
+QUESTION_FIELDS = {"project": "question", "chart-rvr": "chart_rvr_question"}
 
 
 def load_image(image: Any) -> Image:
@@ -183,26 +192,54 @@ def _hub_rows(benchmark: Benchmark, data_dir: Path | None) -> Any:
     return rows
 
 
+def sample_indices(count: int, size: int, seed: int) -> list[int]:
+    """The positions ``datasets.Dataset.shuffle(seed=seed).select(range(size))`` takes from ``count`` rows,
+    in its order.
+
+    ``Dataset.shuffle`` draws ``numpy.random.default_rng(seed).permutation(count)`` and selects the rows
+    in that order (datasets 3.6, the authors' version, and 5.x alike); ``select(range(size))`` keeps the
+    first ``size``. Where ``select`` would raise for a ``size`` above ``count``, every row is kept, shuffled.
+
+    Example:
+        >>> sample_indices(10, 4, seed=2026)
+        [1, 9, 0, 6]
+    """
+    import numpy as np
+
+    return [int(index) for index in np.random.default_rng(seed).permutation(count)[:size]]
+
+
 def load_examples(
-    dataset_name: str, *, data_dir: str | os.PathLike | None = None, limit: int | None = None
+    dataset_name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    protocol: str = "project",
 ) -> list[dict]:
-    """The examples of a benchmark, in its order, images still encoded (decoded when generating).
+    """The examples of a benchmark as a protocol evaluates them, images still encoded (decoded when generating).
 
     Args:
         dataset_name: a key of :data:`chartrvr_nb.benchmarks.BENCHMARKS`.
         data_dir: a local copy of the data (required for PlotQA and ChartFC, optional otherwise):
             for hub benchmarks, a folder with the dataset's data files (or a ``save_to_disk``
             folder); for released files, the folder holding them (zips are extracted).
-        limit: keep only the first ``limit`` examples.
+        limit: keep only the first ``limit`` examples (of the protocol's sample, when it draws one).
+        protocol: a key of ``protocols.PROTOCOLS``: which wording of the question is asked (``question``
+            holds it), and whether a seeded sample of the benchmark's examples is drawn, in the sample's
+            order (``chart-rvr``: 5,000 of PlotQA's and of ChartBench's, seed 2026); else every example
+            in the benchmark's order.
 
     Returns:
-        Dicts with ``id``, ``question``, ``answer``, ``image``, ``subset``, ``metric``, ``meta``.
+        Dicts with ``id``, ``question``, ``chart_rvr_question``, ``answer``, ``image``, ``subset``,
+        ``metric``, ``meta``.
 
     Raises:
-        ValueError: an unknown benchmark, missing files, or ``limit < 1``.
+        ValueError: an unknown benchmark or protocol, missing files, or ``limit < 1``.
         RuntimeError: a hub dataset that cannot be loaded.
     """
     benchmark = get_benchmark(dataset_name)
+    rules = get_protocol(protocol)
+    sample_size = rules.samples.get(benchmark.name)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}; leave it out to evaluate every example.")
     local = Path(data_dir).expanduser() if data_dir is not None else None
@@ -226,13 +263,27 @@ def load_examples(
         rows = _hub_rows(benchmark, local)
         if benchmark.image_archive is not None:
             image_roots = [local if local is not None else _hub_download(benchmark, benchmark.image_archive)]
-    if limit is not None:
+    if limit is not None and sample_size is None:  # a sample is drawn from every example, the limit after it
         rows = rows.select(range(min(limit, len(rows)))) if hasattr(rows, "select") else rows[:limit]
 
     examples: list[dict] = []
     for index, row in enumerate(rows):
         examples.extend(benchmark.examples(row, index))
+    if sample_size is not None:
+        drawn = sample_indices(len(examples), sample_size, rules.sample_seed)
+        logger.info(
+            "%s: %d of %d examples, drawn as Dataset.shuffle(seed=%d).select(range(%d)) (the %s protocol)",
+            benchmark.title,
+            len(drawn),
+            len(examples),
+            rules.sample_seed,
+            sample_size,
+            rules.name,
+        )
+        examples = [examples[index] for index in drawn]
     examples = examples[:limit] if limit is not None else examples
+    asked = QUESTION_FIELDS[rules.question]
+    examples = [{**example, "question": example[asked]} for example in examples]
     if image_roots and examples:
         examples = _resolve_image_paths(benchmark, examples, image_roots)
     return examples

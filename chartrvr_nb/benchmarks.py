@@ -7,10 +7,12 @@ and the paper's numbers to compare with. Adding a benchmark means adding one ent
 its rows are not one question each, one small ``*_examples`` function); the runner in
 :mod:`chartrvr_nb.evaluate` never names a benchmark.
 
-Every row becomes one or more *examples*: plain dicts with ``id``, ``question`` (the text shown
-to the model), ``answer``, ``image`` (a PIL image, encoded bytes, an image dict or a file path,
-decoded only when generating), ``subset`` (or None), ``metric`` and ``meta`` (what the metric
-and the aggregations need, e.g. ChartQAPro's question type and year flags, ChartBench's pairs).
+Every row becomes one or more *examples*: plain dicts with ``id``, ``question`` (the text shown to
+the model), ``chart_rvr_question`` (the text the Chart-RVR authors' loader showed instead, asked
+under ``--protocol chart-rvr``: :mod:`chartrvr_nb.protocols`), ``answer``, ``image`` (a PIL image,
+encoded bytes, an image dict or a file path, decoded only when generating), ``subset`` (or None),
+``metric`` and ``meta`` (what the metric and the aggregations need, e.g. ChartQAPro's question type
+and year flags, ChartBench's pairs).
 
 A benchmark names its project metric and aggregations by key (:mod:`chartrvr_nb.metrics`: the
 metric is the rule the accuracy reward trains on). Beside them each benchmark declares the rules
@@ -62,7 +64,10 @@ class Benchmark:
             counts its first item).
         subset_field, subset_names: the field that splits results into subsets, and display
             names for its values (ChartQA's 0/1 are "human"/"augmented").
-        question_template: how the question is shown; ``{question}`` is the row's question.
+        question_template: how the question is shown; ``{question}`` is the row's question, stripped.
+        chart_rvr_question: how the Chart-RVR authors' loader showed it (sanchit97/chartrl@83c4406
+            dataset_process.py and utils.get_prompt_temp, which adds nothing); ``{question}`` is the
+            row's question field as it is (ChartQAPro's list of turns included, as their text was).
         metric: a key of :data:`METRICS`.
         aggregations: keys of :data:`AGGREGATIONS` reported beside the plain accuracy.
         headline: the summary key of the project metric's main number (``"accuracy"`` or an aggregation).
@@ -95,6 +100,7 @@ class Benchmark:
     subset_field: str | None = None
     subset_names: Mapping[Any, str] = field(default_factory=dict)
     question_template: str = "{question}"
+    chart_rvr_question: str = "{question}"
     metric: str = "relaxed"
     aggregations: tuple[str, ...] = ()
     headline: str = "accuracy"
@@ -144,6 +150,9 @@ def field_example(benchmark: Benchmark, row: Mapping[str, Any], index: int) -> d
         ...                                 "kind": "compare"}, 7)
         >>> example["id"], example["question"], example["answer"], example["subset"], example["meta"]["labels"]
         ('7', 'Is A > B? Answer yes or no.', 'Yes', 'compare', ['Yes'])
+        >>> example["chart_rvr_question"]
+        'Is A > B?'
+
         >>> field_example(bench, {"query": "q", "label": "Yes ", "image": "a.png"}, 8)["meta"]["labels"]
         ['Yes ']
     """
@@ -164,6 +173,7 @@ def field_example(benchmark: Benchmark, row: Mapping[str, Any], index: int) -> d
     return {
         "id": str(index if identifier is None else identifier),
         "question": benchmark.question_template.format(question=str(row[benchmark.question_field]).strip()),
+        "chart_rvr_question": benchmark.chart_rvr_question.format(question=row[benchmark.question_field]),
         "answer": str(answer).strip(),
         "image": row[benchmark.image_field],
         "subset": subset,
@@ -179,7 +189,9 @@ def chartqapro_examples(benchmark: Benchmark, row: Mapping[str, Any], index: int
     ``Paragraph`` is optional context text. Only the last answer is scored, as ChartQAPro's script
     does, with the last year flag for conversations. ``meta["answers"]`` keeps every turn's answer
     as the dataset gives it: the official scorer reads the last unstripped, the Chart-RVR
-    authors' code scored the first.
+    authors' code scored the first. Their loader asked the ``Question`` field as it is, a list of
+    turns written out as a Python list (dataset_process.py 438 and ``"{question}".format`` in
+    utils.py 243-245), with no paragraph.
 
     Example:
         >>> row = {"Question": ["Which year is highest?", "By how much?"], "Answer": ["2019", "4"],
@@ -192,6 +204,8 @@ def chartqapro_examples(benchmark: Benchmark, row: Mapping[str, Any], index: int
         Question: By how much?
         >>> example["answer"], example["subset"], example["meta"]["year_flags"], example["meta"]["answers"]
         ('4', 'Conversational', ['NO'], ['2019', '4'])
+        >>> example["chart_rvr_question"]
+        "['Which year is highest?', 'By how much?']"
     """
     questions = row["Question"] if isinstance(row["Question"], (list, tuple)) else [row["Question"]]
     answers = row["Answer"] if isinstance(row["Answer"], (list, tuple)) else [row["Answer"]]
@@ -215,6 +229,7 @@ def chartqapro_examples(benchmark: Benchmark, row: Mapping[str, Any], index: int
         {
             "id": str(row.get("id", index)),
             "question": benchmark.question_template.format(question=text),
+            "chart_rvr_question": benchmark.chart_rvr_question.format(question=row["Question"]),
             "answer": str(answers[-1]).strip(),
             "image": row[benchmark.image_field],
             "subset": question_type or None,
@@ -233,7 +248,10 @@ def chartbench_examples(benchmark: Benchmark, row: Mapping[str, Any], index: int
     ``type`` holds ``chart``, ``image`` (the fine chart type), ``task`` and ``QA`` (``"Acc+"`` or
     ``"GPT-acc"``); ``conversation`` holds ``{"query", "label"}`` turns. Both assertions of a pair
     share ``meta["pair"]`` (with ``meta["turn"]``) so :func:`chartrvr_nb.metrics.acc_plus` can score the chart;
-    numeric questions use relaxed accuracy and keep every label in ``meta["labels"]``.
+    numeric questions use relaxed accuracy and keep every label in ``meta["labels"]``. The Chart-RVR
+    authors' loader asked every turn the same way, the query stripped and an instruction appended
+    (dataset_process.py 246-270), and made the same examples in the same order wherever a two-turn
+    conversation is an ``Acc+`` pair.
 
     Example:
         >>> row = {"id": 5, "image": "./data/test/bar/c5/image.png",
@@ -258,6 +276,7 @@ def chartbench_examples(benchmark: Benchmark, row: Mapping[str, Any], index: int
             {
                 "id": f"{chart_id}-{turn}",
                 "question": template.format(question=str(message["query"]).strip()),
+                "chart_rvr_question": benchmark.chart_rvr_question.format(question=str(message["query"]).strip()),
                 "answer": str(_first(message["label"])).strip(),
                 "image": row[benchmark.image_field],
                 "subset": kinds.get("chart"),
@@ -293,7 +312,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         subset_field="type",
         aggregations=("subsets",),
         paper={QWEN_DIRECT: 80.5, CHART_RVR: 78.68},
-        release_files=("qa_pairs_V2.json", "qa_pairs_V1.json"),
+        release_files=("qa_pairs_V2.json", "qa_pairs_V1.json", "plotqa-qa-test.json"),  # the last: the authors' name
         records_key="qa_pairs",
         image_dirs=("png",),
         image_name="{}.png",
@@ -307,6 +326,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         image_field="image_filename",
         id_field="qid",
         question_template="Claim: {question}\nDoes the chart support this claim? Answer yes or no.",
+        chart_rvr_question="{question}. Answer yes/no.",  # dataset_process.py 391 at 83c4406
         metric="yes_no",
         official="project",
         paper={QWEN_DIRECT: 74.4, CHART_RVR: 77.62},
@@ -351,6 +371,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         question_field="conversation",
         answer_field="conversation",
         aggregations=("acc_plus", "subsets"),
+        chart_rvr_question="{question} For binary questions, answer in yes/no.",  # dataset_process.py 251
         official="chartbench",
         paper={CHART_RVR: 68.32},
         image_archive="data/test.zip",

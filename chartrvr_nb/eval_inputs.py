@@ -2,8 +2,8 @@
 
 A LoRA adapter is found by ``evaluate.resolve_adapter``; full weights (a full fine-tune's run or
 checkpoint, or the Chart-RVR authors' released ``sanchit97/chart-rvr-3b``) by :func:`resolve_full_model`.
-:func:`evaluation_system_prompt` picks the system prompt: the one asked for, else the one the evaluated
-run trained with (checked against the SHA-256 its ``run_config.json`` recorded), else the model's default.
+:func:`evaluation_system_prompt` picks the system prompt: the one asked for or the protocol's, else the one
+the evaluated run trained with (checked against the SHA-256 its ``run_config.json`` recorded), else the model's default.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def resolve_full_model(model: str | os.PathLike | None) -> str | None:
 def evaluation_system_prompt(vlm_name: str, config: EvalConfig, trained: str | None = None) -> SystemPrompt:
     """The system prompt an evaluation uses, resolved before any model loads.
 
-    ``config.system_prompt`` when given; else the one the run of ``trained`` (a local adapter, checkpoint
+    ``config.system_prompt`` when given, else the protocol's (``chart-rvr`` under ``--protocol chart-rvr``);
+    else the one the run of ``trained`` (a local adapter, checkpoint
     or model folder) trained with, checked against the SHA-256 its ``run_config.json`` recorded; else
     ``chart-rvr`` for the Qwen models and ``project`` for the tiny ones. The prompt style
     (``config.prompt``) picks the template: the authors' 4 for ``rvr``/``cot``, 1 for ``direct``.
@@ -69,7 +70,7 @@ def evaluation_system_prompt(vlm_name: str, config: EvalConfig, trained: str | N
         system_prompts.PromptUnavailableError: the authors' text could not be fetched or verified.
     """
     run = trained_system_prompt(trained) if trained and Path(trained).exists() else None
-    choice = config.system_prompt or (run[0] if run else "project" if vlm_name in TINY_MODELS else "chart-rvr")
+    choice = config.system_prompt_choice or (run[0] if run else "project" if vlm_name in TINY_MODELS else "chart-rvr")
     prompt = resolve_system_prompt(choice, config.prompt, config.system_prompt_file)
     recorded = run[1] if run and run[0] == choice and config.prompt == "rvr" else None
     if recorded is not None and recorded != prompt.sha256:

@@ -284,14 +284,16 @@ def results_table(summary_or_summaries: Any) -> pd.DataFrame:
     evaluation code: its leaderboard's number) with the breakdown that code prints; then the
     project metric (``project metric: ...``, the rule the accuracy reward trains on), its subsets
     and the base-model comparison. A summary written before the two figures existed puts the
-    paper's numbers beside its headline.
+    paper's numbers beside its headline. ``protocol`` says how the examples were asked
+    (:mod:`chartrvr_nb.protocols`): the paper's numbers are comparable only under ``chart-rvr``; a
+    summary written before protocols existed was evaluated under ``project``.
 
     Args:
         summary_or_summaries: a ``summary.json`` dict, a list of them (or of
             :class:`EvaluationResult`), or a dict of them by name.
 
     Returns:
-        A DataFrame with columns ``benchmark``, ``metric``, ``n``, ``ours``, the paper's
+        A DataFrame with columns ``benchmark``, ``protocol``, ``metric``, ``n``, ``ours``, the paper's
         ``Qwen2.5-VL-3B (direct)`` and ``Chart-RVR-3B`` numbers (on the first row), and
         ``vs paper`` (ours minus the paper's number for the same model, when there is one);
         numbers in percent, rounded to 2 decimals (``summary.json`` keeps them unrounded).
@@ -302,12 +304,14 @@ def results_table(summary_or_summaries: Any) -> pd.DataFrame:
         ...                        "chart_rvr_code": {"value": 50.0, "n": 4}})
         >>> table[["metric", "ours", "Qwen2.5-VL-3B (direct)", "vs paper"]].values.tolist()
         [['chart_rvr_code: relaxed accuracy', 50.0, 74.4, -24.4], ['project metric: accuracy', 75.0, nan, nan]]
+        >>> table["protocol"].tolist()  # a summary from before protocols: evaluated as this project does
+        ['project', 'project']
     """
     import pandas as pd
 
     rows = []
     for summary in _summaries(summary_or_summaries):
-        name = summary["benchmark"]
+        name, protocol = summary["benchmark"], summary.get("protocol", "project")
         paper = BENCHMARKS[name].paper if name in BENCHMARKS else {}
         reference = paper_reference(summary.get("model", ""), summary.get("adapter"))
         headline = summary.get("headline", "accuracy")
@@ -319,6 +323,7 @@ def results_table(summary_or_summaries: Any) -> pd.DataFrame:
         rows.append(
             {
                 "benchmark": name,
+                "protocol": protocol,
                 "metric": metric,
                 "n": count,
                 "ours": _round(ours),
@@ -343,9 +348,10 @@ def results_table(summary_or_summaries: Any) -> pd.DataFrame:
             extras.append(("base model (same examples)", base.get("accuracy"), n))
             extras.append(("adapter - base", comparison["difference"], n))
         rows.extend(
-            {"benchmark": name, "metric": metric, "n": count, "ours": _round(value)} for metric, value, count in extras
+            {"benchmark": name, "protocol": protocol, "metric": metric, "n": count, "ours": _round(value)}
+            for metric, value, count in extras
         )
-    columns = ["benchmark", "metric", "n", "ours", QWEN_DIRECT, CHART_RVR, "vs paper"]
+    columns = ["benchmark", "protocol", "metric", "n", "ours", QWEN_DIRECT, CHART_RVR, "vs paper"]
     return pd.DataFrame(rows, columns=columns)
 
 

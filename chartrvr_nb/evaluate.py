@@ -7,10 +7,12 @@ generation (left padding, images fitted to a pixel budget as in training), score
 ``summary.json`` to the output folder. The result also holds a table that puts our number beside
 the paper's. The runner never names a benchmark: what differs between them is declared in
 :mod:`chartrvr_nb.benchmarks`; how to evaluate (batch size, prompt, tokens, pixel budget, ...) is one
-:class:`chartrvr_nb.presets.EvalConfig`.
+:class:`chartrvr_nb.presets.EvalConfig`, and what its ``protocol`` decides (the authors' evaluation
+for ``chart-rvr``) is declared in :mod:`chartrvr_nb.protocols`: the runner never names a protocol either.
 
-Answers are read from ``<answer>...</answer>`` for the ``rvr`` and ``cot`` prompts (a reply
-without the tag scores 0, as in the accuracy reward) and from the whole reply for ``direct``.
+The protocol's answer reader (:data:`ANSWER_READERS`) reads the scored answer. This project's reads
+``<answer>...</answer>`` for the ``rvr`` and ``cot`` prompts (a reply without the tag scores 0, as in
+the accuracy reward) and the whole reply for ``direct``; the authors' is :func:`parse_reply_chart_rvr`.
 
 Top-level imports stay light: torch, transformers, peft, datasets and numpy are imported inside
 the functions that use them.
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .answers import extract_answer, extract_between
+from .answers import chart_rvr_answer, extract_answer, extract_between
 from .benchmark_data import load_examples, load_image
 from .benchmarks import get_benchmark
 from .checkpoints import newest_verified_checkpoint
@@ -43,7 +45,8 @@ from .eval_results import (
     reward_summary,
     summarize,
 )
-from .presets import AUTHORS_TRAIN_PIXELS, EvalConfig
+from .official_scoring import SCORER_COMMITS
+from .presets import EvalConfig
 from .prompts import build_messages
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only
@@ -86,21 +89,71 @@ def parse_reply(reply: str, prompt: str) -> dict[str, Any]:
     }
 
 
-def _pixel_budget(processor: Any, max_pixels: int | None) -> int:
-    """The smaller of the requested budget and what the processor's image processor accepts.
+def parse_reply_chart_rvr(reply: str, prompt: str) -> dict[str, Any]:
+    """Read a reply as the Chart-RVR authors' evaluation did (sanchit97/chartrl utils.py 165-168 at 83c4406).
 
-    An image fitted to a larger budget than the processor's would be resized again inside it.
+    With chain of thought (``rvr``, ``cot``) the prediction is :func:`chartrvr_nb.answers.chart_rvr_answer`
+    (the whole reply when it has no ``<answer>`` tag); for ``direct`` it is the reply as decoded, unstripped.
+    The reasoning is read as :func:`parse_reply` reads it, for display only.
+
+    Example:
+        >>> parse_reply_chart_rvr("<think>\\n<type>bar</type> ...</think>\\n<answer>12.</answer>", "rvr")
+        {'prediction': '12.', 'reasoning': '<type>bar</type> ...', 'answer_found': True}
+        >>> parse_reply_chart_rvr("I think 12", "cot")["prediction"]
+        'I think 12'
+        >>> parse_reply_chart_rvr(" Yes.\\n", "direct")["prediction"]
+        ' Yes.\\n'
     """
+    if prompt == "direct":
+        return {"prediction": reply, "reasoning": None, "answer_found": True}
+    thinking = extract_between(reply, "<think>", "</think>")
+    return {
+        "prediction": chart_rvr_answer(reply),
+        "reasoning": thinking.strip() if thinking is not None else None,
+        "answer_found": "<answer>" in reply,
+    }
+
+
+# How each protocol reads the scored answer from a reply (``protocols.Protocol.answer`` names one).
+ANSWER_READERS = {"project": parse_reply, "chart-rvr": parse_reply_chart_rvr}
+
+
+def image_size_rule(processor: Any, config: EvalConfig) -> dict[str, Any]:
+    """How images are sized for ``config`` (the keyword arguments of ``data.fit_to_pixel_budget``).
+
+    The budget is the config's (:attr:`EvalConfig.pixel_budget`), lowered to what the processor's image
+    processor accepts: an image fitted to a larger budget would be resized again inside it. The
+    ``chart-rvr`` resize scales every image up or down to the budget, then rounds it onto the 28-pixel
+    grid as qwen-vl-utils does for the authors' evaluation (within the processor's bound); otherwise
+    only larger images are shrunk, and the grid's rounding stays within the budget.
+
+    Args:
+        processor: the model's processor (its image processor's ``size["longest_edge"]`` or ``max_pixels``
+            bounds the budget; Qwen2.5-VL's is 16384 * 28 * 28 pixels, the default when it has none).
+        config: the evaluation settings (their pixel budget and protocol).
+
+    Returns:
+        ``{"max_pixels", "upscale", "grid_max_pixels"}``.
+
+    Example:
+        >>> image_size_rule(None, EvalConfig(protocol="chart-rvr"))
+        {'max_pixels': 376320, 'upscale': True, 'grid_max_pixels': 12845056}
+        >>> image_size_rule(None, EvalConfig())
+        {'max_pixels': 250880, 'upscale': False, 'grid_max_pixels': None}
+    """
+    from .data import PROCESSOR_MAX_PIXELS
+
     image_processor = getattr(processor, "image_processor", None)
-    size = getattr(image_processor, "size", None) or {}
-    limits = [getattr(image_processor, "max_pixels", None)]
-    if isinstance(size, dict):
-        limits.append(size.get("longest_edge"))
-    budget = max_pixels or AUTHORS_TRAIN_PIXELS
-    for limit in limits:
-        if isinstance(limit, int) and limit > 0:
-            budget = min(budget, limit)
-    return budget
+    size = getattr(image_processor, "size", None)  # transformers 5: a SizeDict, which is no dict but has .get
+    limits = [getattr(image_processor, "max_pixels", None), size.get("longest_edge") if hasattr(size, "get") else None]
+    limits = [limit for limit in limits if isinstance(limit, int) and limit > 0]
+    processor_limit = min(limits, default=PROCESSOR_MAX_PIXELS)
+    upscale = config.protocol_rules.image_resize == "chart-rvr"
+    return {
+        "max_pixels": min(config.pixel_budget, processor_limit),
+        "upscale": upscale,
+        "grid_max_pixels": processor_limit if upscale else None,
+    }
 
 
 def _greedy_config(model: Any, max_new_tokens: int, pad_token_id: int | None) -> Any:
@@ -146,8 +199,9 @@ def generate_batches(
         examples: dicts with ``question`` and ``image`` (see :func:`load_examples`).
         config: the settings used here: ``batch_size`` examples per ``generate`` call (1 for the
             one-at-a-time baseline), the ``prompt`` style, ``tokens_per_answer``, the image budget
-            ``max_pixels`` (images are fitted to it and the 28-pixel grid, never cropped:
-            :func:`chartrvr_nb.data.fit_to_pixel_budget`) and ``progress`` (a tqdm bar).
+            ``pixel_budget`` (images are fitted to it and the 28-pixel grid, never cropped, by the
+            protocol's rule: :func:`image_size_rule`), the protocol's answer reader
+            (:data:`ANSWER_READERS`) and ``progress`` (a tqdm bar).
         description: the progress bar's label.
         system_prompt: the system message's text (:func:`evaluation_system_prompt`); default this
             project's wording for the prompt style.
@@ -161,14 +215,15 @@ def generate_batches(
     from .data import fit_to_pixel_budget
 
     config = config or EvalConfig()
-    budget = _pixel_budget(processor, config.max_pixels)
+    sizing = image_size_rule(processor, config)
+    read_reply = ANSWER_READERS[config.protocol_rules.answer]
     greedy = _greedy_config(model, config.tokens_per_answer, processor.tokenizer.pad_token_id)
     model.eval()
     with tqdm(total=len(examples), desc=description, unit="example", disable=not config.progress) as bar:
         for start in range(0, len(examples), config.batch_size):
             batch = examples[start : start + config.batch_size]
             # Sized as training sizes them (onto the processor's grid), so the processor takes them as they are.
-            images = [fit_to_pixel_budget(load_image(example["image"]), budget) for example in batch]
+            images = [fit_to_pixel_budget(load_image(example["image"]), **sizing) for example in batch]
             texts = [
                 processor.apply_chat_template(
                     build_messages(example["question"], config.prompt, system_prompt),
@@ -181,9 +236,11 @@ def generate_batches(
             inputs = inputs.to(model.device)
             with torch.inference_mode():
                 output = model.generate(**inputs, generation_config=greedy)
-            replies = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            replies = processor.batch_decode(
+                output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
             yield [
-                (example, image, {"reply": reply, **parse_reply(reply, config.prompt)})
+                (example, image, {"reply": reply, **read_reply(reply, config.prompt)})
                 for example, image, reply in zip(batch, images, replies)
             ]
             bar.update(len(batch))
@@ -281,14 +338,18 @@ class EvaluationResult:
     base_predictions: list[dict[str, Any]] = field(default_factory=list)
 
 
-def default_output_dir(vlm_name: str, dataset_name: str, prompt: str, adapter: str | None) -> Path:
-    """``runs/eval/<model>-<benchmark>-<prompt>[-<adapter>]``.
+def default_output_dir(
+    vlm_name: str, dataset_name: str, prompt: str, adapter: str | None, protocol: str = "project"
+) -> Path:
+    """``runs/eval/<model>-<benchmark>-<prompt>[-<protocol>][-<adapter>]`` (the protocol unless ``project``).
 
     Example:
         >>> default_output_dir("qwen2-5-3b", "chartqa", "rvr", "sanchit97/chart-rvr-3b").as_posix()
         'runs/eval/qwen2-5-3b-chartqa-rvr-sanchit97-chart-rvr-3b'
+        >>> default_output_dir("qwen2-5-3b", "plotqa", "rvr", None, protocol="chart-rvr").as_posix()
+        'runs/eval/qwen2-5-3b-plotqa-rvr-chart-rvr'
     """
-    name = f"{vlm_name}-{dataset_name}-{prompt}"
+    name = f"{vlm_name}-{dataset_name}-{prompt}" + (f"-{protocol}" if protocol != "project" else "")
     if adapter:
         tag = "-".join(Path(str(adapter).rstrip("/")).parts[-2:])
         name += "-" + re.sub(r"[^A-Za-z0-9._-]+", "-", tag)
@@ -345,9 +406,9 @@ def run_evaluation(
     Args:
         vlm_name: a key of ``models.MODEL_REGISTRY`` (``qwen2-5-3b``, ``qwen2-5-7b``, ``tiny``).
         dataset_name: a key of ``benchmarks.BENCHMARKS``.
-        config: how to evaluate (:class:`~chartrvr_nb.presets.EvalConfig`: batch size, prompt,
-            tokens per answer, pixel budget, limit, seed, 4-bit base, ``compare_base``, data folder,
-            progress bars); its defaults when None. With ``compare_base`` the base model (adapter
+        config: how to evaluate (:class:`~chartrvr_nb.presets.EvalConfig`: the protocol, batch size,
+            prompt, tokens per answer, pixel budget, limit, seed, 4-bit base, ``compare_base``, data
+            folder, progress bars); its defaults when None. With ``compare_base`` the base model (adapter
             disabled) is evaluated on the same examples too, written to ``base_predictions.jsonl``,
             and the difference reported with a paired bootstrap 95% interval.
         adapter: a training run folder (its final ``adapter/``, else its newest complete
@@ -381,7 +442,7 @@ def run_evaluation(
     adapter_path, full_model_path = resolve_adapter(adapter), resolve_full_model(full_model)
     trained = adapter_path or full_model_path
     system_prompt = evaluation_system_prompt(vlm_name, config, trained)
-    examples = load_examples(dataset_name, data_dir=config.data_dir, limit=config.limit)
+    examples = load_examples(dataset_name, data_dir=config.data_dir, limit=config.limit, protocol=config.protocol)
     if not examples:
         raise ValueError(f"{benchmark.title} has no examples to evaluate; check data_dir and limit.")
 
@@ -398,7 +459,7 @@ def run_evaluation(
         with quiet_known_warnings():  # peft asks transformers for its renamed gradient-checkpointing state
             model = PeftModel.from_pretrained(model, adapter_path)
     if output_dir is None:
-        output_dir = default_output_dir(vlm_name, dataset_name, config.prompt, trained)
+        output_dir = default_output_dir(vlm_name, dataset_name, config.prompt, trained, config.protocol)
     out_dir = run_path(output_dir)  # a relative folder is under the run root, as training's are
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -414,8 +475,13 @@ def run_evaluation(
             system_prompt=system_prompt.text,
         )
     seconds = time.perf_counter() - started
+    rules = config.protocol_rules
+    sample_size = rules.samples.get(benchmark.name)
     summary: dict[str, Any] = {
         "benchmark": benchmark.name,
+        "protocol": rules.name,
+        "protocol_title": rules.title,
+        "protocol_source": rules.source,
         "title": benchmark.title,
         "source": str(config.data_dir) if config.data_dir is not None else benchmark.source,
         "split": benchmark.split,
@@ -427,6 +493,9 @@ def run_evaluation(
         "system_prompt": system_prompt.choice,
         "system_prompt_sha256": system_prompt.sha256,
         "metric": benchmark.metric,
+        "question_text": rules.question,
+        "answer_reading": rules.answer,
+        "sample": {"size": sample_size, "seed": rules.sample_seed} if sample_size is not None else None,
         **summarize(benchmark, records),
         **reward_summary(records),  # every reward's mean, where rows carry the ground truth
         "paper": dict(benchmark.paper),
@@ -434,7 +503,9 @@ def run_evaluation(
         "limit": config.limit,
         "batch_size": config.batch_size,
         "max_new_tokens": config.tokens_per_answer,
-        "max_pixels": _pixel_budget(processor, config.max_pixels),
+        "max_pixels": image_size_rule(processor, config)["max_pixels"],
+        "image_resize": rules.image_resize,
+        "scorer_commits": dict(SCORER_COMMITS),
         "seed": config.seed,
         "seconds": round(seconds, 3),
         "examples_per_second": round(len(records) / seconds, 4) if seconds > 0 else None,

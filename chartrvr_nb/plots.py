@@ -252,7 +252,7 @@ def plot_reward_histograms(scores, bins: int = 12):
 # --------------------------------------------------------------------------------------------
 
 
-_TABLE_COLUMNS = ("benchmark", "metric", "n", "ours", "vs paper")  # the rest are the paper's models
+_TABLE_COLUMNS = ("benchmark", "protocol", "metric", "n", "ours", "vs paper")  # the rest are the paper's models
 
 
 def plot_benchmark_accuracy(table, title: str | None = None):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .models import MODEL_REGISTRY, TINY_MODELS
+from .protocols import PROTOCOLS, Protocol
 from .settings import setting
 
 # The Chart-RVR authors' GRPO training set on the hub and its size. It is ``data.TRAIN_DATASET``, written
@@ -419,40 +420,57 @@ def as_preset(preset: Preset | str) -> Preset:
 @dataclass(frozen=True)
 class EvalConfig:
     """How a benchmark is evaluated (the way an lmms-eval task's ``generation_kwargs`` are declared):
-    greedy generation settings, which examples, and what else to report. Checked on creation.
+    the protocol, greedy generation settings, which examples, and what else to report. Checked on creation.
 
     What is evaluated (the model, the adapter, the benchmark) and where the files go are the
-    arguments of ``evaluate.run_evaluation`` beside it.
+    arguments of ``evaluate.run_evaluation`` beside it. A ``protocol`` other than ``project``
+    (:mod:`chartrvr_nb.protocols`) decides some settings itself; setting one of those otherwise is
+    refused, since the number would then no longer be comparable with what the protocol reproduces.
 
     Example:
         >>> EvalConfig(prompt="direct").tokens_per_answer
         64
+        >>> config = EvalConfig(protocol="chart-rvr", prompt="direct")
+        >>> config.tokens_per_answer, config.pixel_budget, config.system_prompt_choice
+        (100, 376320, 'chart-rvr')
         >>> EvalConfig(batch_size=0)
         Traceback (most recent call last):
         ...
         ValueError: Invalid evaluation settings: batch_size must be a positive integer, got 0.
     """
 
+    protocol: str = setting(
+        "project",
+        "evaluation protocol: project (this project's) or chart-rvr (the Chart-RVR authors' evaluation at "
+        "83c4406: their prompt, 376,320-pixel images, their answer reading, 5,000-example PlotQA and "
+        "ChartBench samples; the paper's numbers are comparable only under it)",
+        choices=PROTOCOLS,
+    )
     batch_size: int = setting(8, "examples per generation batch")
     prompt: str = setting(
         "rvr", "prompt style: rvr (the trained format), cot or direct", choices=DEFAULT_MAX_NEW_TOKENS
     )
     max_new_tokens: int | None = setting(
-        None, "tokens generated per answer (default: 768 for rvr and cot, 64 for direct)"
+        None,
+        "tokens generated per answer (default: 768 for rvr and cot, 64 for direct; the chart-rvr protocol's "
+        "768 and 100)",
     )
     max_pixels: int | None = setting(
-        AUTHORS_TRAIN_PIXELS, "image pixel budget: images are resized to it, never cropped"
+        None,
+        f"image pixel budget: images are resized to it, never cropped (default: {AUTHORS_TRAIN_PIXELS:,}, the "
+        "authors' training budget; the chart-rvr protocol's 376,320)",
     )
     system_prompt: str | None = setting(
         None,
         "system prompt: chart-rvr (the authors' template 4; template 1 for --prompt direct) or project "
-        "(default: the one the evaluated run trained with, else chart-rvr, or project for the tiny models)",
+        "(default: the protocol's, else the one the evaluated run trained with, else chart-rvr, or project "
+        "for the tiny models)",
         choices=SYSTEM_PROMPTS,
     )
     system_prompt_file: str | None = setting(
         None, "a local copy of the authors' prompts.py (commit 83c4406) for chart-rvr on a machine without internet"
     )
-    limit: int | None = setting(None, "evaluate only the first N examples")
+    limit: int | None = setting(None, "evaluate only the first N examples (of the protocol's sample, if it draws one)")
     seed: int = setting(2025, "seeds torch and the bootstrap")
     load_in_4bit: bool = setting(False, "load the base model in 4-bit NF4, as a QLoRA run (colab-t4) trained it")
     compare_base: bool = setting(
@@ -468,6 +486,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         errors = _not_positive(self, ("batch_size",))
         errors += _not_positive(self, ("max_new_tokens", "max_pixels", "limit"), optional=True)
+        if self.protocol not in PROTOCOLS:
+            errors.append(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if self.prompt not in DEFAULT_MAX_NEW_TOKENS:
             errors.append(f"prompt must be one of {', '.join(DEFAULT_MAX_NEW_TOKENS)}, got {self.prompt!r}")
         if self.system_prompt not in (None, *SYSTEM_PROMPTS):
@@ -476,21 +496,61 @@ class EvalConfig:
             errors.append(f"seed must be an integer, got {self.seed!r}")
         if errors:
             raise ValueError("Invalid evaluation settings: " + "; ".join(errors) + ".")
+        self._check_protocol()
+
+    def _check_protocol(self) -> None:
+        """Refuse a setting the protocol decides, set to another value (setting it to the same value is fine)."""
+        fixed = dict(self.protocol_rules.fixes())
+        if "max_new_tokens" in fixed:
+            fixed["max_new_tokens"] = fixed["max_new_tokens"].get(self.prompt)
+        clashes = [
+            f"--{name.replace('_', '-')} {getattr(self, name)} (it uses {value})"
+            for name, value in fixed.items()
+            if getattr(self, name) is not None and getattr(self, name) != value
+        ]
+        if clashes:
+            raise ValueError(
+                f"The {self.protocol} protocol decides these settings itself: {'; '.join(clashes)}. Leave them out "
+                "to evaluate as it does, or pass --protocol project to evaluate with your own settings."
+            )
+
+    @property
+    def protocol_rules(self) -> Protocol:
+        """The :class:`~chartrvr_nb.protocols.Protocol` named by ``protocol``."""
+        return PROTOCOLS[self.protocol]
 
     @property
     def tokens_per_answer(self) -> int:
-        """``max_new_tokens``, else the prompt style's default (:data:`DEFAULT_MAX_NEW_TOKENS`)."""
-        return self.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[self.prompt]
+        """``max_new_tokens``, else the protocol's for the prompt style, else the style's default
+        (:data:`DEFAULT_MAX_NEW_TOKENS`)."""
+        return (
+            self.max_new_tokens
+            or self.protocol_rules.max_new_tokens.get(self.prompt)
+            or DEFAULT_MAX_NEW_TOKENS[self.prompt]
+        )
+
+    @property
+    def pixel_budget(self) -> int:
+        """``max_pixels``, else the protocol's, else the authors' training budget (:data:`AUTHORS_TRAIN_PIXELS`)."""
+        return self.max_pixels or self.protocol_rules.max_pixels or AUTHORS_TRAIN_PIXELS
+
+    @property
+    def system_prompt_choice(self) -> str | None:
+        """``system_prompt``, else the protocol's; None leaves it to the evaluated run and the model."""
+        return self.system_prompt or self.protocol_rules.system_prompt
 
     @classmethod
     def for_preset(cls, preset: Preset | str, **settings: Any) -> EvalConfig:
         """Settings that evaluate as ``preset`` trains: its completion length, pixel budget, 4-bit base and
-        system prompt.
+        system prompt, except what the ``protocol`` among ``settings`` decides itself.
 
         Example:
             >>> config = EvalConfig.for_preset("smoke", limit=8)
             >>> config.max_new_tokens, config.max_pixels, config.limit, config.system_prompt
             (160, 50176, 8, 'project')
+            >>> config = EvalConfig.for_preset("paper", protocol="chart-rvr")
+            >>> config.tokens_per_answer, config.pixel_budget, config.system_prompt_choice
+            (768, 376320, 'chart-rvr')
         """
         preset = as_preset(preset)
         trained_as = dict(
@@ -500,4 +560,7 @@ class EvalConfig:
             system_prompt=preset.system_prompt,
             system_prompt_file=preset.system_prompt_file,
         )
+        protocol = PROTOCOLS.get(settings.get("protocol", "project"))  # an unknown one is refused by cls below
+        decided = protocol.fixes() if protocol is not None else {}
+        trained_as = {name: value for name, value in trained_as.items() if name not in decided}
         return cls(**{**trained_as, **settings})

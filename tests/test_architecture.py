@@ -16,7 +16,7 @@ PARTS = {
     "Face": {"cli", "__main__", "__init__"},
     "Cells": {"notebooks", "widgets"},
     "Workflows": {"learncheck", "fidelity"},
-    "Config": {"presets", "settings", "env", "estimate", "gpu_fit", "batches"},
+    "Config": {"presets", "protocols", "settings", "env", "estimate", "gpu_fit", "batches"},
     "Train": {
         "train",
         "trainer",

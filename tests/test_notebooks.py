@@ -569,6 +569,7 @@ def test_evaluate_notebook_writes_a_results_table_beside_the_paper(suite):
     table = pd.read_csv(out / "eval" / "results.csv")
     assert table.columns.tolist() == [
         "benchmark",
+        "protocol",
         "metric",
         "n",
         "ours",
@@ -577,6 +578,7 @@ def test_evaluate_notebook_writes_a_results_table_beside_the_paper(suite):
         "vs paper",
     ]
     assert table.loc[0, "benchmark"] == "synthetic" and table.loc[0, "n"] == 8
+    assert set(table["protocol"]) == {"project"}  # the notebook's default protocol
     assert "adapter - base" in table["metric"].tolist()
     html = [o["data"]["text/html"] for o in _outputs(out, "04_evaluate") if "text/html" in o.get("data", {})]
     assert any("Chart-RVR-3B" in fragment for fragment in html)
