@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoints import TRAINER_STATE_NAME, newest_complete_checkpoint
+from .env import DRIVE_MOUNT_POINT, in_colab
 from .estimate import format_duration
 from .runfiles import METRICS_FILE, SAMPLES_FILE, load_metrics, load_samples, read_run_config
 
@@ -35,8 +36,7 @@ MOST = 0.5  # "most" groups or completions
 COLLAPSE_FRACTION = 0.25
 # The <think>/<type>/<table>/<answer> format with even a one-cell table takes more tokens than this.
 COLLAPSED_TOKENS = 32
-COLAB_SESSION_HOURS = 12.0  # a Colab runtime disconnects after about 12 hours (Colab's FAQ; the seed: "12-24 hours")
-DRIVE_MOUNT_POINT = "/content/drive"
+COLAB_SESSION_HOURS = 12.0  # a free Colab runtime lasts at most about 12 hours (the seed: "after 12-24 hours")
 
 FORMAT_KEY = "rewards/format_reward/mean"
 REWARD_KEY = "reward"
@@ -45,7 +45,7 @@ CLIPPED_KEY = "completions/clipped_ratio"
 LENGTH_KEY = "completions/mean_length"
 STEP_TIME_KEY = "step_time"
 FINITE_KEYS = ("loss", "grad_norm", REWARD_KEY)
-SAMPLES_ADVICE = "read what the model writes: python -m chartrvr_nb rewards RUN_DIR"
+SAMPLES_ADVICE = "read the samples (python -m chartrvr_nb rewards RUN_DIR)"
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def _spread(records: Sequence[Mapping], facts: RunFacts) -> Verdict:
     share = _mean(points)
     if share <= MOST:
         return Verdict("spread", "ok", f"{share:.0%} of prompt groups without reward spread over {_span(points)}")
-    generations = f" (now {facts.num_generations})" if facts.num_generations else ""
+    generations = f", now {facts.num_generations}" if facts.num_generations else ""
     return Verdict(
         "spread",
         "warn",
@@ -162,7 +162,7 @@ def _clipped(records: Sequence[Mapping], facts: RunFacts) -> Verdict:
         "warn",
         f"{share:.0%} of completions stopped at the length limit{limit} over {_span(points)} (TRL's "
         "completions/clipped_ratio): a cut-off answer scores 0 on format, count and accuracy. Raise "
-        f"--max-completion-length, or {SAMPLES_ADVICE} to see whether it rambles or repeats itself.",
+        f"--max-completion-length, or {SAMPLES_ADVICE}: does the model ramble or repeat itself?",
     )
 
 
@@ -235,8 +235,6 @@ def preset_facts(preset, drive: bool) -> RunFacts:
         >>> preset_facts(get_preset("colab-t4"), drive=True).max_completion_length
         768
     """
-    from .env import in_colab
-
     return RunFacts(
         max_completion_length=preset.max_completion_length,
         num_generations=preset.num_generations,
@@ -313,8 +311,6 @@ def run_facts(
     run_dir: str | os.PathLike, drive_dir: str | os.PathLike | None = None, records: Sequence[Mapping] | None = None
 ) -> RunFacts:
     """What a run folder says about its run (``run_config.json``, its checkpoints, the metrics ``records``)."""
-    from .env import in_colab
-
     run_dir = Path(run_dir)
     config = read_run_config(run_dir) or {}
     if records is None:
