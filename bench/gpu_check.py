@@ -9,7 +9,13 @@ on the architecture and the sequence lengths, not on the weights' values) and pr
 - GRPO seconds per optimizer step and peak GPU memory for the ``paper`` preset (4 generations,
   batch 2, grad accum 2) at 768-token completions, gradient checkpointing on and off;
 - the ``colab-t4`` path as a T4 runs it: 4-bit NF4 base through the project's QLoRA loading,
-  fp16 compute and fp16 mixed precision, no bf16, 2 optimizer steps;
+  fp16 compute and fp16 mixed precision, no bf16, the vision tower in fp32 (``models.dtype_plan``),
+  2 optimizer steps;
+- that T4 dtype plan on its own: one forward pass with a chart under fp16 autocast (the vision tower must
+  compute in fp32, the 4-bit language model in fp16, the logits must be finite) and what the fp32 vision
+  tower costs in memory;
+- with vLLM installed, 2 steps of the ``paper`` preset with ``--use-vllm``: every generation round compares
+  vLLM's prompt token ids with the processor's (``trainer.prompt_ids_mismatch``);
 - evaluation of 16 examples batched (batch 16) vs one at a time, 128 forced tokens each;
 - the seven rewards on 512 completions, one call each (the process reward's MiniLM on the GPU),
   vs the original's per-item loop. Without the MiniLM wheel (88 MB, too large to carry with the
@@ -19,7 +25,8 @@ Completions and answers are forced to their full length (end-of-sequence suppres
 random model does the work a trained one would. The first optimizer step of each training row is
 a warm-up (allocations, kernel choice), shown apart; s/step is the median of the timed steps.
 ``--dry`` runs every row on CPU with the tiny model (``smoke`` preset, short completions); its
-4-bit row computes in fp32, as bitsandbytes does on CPU.
+4-bit training row computes in fp32, as bitsandbytes does on CPU, and its dtype-plan row simulates the
+T4's plan on CPU (bitsandbytes computes 4-bit in fp16 there too). vLLM needs a GPU: ``--dry`` leaves its row out.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ SEED_FIGURES = {
     "paper, grad ckpt on": "60 s/step, 12-13 GB",
     "paper, grad ckpt off": "15-18 GB (21 s/step is its 2-generation figure)",
     "colab-t4 path (4-bit)": "none for a T4 (30 s/step: 2 generations, bf16)",
+    "T4 dtype plan": "none (the seed runs bf16 only)",
+    "vLLM prompt ids": "none (the seed does not use vLLM)",
     "eval": "none (the original answers one at a time)",
     "rewards": "none (the original scores one at a time)",
 }
@@ -79,39 +88,57 @@ def _peak() -> str:
     return f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
 
 
-def load(args, preset, as_t4: bool = False):
+def load(args, preset, plan=None):
     """``(model, processor)``: the tiny model (``--dry``) or the random 3B; 4-bit as the preset says.
 
-    ``as_t4``: on a GPU, weights and compute in fp16, as on a T4 (which has no native bf16).
+    ``plan``: a ``models.DtypePlan`` to load with (e.g. a T4's, which has no native bf16); default this machine's.
     """
     import torch
 
-    from chartrvr_nb.models import default_dtype, load_model_and_processor, qlora_quantization_config
+    from chartrvr_nb.models import (
+        apply_dtype_plan,
+        load_model_and_processor,
+        machine_dtype_plan,
+        qlora_quantization_config,
+    )
 
     if args.dry:
-        return load_model_and_processor(preset.model, load_in_4bit=preset.load_in_4bit, max_pixels=preset.max_pixels)
+        return load_model_and_processor(
+            preset.model, load_in_4bit=preset.load_in_4bit, max_pixels=preset.max_pixels, plan=plan
+        )
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from bench.random_3b import build_random_3b
 
     folder = build_random_3b()
-    dtype = torch.float16 if as_t4 else default_dtype()
+    plan = plan or machine_dtype_plan(preset.load_in_4bit)
+    dtype = getattr(torch, plan.weights)
     kwargs = {"dtype": dtype, "device_map": {"": torch.cuda.current_device()}}
     if preset.load_in_4bit:
         kwargs["quantization_config"] = qlora_quantization_config(dtype)
     processor = AutoProcessor.from_pretrained(folder, max_pixels=preset.max_pixels)
-    return AutoModelForImageTextToText.from_pretrained(folder, **kwargs), processor
+    model = AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
+    apply_dtype_plan(model, plan)
+    return model, processor
 
 
-def train_row(args, name: str, preset, steps: int, as_t4: bool = False) -> Row:
-    """``steps`` optimizer steps (the first a warm-up) through the project's trainer."""
+def t4_plan(preset):
+    """The dtypes a T4 (no native bf16) gets: ``models.dtype_plan`` for a GPU without bf16."""
+    from chartrvr_nb.models import dtype_plan
+
+    return dtype_plan(cuda=True, bf16=False, load_in_4bit=preset.load_in_4bit)
+
+
+def train_row(args, name: str, preset, steps: int, as_t4: bool = False, watch=None) -> Row:
+    """``steps`` optimizer steps (the first a warm-up) through the project's trainer; ``watch(trainer)`` is
+    called once the trainer is built."""
     from bench.train_step import _step_timer, bench_dataset
     from chartrvr_nb.train import grpo_config
     from chartrvr_nb.trainer import build_trainer
 
     prompts_per_step = preset.batch_size * preset.grad_accum // preset.num_generations
     dataset = bench_dataset(prompts_per_step * steps * 2, preset.max_pixels, seed=0)
-    model, processor = load(args, preset, as_t4)
+    model, processor = load(args, preset, t4_plan(preset) if as_t4 and _cuda() else None)
     timer = _step_timer()
     # As on a T4: fp16 mixed precision (bf16 would only be emulated there).
     precision = {"bf16": False, "fp16": True} if as_t4 and _cuda() else {}
@@ -127,6 +154,8 @@ def train_row(args, name: str, preset, steps: int, as_t4: bool = False) -> Row:
             **precision,
         )
         trainer = build_trainer(preset, model, processor, dataset, config, [timer], f"{output_dir}/samples.jsonl")
+        if watch is not None:
+            watch(trainer)
         _reset_peak()
         trainer.train()
     timed = timer.seconds[1:] or timer.seconds
@@ -134,6 +163,75 @@ def train_row(args, name: str, preset, steps: int, as_t4: bool = False) -> Row:
     row = Row(name, measured, _peak(), SEED_FIGURES[name])
     del trainer, model
     _reset_peak()
+    return row
+
+
+def dtype_plan_row(args) -> Row:
+    """The T4's dtype plan (4-bit language model in fp16, vision tower in fp32 outside autocast): one forward pass
+    with a chart under fp16 autocast, as the Trainer's fp16 mixed precision runs it, and the fp32 tower's cost."""
+    import torch
+
+    from bench.train_step import bench_dataset
+    from chartrvr_nb.models import vision_tower
+    from chartrvr_nb.presets import get_preset
+
+    preset = get_preset("smoke" if args.dry else "colab-t4", load_in_4bit=True)
+    model, processor = load(args, preset, t4_plan(preset))  # on CPU too: bitsandbytes computes 4-bit in fp16 there
+    tower = vision_tower(model)
+    fp16_bytes = sum(p.numel() * 2 for p in tower.parameters())  # what the same tower takes in fp16
+    seen = {}
+    hooks = [
+        tower.blocks[-1].mlp.down_proj.register_forward_hook(lambda m, i, o: seen.update(vision=o.dtype)),
+        model.model.language_model.layers[-1].mlp.down_proj.register_forward_hook(
+            lambda m, i, o: seen.update(language=o.dtype)
+        ),
+    ]
+    row = bench_dataset(1, preset.max_pixels, seed=0)[0]
+    text = processor.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=[row["image"]], return_tensors="pt").to(model.device)
+    _reset_peak()
+    with torch.no_grad(), torch.autocast(model.device.type, dtype=torch.float16):
+        logits = model(**inputs).logits
+    for hook in hooks:
+        hook.remove()
+    finite = bool(torch.isfinite(logits).all())
+    names = {dtype: str(dtype).removeprefix("torch.") for dtype in seen.values()}
+    measured = (
+        f"vision {names[seen['vision']]}, language model {names[seen['language']]} under fp16 autocast; logits "
+        f"{'finite' if finite else 'NOT FINITE'}; fp32 vision weights +{_size(fp16_bytes)} over fp16 (counted)"
+    )
+    ok = seen == {"vision": torch.float32, "language": torch.float16} and finite
+    result = Row("T4 dtype plan", measured if ok else "FAILED: " + measured, _peak(), SEED_FIGURES["T4 dtype plan"])
+    del model
+    _reset_peak()
+    return result
+
+
+def _size(size: float) -> str:
+    return f"{size / 1e9:.2f} GB" if size >= 1e8 else f"{size / 1e6:.2f} MB"
+
+
+def vllm_row(args) -> Row:
+    """2 steps of ``paper --use-vllm``: the trainer compares vLLM's prompt ids with the processor's every round."""
+    from chartrvr_nb.presets import get_preset
+
+    rounds = []
+
+    def count_rounds(trainer):
+        checked = trainer.vllm_generation.generate  # trainer._checked_vllm_generate around TRL's
+
+        def counted(*a, **k):
+            rounds.append(1)
+            return checked(*a, **k)
+
+        trainer.vllm_generation.generate = counted
+
+    preset = get_preset("paper", use_vllm=True, max_completion_length=args.completion_length)
+    try:
+        row = train_row(args, "vLLM prompt ids", preset, args.steps, watch=count_rounds)
+    except RuntimeError as error:
+        return Row("vLLM prompt ids", f"DIFFER: {error}", _peak(), SEED_FIGURES["vLLM prompt ids"])
+    row.measured = f"equal in all {len(rounds)} generation rounds; {row.measured}"
     return row
 
 
@@ -257,7 +355,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="tokens per completion, forced (default: 768, the authors'; 32 with --dry)",
     )
     parser.add_argument(
-        "--only", nargs="+", choices=["train", "qlora", "eval", "rewards"], help="run only these rows (default: all)"
+        "--only",
+        nargs="+",
+        choices=["train", "qlora", "dtypes", "vllm", "eval", "rewards"],
+        help="run only these rows (default: all; vllm only with vLLM installed and a GPU)",
     )
     parser.add_argument(
         "--stand-in-embedder",
@@ -270,7 +371,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.steps < 1:
         parser.error("--steps must be at least 1")
     args.completion_length = args.completion_length or (32 if args.dry else 768)
-    args.only = args.only or ["train", "qlora", "eval", "rewards"]
+    vllm = not args.dry and importlib.util.find_spec("vllm") is not None
+    args.only = args.only or ["train", "qlora", "dtypes", *(["vllm"] if vllm else []), "eval", "rewards"]
+    if "vllm" in args.only and not vllm:
+        parser.error("the vllm row needs vLLM installed and a GPU (not --dry)")
     return args
 
 
@@ -285,10 +389,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if "qlora" in args.only and importlib.util.find_spec("bitsandbytes") is None:
+    if {"qlora", "dtypes"} & set(args.only) and importlib.util.find_spec("bitsandbytes") is None:
         print(
-            "error: the colab-t4 row needs bitsandbytes (pip install bitsandbytes, or carry its wheel); "
-            "leave it out with --only train eval rewards.",
+            "error: the colab-t4 and T4 dtype plan rows need bitsandbytes (pip install bitsandbytes, or carry its "
+            "wheel); leave them out with --only train eval rewards.",
             file=sys.stderr,
         )
         return 2
@@ -312,6 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "qlora" in args.only:
         t4 = get_preset("smoke", load_in_4bit=True, **length) if args.dry else get_preset("colab-t4", **length)
         rows.append(train_row(args, "colab-t4 path (4-bit)", t4, steps=2, as_t4=True))
+    if "dtypes" in args.only:
+        rows.append(dtype_plan_row(args))
+    if "vllm" in args.only:
+        rows.append(vllm_row(args))
     if "eval" in args.only:
         rows.append(eval_row(args))
     if "rewards" in args.only:
@@ -325,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"model: {model}; training completions forced to {args.completion_length} tokens; "
-        f"colab-t4 row: 4-bit NF4, {'fp32 compute (CPU)' if args.dry else 'fp16 compute and fp16 mixed precision'}"
+        f"colab-t4 row: 4-bit NF4, "
+        f"{'fp32 compute (CPU)' if args.dry else 'fp16 compute and fp16 mixed precision, fp32 vision tower'}"
     )
     print()
     widths = [
@@ -338,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for r in rows:
         print(f"{r.check:<{widths[0]}}  {r.measured:<{widths[1]}}  {r.memory:<{widths[2]}}  {r.seed}")
+    if "vllm" not in args.only:
+        why = "--dry: vLLM needs a GPU" if args.dry else "vLLM is not installed"
+        print(f"vLLM prompt ids: not run ({why}); the comparison itself is unit-tested on CPU")
     if not _cuda():
         from bench.train_step import peak_rss_bytes
 

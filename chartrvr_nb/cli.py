@@ -1,4 +1,5 @@
-"""Command line: ``python -m chartrvr_nb {grpo,eval,estimate,fidelity,prompt,rewards,params,notebooks,learn-check}``.
+"""Command line: ``python -m chartrvr_nb COMMAND``: grpo, eval, estimate, fidelity, prompt, rewards, doctor, params,
+notebooks, learn-check.
 
 The seed guide's flags keep their names and meanings; ``--preset`` picks a starting point and
 every flag given on top of it overrides that field (unknown flags are errors, as argparse does).
@@ -151,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--rewards", default=",".join(REWARDS), help=f"comma-separated reward names (default: {','.join(REWARDS)})"
     )
 
+    doctor = commands.add_parser(
+        "doctor", help="a training run's health from its metrics and samples: a verdict per check, exit 1 if any warns"
+    )
+    doctor.add_argument("run_dir", type=Path, help="the run folder (a GRPO run's --output-dir), finished or running")
+    doctor.add_argument("--drive-dir", help="the Drive folder the run mirrors its checkpoints to, if it does")
+
     params = commands.add_parser("params", help="trainable LoRA parameters of a model, counted on the meta device")
     params.add_argument("--vlm-name", default="qwen2-5-3b", choices=list(MODEL_REGISTRY))
 
@@ -261,6 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(system_prompt_report(preset_from_args(args)))
         elif args.command == "rewards":
             _run_rewards(args)
+        elif args.command == "doctor":
+            from .health import doctor
+
+            report, passed = doctor(args.run_dir, args.drive_dir)
+            print(report)
+            if not passed:
+                return 1
         elif args.command == "params":
             from .models import meta_lora_parameter_counts, trainable_params_line
 

@@ -17,7 +17,8 @@ gradient checkpointing off; 12-13 GB of GPU memory with checkpointing, 15-18 GB 
   2 bytes each) and 1.3x the step time (NF4 dequantization in every matmul).
 - L4, T4, H100: the A100 time times the ratio of memory bandwidths (A100 40GB 1,555 GB/s; L4
   300; T4 320; H100 SXM 3,350), because a GRPO step is dominated by token-by-token generation,
-  which is bandwidth-bound. Memory needs do not depend on the GPU.
+  which is bandwidth-bound. Memory needs do not depend on the GPU, except that on a T4 (no native
+  bf16) a 4-bit base's vision tower runs in fp32: 1.3-1.5 GB more (:data:`FP32_VISION_GB`).
 - Another batch size: time scales with completions per step (``batch_size * grad_accum``);
   memory grows by the seed's batch-2 to batch-4 difference per extra completion.
 
@@ -53,6 +54,17 @@ MEMORY_PER_EXTRA_COMPLETION_GB = (1.5, 3.5)
 FULL_MODEL_PARAMETERS = {"qwen2-5-3b": 3_754_622_976, "qwen2-5-7b": 8_292_166_656}  # counted on the meta device
 BYTES_PER_TRAINED_PARAMETER = 16
 BF16_BYTES_PER_PARAMETER = 2
+# On a GPU without native bf16 (the T4) a 4-bit base computes in fp16, and its vision tower keeps fp32 weights and
+# computes in fp32 (models.dtype_plan: Qwen2.5-VL's vision encoder overflows fp16): 2 more bytes for each of the
+# tower's parameters (668,684,288 in the 3B, counted on the meta device) = 1.34 GB, and up to ~0.2 GB more
+# activations (with gradient checkpointing, its blocks' saved inputs: 32 blocks x 1,280 patches x 1,280 wide x 2
+# more bytes, for each of a micro-batch's 2 images).
+NO_BF16_GPUS = ("t4",)
+VISION_TOWER_PARAMETERS = 668_684_288
+FP32_VISION_GB = (
+    2 * VISION_TOWER_PARAMETERS / 1e9,
+    2 * VISION_TOWER_PARAMETERS / 1e9 + 2 * 32 * 1280 * 1280 * 2 / 1e9,
+)
 
 
 @dataclass(frozen=True)
@@ -89,11 +101,18 @@ def _build_step_figures() -> dict[tuple[str, int, bool, bool], StepFigure]:
         factor = MEMORY_BANDWIDTH_GBPS[REFERENCE_GPU] / bandwidth
         for (source_gpu, generations, checkpointing, four_bit), figure in list(table.items()):
             if source_gpu == REFERENCE_GPU:
+                memory, fp32_vision = figure.memory_gb, ""
+                if four_bit and gpu in NO_BF16_GPUS:
+                    memory = (memory[0] + FP32_VISION_GB[0], memory[1] + FP32_VISION_GB[1])
+                    fp32_vision = (
+                        f"; + {FP32_VISION_GB[0]:.1f}-{FP32_VISION_GB[1]:.1f} GB for the vision tower in fp32, which "
+                        "fp16 overflows (its weights, counted; its activations, estimated)"
+                    )
                 table[(gpu, generations, checkpointing, four_bit)] = StepFigure(
                     figure.seconds_per_step * factor,
-                    figure.memory_gb,
+                    memory,
                     f"scaled from A100 figures, not measured (x{factor:.2f}, memory-bandwidth ratio; "
-                    f"A100 figure: {figure.source})",
+                    f"A100 figure: {figure.source}){fp32_vision}",
                 )
     cpu = StepFigure(
         1.3,

@@ -48,6 +48,18 @@ REWARD_COUNT = 7
 # checks that the two agree).
 DEFAULT_MAX_NEW_TOKENS = {"rvr": 768, "cot": 768, "direct": 64}
 
+# Checked with the other fields, so it is refused before anything is imported or loaded, whether or not vLLM is
+# installed. TRL 1.16 merges the LoRA adapter into the base weights before each generation and copies them to
+# vLLM; merged into 4-bit layers they are no longer the shapes vLLM holds (huggingface/trl#4973, #3466, #3125,
+# open), and TRL's own QLoRA notebook says not to combine the two.
+VLLM_WITH_4BIT = (
+    "use_vllm (--use-vllm) cannot generate for a 4-bit base (load_in_4bit, --load-in-4bit, preset colab-t4): TRL "
+    "merges the LoRA adapter into the 4-bit weights before each generation and sends them to vLLM, which rejects "
+    "their shapes or generates from wrongly merged weights (huggingface/trl#4973, #3466, #3125). Either drop "
+    "--use-vllm (generation with transformers, the default, works with 4-bit weights and on a T4), or drop "
+    "--load-in-4bit and use vLLM on a GPU with room for bf16 weights and vLLM's own copy (an L4 or A100)"
+)
+
 
 def _is_positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
@@ -288,6 +300,8 @@ class Preset:
                 "finetune full trains every weight, which 4-bit base weights cannot be; drop --load-in-4bit "
                 "or train a LoRA adapter (--finetune lora)"
             )
+        if self.use_vllm and self.load_in_4bit:
+            errors.append(VLLM_WITH_4BIT)
         if errors:
             raise ValueError(f"Invalid preset {self.name!r}: " + "; ".join(errors) + ".")
 

@@ -156,9 +156,11 @@ def grpo_config(preset: Preset, output_dir: str | Path, max_steps: int | None = 
     import torch
     from trl import GRPOConfig
 
+    from .models import machine_dtype_plan
+
     batches = process_batches(preset, launched_processes())
     cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported(including_emulation=False)  # a T4 only emulates bf16
+    precision = machine_dtype_plan(preset.load_in_4bit, preset.finetune == "full").mixed_precision
     options: dict[str, Any] = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=batches.batch_size,
@@ -169,8 +171,8 @@ def grpo_config(preset: Preset, output_dir: str | Path, max_steps: int | None = 
         max_completion_length=preset.max_completion_length,
         gradient_checkpointing=preset.gradient_checkpointing,
         torch_compile=preset.torch_compile,
-        bf16=bf16,
-        fp16=cuda and not bf16,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",  # a GPU without native bf16 (T4, V100): see models.dtype_plan
         use_cpu=not cuda,
         save_strategy="steps",
         save_steps=preset.save_steps,
@@ -334,7 +336,8 @@ def _train_in_locked_folder(
     from . import checkpoints, disk_full, env, resume
     from .data import PROCESSOR_MAX_PIXELS, load_train_dataset, prepare_grpo_dataset
     from .drive import copy_atomic
-    from .models import load_model_and_processor
+    from .health import preset_facts
+    from .models import load_model_and_processor, vision_tower
 
     # Building the arguments sets up the processes (torchrun / accelerate launch; gloo on CPU): a
     # PartialState made before them would see one process, and every rank would act as rank 0.
@@ -383,6 +386,7 @@ def _train_in_locked_folder(
     with _quiet_and_tracked(preset, output_dir):  # importing TRL imports Trackio, which reads TRACKIO_DIR once
         from .trainer import (
             DriveMirrorCallback,
+            HealthCallback,
             LockWatchCallback,
             ManifestCallback,
             MetricsFileCallback,
@@ -397,6 +401,7 @@ def _train_in_locked_folder(
             trainer_callbacks.append(LockWatchCallback(lock))
         if drive is not None:
             trainer_callbacks.append(DriveMirrorCallback(drive, keep_last=keep_last))
+        trainer_callbacks.append(HealthCallback(preset_facts(preset, drive=drive is not None)))
         trainer = build_trainer(
             preset,
             model,
@@ -413,8 +418,9 @@ def _train_in_locked_folder(
     if preset.load_in_4bit:
         if is_main:
             logger.info(
-                f"Base model {preset.model} in 4-bit NF4 (bitsandbytes; compute {str(model.dtype)[6:]}, vision tower "
-                "and lm_head unquantised); LoRA adapters train in float32."
+                f"Base model {preset.model} in 4-bit NF4 (bitsandbytes; compute {str(model.dtype)[6:]}, lm_head "
+                f"unquantised, vision tower unquantised in {str(next(vision_tower(model).parameters()).dtype)[6:]}); "
+                "LoRA adapters train in float32."
             )
     with env.explain_oom(preset), disk_full.explain_disk_full(output_dir), _quiet_and_tracked(preset, output_dir):
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

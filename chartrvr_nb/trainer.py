@@ -5,12 +5,15 @@ the functions that train (:func:`chartrvr_nb.train.train`, the benches, tests), 
 top. Import it inside ``tracking.tracker_environment``: importing TRL's ``GRPOTrainer`` imports
 Trackio, which reads ``TRACKIO_DIR`` once.
 
-- :class:`ChartRVRTrainer`: TRL's ``GRPOTrainer`` keeping sample completions (``samples.jsonl``);
+- :class:`ChartRVRTrainer`: TRL's ``GRPOTrainer`` keeping sample completions (``samples.jsonl``), stopping
+  at the first NaN or inf in a loss, gradient norm, reward or saved weight (``health.NonFiniteError``), and
+  checking that vLLM generates from the prompts the processor made (:func:`prompt_ids_mismatch`);
   :func:`build_trainer` makes it with the seven rewards and, for ``finetune="lora"``, the fork's LoRA.
 - :class:`MetricsFileCallback`: every log event into ``metrics.jsonl``.
 - :class:`ManifestCallback` then :class:`DriveMirrorCallback`: each saved checkpoint gets its
   manifest, then goes to Drive atomically (keeping the newest few there), with the run's log files.
 - :class:`LockWatchCallback`: stops the run once another run took its lock over.
+- :class:`HealthCallback`: the run-health checks (:mod:`chartrvr_nb.health`) live, each warning once.
 - :class:`CalmProgress`: one compact line per logging step instead of TRL's dict (:func:`use_calm_console`).
 - :class:`PresetToTrackers`: the preset in TensorBoard / W&B / Trackio (:func:`attach_trackers`).
 - :class:`ForwardLogs`: log events handed to a plain object that lives above training, such as
@@ -19,8 +22,11 @@ Trackio, which reads ``TRACKIO_DIR`` once.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
+import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -38,12 +44,14 @@ from .checkpoints import (
     TRAINER_STATE_NAME,
     checkpoint_problem,
     is_complete_checkpoint,
+    newest_complete_checkpoint,
     prune_checkpoints,
     write_manifest,
 )
 from .console import step_line
 from .drive import copy_atomic
 from .estimate import format_duration
+from .health import HealthWatch, NonFiniteError, RunFacts, nonfinite_message
 from .models import fork_lora_config
 from .presets import Preset
 from .rewards import get_rewards
@@ -52,6 +60,11 @@ from .runlock import RunLock
 from .tracking import TENSORBOARD_DIR
 
 logger = logging.getLogger(__name__)
+
+# With fp16 mixed precision (a GPU without bf16) the loss scaler skips an optimizer step whose gradients overflow
+# and halves its scale: a few such steps at the start are how it finds its scale. This many in a row (the scale
+# down by 2**20) means the gradients themselves are not finite.
+FP16_SKIPPED_STEPS_LIMIT = 20
 
 
 class ChartRVRTrainer(GRPOTrainer):
@@ -70,6 +83,14 @@ class ChartRVRTrainer(GRPOTrainer):
         self._sample_every = sample_every
         self._last_sampled_step = -1
         self._pending_samples: list[dict] = []
+        self._nonfinite_loss: float | None = None  # the first NaN/inf loss of the optimizer step under way
+        self._checked_step = -1
+        self._skipped_in_a_row = 0
+        if self.use_vllm:  # the first and every later generation round checks vLLM's prompts against ours
+            image_token_id = getattr(self.processing_class, "image_token_id", None)
+            self.vllm_generation.generate = functools.partial(
+                _checked_vllm_generate, self.vllm_generation.generate, image_token_id
+            )
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         """Skip the Trainer's reload of full weights the model was already loaded from.
@@ -85,6 +106,18 @@ class ChartRVRTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        # Gathered from every process, so every process stops here together. TRL turns a None into NaN and
+        # sums rewards ignoring NaN: without this a broken reward would count as 0 without a word.
+        bad = (~torch.isfinite(rewards_per_func)).sum(dim=0).tolist()
+        if any(bad):
+            found = [
+                f"{name} for {count} of {len(rewards_per_func)}"
+                for name, count in zip(self.reward_func_names, bad)
+                if count
+            ]
+            self._stop(
+                "reward", "NaN, inf or None from " + ", ".join(found) + " completions", self.state.global_step + 1
+            )
         step = self.state.global_step
         if (
             self.accelerator.is_main_process
@@ -113,7 +146,12 @@ class ChartRVRTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+        try:
+            output = super()._generate_and_score_completions(inputs)
+        except RuntimeError as error:  # torch's sampler refuses NaN/inf probabilities with this message
+            if "probability tensor contains" not in str(error):
+                raise
+            self._stop("generation", "torch's sampler refused them", self.state.global_step + 1)
         if self._pending_samples:  # this process's slice of the advantages, in the order of its inputs
             advantages = output["advantages"].detach().float().cpu().tolist()
             for record, advantage in zip(self._pending_samples, advantages):
@@ -121,6 +159,63 @@ class ChartRVRTrainer(GRPOTrainer):
             append_jsonl(self._samples_path, self._pending_samples)
             self._pending_samples = []
         return output
+
+    # The non-finite guard: every micro-batch's loss, every optimizer step's gradient norm (whatever
+    # logging_steps is), every reward, and the trained weights before anything is saved.
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self._nonfinite_loss is None and not torch.isfinite(loss).all():
+            self._nonfinite_loss = loss.float().mean().item()
+        return loss
+
+    def _maybe_log_save_evaluate(self, tr_loss, grad_norm, *args, **kwargs):
+        """Check the optimizer step just taken before it is logged or saved (the Trainer calls this every step)."""
+        if self.state.global_step != self._checked_step:
+            self._checked_step = self.state.global_step
+            self._check_step(None if grad_norm is None else float(grad_norm))
+        super()._maybe_log_save_evaluate(tr_loss, grad_norm, *args, **kwargs)
+
+    def _check_step(self, grad_norm: float | None) -> None:
+        loss, self._nonfinite_loss = self._nonfinite_loss, None
+        grad_bad = grad_norm is not None and not math.isfinite(grad_norm)
+        # fp16 loss scaling skips a step whose gradients overflowed: the weights did not change.
+        skipped = grad_bad and self.accelerator.optimizer_step_was_skipped
+        self._skipped_in_a_row = self._skipped_in_a_row + 1 if skipped else 0
+        loss_bad, grad_bad = self._on_any_process(loss is not None, grad_bad and not skipped)
+        step = self.state.global_step
+        if loss_bad:
+            self._stop("loss", "nan or inf" if loss is None else str(loss), step)
+        if grad_bad:
+            self._stop("gradient norm", str(grad_norm), step)
+        if self._skipped_in_a_row > FP16_SKIPPED_STEPS_LIMIT:
+            detail = f"inf in {self._skipped_in_a_row} optimizer steps in a row, each skipped by fp16 loss scaling"
+            self._stop("gradient norm", detail, step)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """Save only finite weights: a checkpoint (the Trainer calls this first) or the final adapter or model."""
+        trainable = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad and p.numel()]
+        if trainable:
+            bad = torch.stack([~torch.isfinite(p.detach()).all() for _, p in trainable])
+            if self._on_any_process(bool(bad.any()))[0]:
+                names = [name for (name, _), flag in zip(trainable, bad.tolist()) if flag] or ["on another process"]
+                self._stop("weights", f"{names[0]} holds NaN or inf", self.state.global_step)
+        super().save_model(output_dir, _internal_call)
+
+    def _on_any_process(self, *flags: bool) -> list[bool]:
+        """Each flag, true when it is true on any process (one small all-reduce, only with several)."""
+        if self.accelerator.num_processes == 1:
+            return list(flags)
+        tensor = torch.tensor([float(flag) for flag in flags], device=self.accelerator.device)
+        return [value > 0 for value in self.accelerator.reduce(tensor, reduction="sum").tolist()]
+
+    def _stop(self, quantity: str, detail: str, step: int):
+        precision = "bf16" if self.args.bf16 else "fp16" if self.args.fp16 else "no"
+        newest = newest_complete_checkpoint(self.args.output_dir)
+        message = nonfinite_message(
+            step, quantity, detail, self.args.learning_rate, precision, newest.name if newest else None
+        )
+        raise NonFiniteError(message)
 
 
 def _adapters_in_fp32(model) -> None:
@@ -133,6 +228,46 @@ def _adapters_in_fp32(model) -> None:
     for parameter in model.parameters():
         if parameter.requires_grad and parameter.dtype != torch.float32:
             parameter.data = parameter.data.float()
+
+
+def prompt_ids_mismatch(sent: Sequence[Sequence[int]], used: Sequence[Sequence[int]], image_token_id: int | None):
+    """Why vLLM's prompt token ids differ from those the processor made, or None when they are the same.
+
+    TRL 1.16 hands vLLM the processor's prompt ids, image placeholders already expanded, with the raw image;
+    vLLM processes the image again, and where its count of image tokens differs it expands them a second
+    time, so it generates for a prompt the trainer never made (huggingface/trl#6294, #6401).
+
+    Example:
+        >>> prompt_ids_mismatch([[1, 9, 9, 2]], [[1, 9, 9, 2]], image_token_id=9) is None
+        True
+        >>> print(prompt_ids_mismatch([[1, 9, 9, 2]], [[1, 9, 9, 9, 9, 2]], image_token_id=9))  # doctest: +ELLIPSIS
+        vLLM generated from other prompt token ids than the processor made: prompt 0 has 4 tokens (2 image tokens) ...
+    """
+    if len(sent) != len(used):
+        return f"vLLM returned {len(used)} prompts for the {len(sent)} it was given."
+    for index, (ours, theirs) in enumerate(zip(sent, used)):
+        ours, theirs = list(ours), list(theirs)
+        if ours != theirs:
+            first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+            return (
+                f"vLLM generated from other prompt token ids than the processor made: prompt {index} has "
+                f"{len(ours)} tokens ({ours.count(image_token_id)} image tokens) from the processor and {len(theirs)} "
+                f"({theirs.count(image_token_id)} image tokens) in vLLM, first differing at position {first}. vLLM "
+                "re-processed the image and counted its tokens differently, so its completions answer a prompt the "
+                "trainer never made (huggingface/trl#6294, #6401). Keep images on the 28-pixel grid within the pixel "
+                "budget (--image-resize chart-rvr, the default), or drop --use-vllm to generate with transformers."
+            )
+    return None
+
+
+def _checked_vllm_generate(generate, image_token_id: int | None, *args, **kwargs):
+    """TRL's ``VLLMGeneration.generate``, stopping the run when vLLM's prompt ids are not the ones it was given."""
+    sent = kwargs["prompts"] if "prompts" in kwargs else args[0]
+    output = generate(*args, **kwargs)
+    problem = prompt_ids_mismatch(sent, output[0], image_token_id)
+    if problem:
+        raise RuntimeError(problem)
+    return output
 
 
 def build_trainer(
@@ -291,6 +426,32 @@ class LockWatchCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.lock.check()
+
+
+class HealthCallback(TrainerCallback):
+    """The run-health checks during training (:class:`chartrvr_nb.health.HealthWatch`): each condition warns
+    once, with its numbers and what to do. The remaining time is measured on this session's steps.
+
+    Args:
+        facts: what is known of the run before it starts (the completion limit, Drive, Colab); the step
+            count comes from the Trainer.
+    """
+
+    def __init__(self, facts: RunFacts):
+        self.watch = HealthWatch(facts)
+        self._started, self._start_step = time.perf_counter(), 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._started, self._start_step = time.perf_counter(), state.global_step
+        self.watch.facts = dataclasses.replace(self.watch.facts, max_steps=state.max_steps)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        done = state.global_step - self._start_step
+        per_step = (time.perf_counter() - self._started) / done if done > 0 else None
+        for verdict in self.watch.update({"step": state.global_step, **logs}, seconds_per_step=per_step):
+            logger.warning(f"Run health, step {state.global_step} ({verdict.check}): {verdict.message}")
 
 
 class CalmProgress(ProgressCallback):

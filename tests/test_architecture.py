@@ -28,6 +28,7 @@ PARTS = {
         "runlock",
         "console",
         "tracking",
+        "health",
     },
     "Eval": {"evaluate", "eval_inputs", "benchmarks", "benchmark_data", "eval_results", "metrics", "official_scoring"},
     "Models": {"models", "tiny", "qwen_tokenizer", "warm_start"},

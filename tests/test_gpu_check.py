@@ -16,13 +16,17 @@ def test_dry_run_prints_the_qlora_and_eval_rows_beside_the_seed_figures(monkeypa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     threads = torch.get_num_threads()
     try:
-        assert gpu_check.main(["--dry", "--only", "qlora", "eval", "--completion-length", "8", "--threads", "1"]) == 0
+        only = ["qlora", "dtypes", "eval"]
+        assert gpu_check.main(["--dry", "--only", *only, "--completion-length", "8", "--threads", "1"]) == 0
     finally:
         torch.set_num_threads(threads)
     lines = capsys.readouterr().out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("check "))
-    rows = {line.split("  ")[0]: line for line in lines[header + 1 : header + 3]}
-    assert set(rows) == {"colab-t4 path (4-bit)", "eval"}
+    rows = {line.split("  ")[0]: line for line in lines[header + 1 : header + 4]}
+    assert set(rows) == {"colab-t4 path (4-bit)", "T4 dtype plan", "eval"}
+    # The T4's plan simulated on CPU: the 4-bit language model computes in fp16, the vision tower in fp32.
+    assert "vision float32, language model float16 under fp16 autocast; logits finite" in rows["T4 dtype plan"]
+    assert any(line.startswith("vLLM prompt ids: not run (--dry: vLLM needs a GPU)") for line in lines)
     assert "s/step (warm-up" in rows["colab-t4 path (4-bit)"] and "2 steps" in rows["colab-t4 path (4-bit)"]
     assert "examples/s" in rows["eval"] and "batch 16 vs 1" in rows["eval"]
     assert gpu_check.SEED_FIGURES["colab-t4 path (4-bit)"] in rows["colab-t4 path (4-bit)"]

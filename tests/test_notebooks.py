@@ -520,6 +520,7 @@ def test_train_notebook_checkpoints_mirrors_and_draws_curves(suite):
     out = suite[0]
     text = _text(_outputs(out, "02_train"))
     assert "Finished 8 optimizer steps." in text and "newest checkpoint: " + str(out / "run" / "checkpoint-8") in text
+    assert f"Run health of {out / 'run'} (preset smoke, step 8 of 8)" in text and "Every check passes." in text
     for run in (out / "run", out / "drive" / "run"):
         state = json.loads((run / "checkpoint-8" / "trainer_state.json").read_text())
         assert state["global_step"] == 8
@@ -531,6 +532,7 @@ def test_resume_notebook_continues_the_run_from_drive(suite):
     out = suite[0]
     text = _text(_outputs(out, "03_resume_from_drive"))
     assert f"Resumed from {out / 'run' / 'checkpoint-8'}; the run is now at step 12." in text
+    assert f"Run health of {out / 'run'} (preset smoke, step 12 of 12)" in text and "Every check passes." in text
     assert json.loads((out / "drive" / "run" / "checkpoint-12" / "trainer_state.json").read_text())["global_step"] == 12
     steps = [json.loads(line)["step"] for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     assert sorted(set(steps)) == list(range(1, 13)), "one continuous run across both sessions"
