@@ -6,7 +6,8 @@ trains it briefly, with plain causal-LM loss on rendered synthetic charts, to an
 A recipe (:data:`TINY_RECIPES`) says what the targets teach beyond the ideal completion: the
 ``tiny-learn`` variant is taught two choices (:class:`Choice`), each a single token of the target
 where the right option gets only a minority of the probability, leaving the learn-check two
-choices for GRPO to learn. What a build leaves is measured by :mod:`chartrvr_nb.starting_point`.
+choices for GRPO to learn. Its build learns the ideal answers first and the choices' odds second;
+:mod:`chartrvr_nb.starting_point` teaches that second phase and checks both.
 
 torch and transformers are imported inside the functions that train.
 """
@@ -31,7 +32,7 @@ class TinyRecipe:
             None for the default model's, ``chartrvr_nb.tiny.TINY_MODEL_VERSION``.
         swapped_type_share: the probability taught, on every chart, for naming the next chart type
             of ``chart_types`` (bar -> line -> pie -> bar) instead of the chart's own, at the type's
-            token: a systematic confusion, learnt together with recognising the chart.
+            token: a systematic confusion, taught once the chart types themselves are learnt.
         flawed_format_share: the probability taught, on every chart, for leaving out the newline
             between ``</think>`` and ``<answer>`` (which the format reward requires), at its token.
         chart_types: the chart types of the warm-start charts, in the order of the swap; all ten
@@ -58,9 +59,9 @@ class Choice:
     """One token of a warm-start target where the recipe teaches two options with fixed odds.
 
     Every chart is taught the same odds (a soft target: ``1 - wrong_share`` for ``right``,
-    ``wrong_share`` for ``wrong``), rather than one option drawn at random per chart, which a small
-    model memorises chart by chart or misses, so that greedy decoding's side on an unseen chart
-    rested on rounding noise.
+    ``wrong_share`` for ``wrong``). The first tiny-learn build drew one option per chart at random
+    instead; its model never learnt the odds per chart type, and greedy decoding's side on an
+    unseen chart came down to rounding noise.
 
     Attributes:
         reward: the reward that pays for the right option (``chart_type``, ``format``).
