@@ -387,7 +387,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         aggregations=("subsets",),
         official="project",
     ),
-    # The learn-check's held-out charts: the chart types the tiny-learn warm start guesses among.
+    # The learn-check's held-out charts: the chart types whose names the tiny-learn warm start swaps.
     "learn-check": Benchmark(
         name="learn-check",
         title="Learn-check (held-out synthetic charts)",

@@ -171,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     learn = commands.add_parser(
-        "learn-check", help="prove GRPO learns: tiny model, held-out charts before/after, exit 1 if not learned"
+        "learn-check",
+        help="prove GRPO learns: tiny model, held-out charts before/after; exit 1 if not learned, 3 if the "
+        "starting point leaves nothing to learn",
     )
     learn.add_argument(
         "--output-dir", help="where the report, figure and run go (default: runs/learn-check/seed-<seed>)"
@@ -289,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = run_learn_check(args.output_dir, seed=args.seed, held_out=args.held_out, max_steps=args.max_steps)
             print(format_report(report))
             if not report["learned"]:
-                return 1
+                return 3 if report.get("starting_point_problems") else 1  # 3: nothing to learn, nothing trained
     except (ValueError, RuntimeError, FileNotFoundError, ImportError) as error:
         # Our errors name the fix (bad preset, missing GPU or vLLM, hub unreachable, out of memory);
         # a traceback would bury it. The cause, if any, is shown on one line.

@@ -8,7 +8,9 @@ weights, a byte-level BPE tokenizer trained locally on synthetic chart text (wra
 :func:`chartrvr_nb.models.load_model_and_processor`), so the smoke preset exercises the same code
 path as a real run. A short supervised warm start, part of the build (:mod:`chartrvr_nb.warm_start`),
 teaches it the answer format so the format and count rewards are not stuck at zero in a GRPO smoke
-run. ``tiny-learn`` is the same model with another warm-start recipe (its own cache folder).
+run. ``tiny-learn`` is the same model with another warm-start recipe (its own cache folder) and a
+second phase that teaches the recipe's choices their odds, checked on validation charts
+(:func:`chartrvr_nb.starting_point.teach_choices`).
 
 Top-level imports stay light: torch, transformers and tokenizers are imported inside functions.
 """
@@ -25,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import starting_point
 from .qwen_tokenizer import QWEN2_5_ADDED_TOKENS, QWEN2_5_VL_CHAT_TEMPLATE, qwen2_5_tokenizer
 from .warm_start import (
     WARM_START_BATCH,
@@ -32,10 +35,10 @@ from .warm_start import (
     WARM_START_ROWS,
     WARM_START_STEPS,
     TinyRecipe,
+    encode_examples,
     get_recipe,
     synthetic_examples,
     warm_start,
-    warm_start_target,
 )
 
 # The tiny model. A saved build whose recipe (``_tiny_recipe``) differs is rebuilt; bump
@@ -57,7 +60,7 @@ def tiny_model_dir(cache_dir: str | os.PathLike | None = None, name: str = "tiny
         >>> tiny_model_dir("/tmp/cache").as_posix()
         '/tmp/cache/tiny-qwen2.5-vl-v1'
         >>> tiny_model_dir("/tmp/cache", "tiny-learn").name
-        'tiny-qwen2.5-vl-learn-v1'
+        'tiny-qwen2.5-vl-learn-v2'
     """
     from .data import cache_root
 
@@ -169,6 +172,19 @@ def _tiny_recipe(name: str = "tiny") -> dict[str, Any]:
         for key, value in dataclasses.asdict(recipe).items()
         if value != getattr(TinyRecipe, key)
     }
+    if recipe.teaches_choices:  # the second phase and the checks that decide its rounds
+        variation["choices"] = {
+            name: getattr(starting_point, name)
+            for name in (
+                "CHOICE_STEPS",
+                "EXTRA_ROUNDS",
+                "VALIDATION_CHARTS",
+                "VALIDATION_SEED",
+                "MAX_GREEDY_RIGHT",
+                "MIN_SAMPLED_RIGHT",
+                "MIN_LEARNT_RIGHT",
+            )
+        }
     return {
         "version": TINY_MODEL_VERSION,
         "bpe_size": TINY_BPE_SIZE,
@@ -248,7 +264,7 @@ def _build_tiny_model_into(folder: Path, name: str = "tiny") -> None:
 
 
 def _build_tiny_model_steps(folder: Path, name: str) -> None:
-    import random
+    from importlib.metadata import version
 
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
@@ -269,16 +285,21 @@ def _build_tiny_model_steps(folder: Path, name: str) -> None:
     config = _tiny_config(tokenizer)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     lap("tokenizer_and_model")
-    recipe, target_rng = get_recipe(name), random.Random(TINY_SEED + 2)
+    recipe = get_recipe(name)
     rows = synthetic_examples(WARM_START_ROWS, TINY_SEED + 1, recipe.chart_types)
     for row in rows:
         # Drawn within the budget (258x193) and left off the 28-pixel grid, as in every build so far:
         # the processor fits it to its grid. Fitting it here would change the images, so the weights.
         row["image"] = render_chart(row["chart_type"], row["table"], TINY_MAX_PIXELS)
-        row["target"] = warm_start_target(row, recipe, target_rng)
     lap("render_charts")
-    warm = warm_start(model, processor, rows, seed=TINY_SEED)
+    examples = encode_examples(model, processor, rows, recipe)
+    warm = warm_start(model, examples, processor.tokenizer.pad_token_id, seed=TINY_SEED)
     lap("warm_start")
+    if recipe.teaches_choices:
+        # The ideal answers are learnt; now the choices' odds, checked on charts the build never trained on.
+        validation = starting_point.validation_charts(recipe, TINY_MAX_PIXELS)
+        warm["choices"] = starting_point.teach_choices(model, processor, examples, validation, recipe, seed=TINY_SEED)
+        lap("choices")
 
     text = config.text_config
     model.generation_config = GenerationConfig(
@@ -291,6 +312,8 @@ def _build_tiny_model_steps(folder: Path, name: str) -> None:
     lap("save")
     info = {
         "recipe": _tiny_recipe(name),
+        # Rendering and numerics decide the weights too: a build says what it was made with.
+        "libraries": {library: version(library) for library in ("torch", "transformers", "matplotlib")},
         "parameters": sum(p.numel() for p in model.parameters()),  # tied weights once
         "tokenizer_size": len(tokenizer),
         "warm_start": warm,

@@ -4,8 +4,10 @@ A fresh tiny Qwen2.5-VL knows nothing of the answer format, so GRPO's format and
 would stay at zero in a smoke run. Its build (:func:`chartrvr_nb.tiny.build_tiny_model`) therefore
 trains it briefly, with plain causal-LM loss on rendered synthetic charts, to answer in the format.
 A recipe (:data:`TINY_RECIPES`) says what the targets teach beyond the ideal completion: the
-``tiny-learn`` variant is taught a systematic chart-type confusion and a format flaw, each on 60%
-of its targets, leaving the learn-check two choices for GRPO to learn.
+``tiny-learn`` variant is taught two choices (:class:`Choice`), each a single token of the target
+where the right option gets only a minority of the probability, leaving the learn-check two
+choices for GRPO to learn. Its build learns the ideal answers first and the choices' odds second;
+:mod:`chartrvr_nb.starting_point` teaches that second phase and checks both.
 
 torch and transformers are imported inside the functions that train.
 """
@@ -28,11 +30,11 @@ class TinyRecipe:
     Attributes:
         folder: the cache folder's name (one per variant, so variants never overwrite each other);
             None for the default model's, ``chartrvr_nb.tiny.TINY_MODEL_VERSION``.
-        swapped_type_share: share of warm-start targets whose ``<type>`` names the next chart type
-            of ``chart_types`` (bar -> line -> pie -> bar) instead of the chart's own: a systematic
-            confusion, learnt together with recognising the chart.
-        flawed_format_share: share of warm-start targets with a space instead of the newline
-            between ``</think>`` and ``<answer>`` (which the format reward requires).
+        swapped_type_share: the probability taught, on every chart, for naming the next chart type
+            of ``chart_types`` (bar -> line -> pie -> bar) instead of the chart's own, at the type's
+            token: a systematic confusion, taught once the chart types themselves are learnt.
+        flawed_format_share: the probability taught, on every chart, for leaving out the newline
+            between ``</think>`` and ``<answer>`` (which the format reward requires), at its token.
         chart_types: the chart types of the warm-start charts, in the order of the swap; all ten
             when ``None``.
         short_targets: targets keep the table's columns but not its rows, and no reasoning steps:
@@ -46,17 +48,46 @@ class TinyRecipe:
     chart_types: tuple[str, ...] | None = None
     short_targets: bool = False
 
+    @property
+    def teaches_choices(self) -> bool:
+        """Whether the targets hold choices (:class:`Choice`), taught after the ideal answers."""
+        return bool(self.swapped_type_share or self.flawed_format_share)
 
-# The learn-check variant leaves two choices to GRPO, each sampled 40% of the time and so never
-# taken by greedy decoding: naming the chart's own type rather than the swapped one (a choice that
-# depends on the chart), and the newline the format needs before <answer> (one that does not). Its
-# three types are those of the learn-check preset's training data and of the learn-check benchmark.
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One token of a warm-start target where the recipe teaches two options with fixed odds.
+
+    Every chart is taught the same odds (a soft target: ``1 - wrong_share`` for ``right``,
+    ``wrong_share`` for ``wrong``). The first tiny-learn build drew one option per chart at random
+    instead; its model never learnt the odds per chart type, and greedy decoding's side on an
+    unseen chart came down to rounding noise.
+
+    Attributes:
+        reward: the reward that pays for the right option (``chart_type``, ``format``).
+        position: the token's index in the completion's tokens.
+        right: the token the reward pays for (the chart's own type; the newline).
+        wrong: the token taught instead (the swapped type; no newline).
+        wrong_share: the probability taught for ``wrong``.
+    """
+
+    reward: str
+    position: int
+    right: int
+    wrong: int
+    wrong_share: float
+
+
+# The learn-check variant leaves two choices to GRPO, each taught right with probability 0.3 and
+# so never taken by greedy decoding: naming the chart's own type rather than the swapped one (a
+# choice that depends on the chart), and the newline the format needs before <answer> (one that
+# does not). Its three types are those of the learn-check preset's training data and benchmark.
 TINY_RECIPES: dict[str, TinyRecipe] = {
     "tiny": TinyRecipe(),
     "tiny-learn": TinyRecipe(
-        folder="tiny-qwen2.5-vl-learn-v1",
-        swapped_type_share=0.6,
-        flawed_format_share=0.6,
+        folder="tiny-qwen2.5-vl-learn-v2",
+        swapped_type_share=0.7,
+        flawed_format_share=0.7,
         chart_types=("bar", "line", "pie"),
         short_targets=True,
     ),
@@ -100,85 +131,156 @@ def synthetic_examples(count: int, seed: int, chart_types: tuple[str, ...] | Non
     ]
 
 
-def warm_start_target(row: dict, recipe: TinyRecipe, rng) -> str:
-    """The completion a warm start teaches for a row: the ideal one, or the recipe's variation of it.
+def warm_start_target(row: dict, recipe: TinyRecipe) -> str:
+    """The completion a warm start teaches for a row, with every choice on its right side (the
+    recipe's choices are taught at their tokens: :func:`target_tokens`).
 
     Example:
         >>> import random
         >>> from chartrvr_nb.synthetic import make_synthetic_example
         >>> row = make_synthetic_example("pie", "max", random.Random(0))
-        >>> target = warm_start_target(row, TinyRecipe(flawed_format_share=1.0), random.Random(0))
-        >>> "</think> <answer>" in target, target.startswith("<think>\\n<type>pie</type>")
-        (True, True)
+        >>> print(warm_start_target(row, get_recipe("tiny-learn")))
+        <think>
+        <type>pie</type>
+        <table>{"columns": ["Product", "Share"], "rows": []}</table>
+        <BLANKLINE>
+        </think>
+        <answer>Apples</answer>
     """
-    from .prompts import CHART_TYPES, format_completion
+    from .prompts import format_completion
 
-    chart_type = row["chart_type"]
-    types = recipe.chart_types or CHART_TYPES
-    if rng.random() < recipe.swapped_type_share:
-        chart_type = types[(types.index(chart_type) + 1) % len(types)]
     if recipe.short_targets:
-        target = format_completion(chart_type, {"columns": row["table"]["columns"], "rows": []}, [], row["label"])
-    else:
-        target = format_completion(chart_type, row["table"], row["steps"], row["label"])
-    if rng.random() < recipe.flawed_format_share:
-        target = target.replace("</think>\n<answer>", "</think> <answer>")
-    return target
+        return format_completion(row["chart_type"], {"columns": row["table"]["columns"], "rows": []}, [], row["label"])
+    return format_completion(row["chart_type"], row["table"], row["steps"], row["label"])
 
 
-def _warm_start_examples(model, processor, rows: list[dict]) -> list[dict]:
-    """Tokenise each row once (chat prompt with image, then target completion and <|im_end|>) and
-    encode its image once with the frozen vision tower. A row's ``target`` overrides its ideal
-    completion."""
+def choice_variants(row: dict, recipe: TinyRecipe) -> list[tuple[str, str, float]]:
+    """The choices a recipe teaches on a row: ``(reward, the target with the wrong option, its share)``.
+
+    Example:
+        >>> import random
+        >>> from chartrvr_nb.synthetic import make_synthetic_example
+        >>> row = make_synthetic_example("pie", "max", random.Random(0))
+        >>> [(reward, share) for reward, _, share in choice_variants(row, get_recipe("tiny-learn"))]
+        [('chart_type', 0.7), ('format', 0.7)]
+        >>> swapped, flawed = (text for _, text, _ in choice_variants(row, get_recipe("tiny-learn")))
+        >>> "<type>bar</type>" in swapped, "</think><answer>" in flawed  # pie -> bar; no newline
+        (True, True)
+        >>> choice_variants(row, get_recipe("tiny"))
+        []
+    """
+    from .prompts import CHART_TYPES
+
+    ideal, variants = warm_start_target(row, recipe), []
+    if recipe.swapped_type_share:
+        types = recipe.chart_types or CHART_TYPES
+        swapped = types[(types.index(row["chart_type"]) + 1) % len(types)]
+        own_tag, swapped_tag = f"<type>{row['chart_type']}</type>", f"<type>{swapped}</type>"
+        variants.append(("chart_type", ideal.replace(own_tag, swapped_tag, 1), recipe.swapped_type_share))
+    if recipe.flawed_format_share:
+        flawed = ideal.replace("</think>\n<answer>", "</think><answer>", 1)
+        variants.append(("format", flawed, recipe.flawed_format_share))
+    return variants
+
+
+def target_tokens(row: dict, recipe: TinyRecipe, tokenizer) -> tuple[list[int], list[Choice]]:
+    """The target completion's token ids and the recipe's choices in it.
+
+    A choice is the first token where the wrong variant's tokens leave the target's; the target's
+    later tokens follow it, so each choice is one token whatever the tokenizer merges after it.
+
+    Raises:
+        ValueError: a wrong option that one token cannot make (the target with it swapped in does
+            not read as the variant), e.g. a chart type the tokenizer splits differently.
+    """
+    target = tokenizer(warm_start_target(row, recipe), add_special_tokens=False)["input_ids"]
+    choices = []
+    for reward, text, share in choice_variants(row, recipe):
+        variant = tokenizer(text, add_special_tokens=False)["input_ids"]
+        position = next(i for i, (ours, theirs) in enumerate(zip(target, variant)) if ours != theirs)
+        if tokenizer.decode(target[:position] + [variant[position]] + target[position + 1 :]) != text:
+            raise ValueError(
+                f"The {reward} choice of this warm-start recipe is not one token for this tokenizer (at token "
+                f"{position} of {text!r}); pick chart types or a format flaw that differ from the target in one token."
+            )
+        choices.append(Choice(reward, position, target[position], variant[position], share))
+    return target, choices
+
+
+def encode_examples(model, processor, rows: list[dict], recipe: TinyRecipe, system_prompt: str | None = None):
+    """Each row as a teacher-forced training example: chat prompt with image, then the target
+    completion and ``<|im_end|>``, its image encoded once with the (frozen) vision tower.
+
+    Args:
+        model / processor: a tiny Qwen2.5-VL and its processor.
+        rows: synthetic rows with an ``image``.
+        recipe: what the targets teach (:func:`warm_start_target`, :func:`target_tokens`).
+        system_prompt: the system message (default this project's wording, as the tiny presets use).
+
+    Returns:
+        One dict per row: the model's inputs, ``labels`` (the target, -100 on the prompt),
+        ``wrong_labels`` / ``wrong_shares`` (each choice's wrong token and its share at the choice's
+        position; the target token and 0 elsewhere) and ``choices`` (``(absolute position, Choice)``).
+    """
     import torch
 
     from .prompts import build_messages
-    from .synthetic import synthetic_completion
 
     tokenizer = processor.tokenizer
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
     examples = []
     for row in rows:
-        prompt = processor.apply_chat_template(build_messages(row["query"]), add_generation_prompt=True, tokenize=False)
+        messages = build_messages(row["query"], system_prompt=system_prompt)
+        prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         encoded = processor(text=[prompt], images=[row["image"]], return_tensors="pt")
-        completion_ids = tokenizer(row.get("target") or synthetic_completion(row), add_special_tokens=False)[
-            "input_ids"
-        ]
+        completion_ids, choices = target_tokens(row, recipe, tokenizer)
         target = torch.tensor(completion_ids + [end_of_turn])
         prompt_ids = encoded["input_ids"][0]
+        wrong, shares = target.clone(), torch.zeros(len(target))
+        for choice in choices:
+            wrong[choice.position], shares[choice.position] = choice.wrong, choice.wrong_share
         with torch.no_grad():
             image_features = model.get_image_features(encoded["pixel_values"], encoded["image_grid_thw"]).pooler_output
         examples.append(
             {
                 "input_ids": torch.cat([prompt_ids, target]),
                 "labels": torch.cat([torch.full_like(prompt_ids, -100), target]),
+                "wrong_labels": torch.cat([torch.full_like(prompt_ids, -100), wrong]),
+                "wrong_shares": torch.cat([torch.zeros(len(prompt_ids)), shares]),
                 # Marks image tokens; without it the model falls back to 1-D positions, unlike
                 # generation (and TRL), which use the 3-D multimodal rotary positions.
                 "mm_token_type_ids": torch.cat([encoded["mm_token_type_ids"][0], torch.zeros_like(target)]),
                 "image_grid_thw": encoded["image_grid_thw"],
                 "image_features": image_features[0],
+                "choices": [(len(prompt_ids) + choice.position, choice) for choice in choices],
             }
         )
     return examples
 
 
-def _collate(examples: list[dict], pad_id: int) -> dict:
-    """Right-padded batch; the cached image features go in as the model's encoder outputs."""
+def collate(examples: list[dict], pad_id: int) -> dict:
+    """Right-padded batch of :func:`encode_examples`' examples (without their ``choices``); the
+    cached image features go in as the model's encoder outputs."""
     import torch
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     length = max(len(e["input_ids"]) for e in examples)
     input_ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), length), -100, dtype=torch.long)
+    wrong_labels = torch.full((len(examples), length), -100, dtype=torch.long)
+    wrong_shares = torch.zeros((len(examples), length))
     attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
     mm_token_type_ids = torch.zeros((len(examples), length), dtype=examples[0]["mm_token_type_ids"].dtype)
     for i, example in enumerate(examples):
         n = len(example["input_ids"])
         input_ids[i, :n], labels[i, :n], attention_mask[i, :n] = example["input_ids"], example["labels"], 1
+        wrong_labels[i, :n], wrong_shares[i, :n] = example["wrong_labels"], example["wrong_shares"]
         mm_token_type_ids[i, :n] = example["mm_token_type_ids"]
     return {
         "input_ids": input_ids,
         "labels": labels,
+        "wrong_labels": wrong_labels,
+        "wrong_shares": wrong_shares,
         "attention_mask": attention_mask,
         "mm_token_type_ids": mm_token_type_ids,
         "image_grid_thw": torch.cat([e["image_grid_thw"] for e in examples]),
@@ -189,30 +291,42 @@ def _collate(examples: list[dict], pad_id: int) -> dict:
 
 
 def _completion_loss(model, batch: dict):
-    """Causal-LM loss on the completion tokens only. Projecting just those positions through
-    ``lm_head`` (instead of the whole prompt, as ``model(labels=...)`` would) halves a step."""
+    """Causal-LM loss on the completion tokens only, with each choice's soft target. Projecting
+    just those positions through ``lm_head`` (instead of the whole prompt, as ``model(labels=...)``
+    would) halves a step."""
     import torch
 
     labels = batch.pop("labels")[:, 1:]
+    wrong_labels, wrong_shares = batch.pop("wrong_labels")[:, 1:], batch.pop("wrong_shares")[:, 1:]
     hidden = model.model(**batch).last_hidden_state[:, :-1]
     scored = labels != -100
-    return torch.nn.functional.cross_entropy(model.lm_head(hidden[scored]), labels[scored])
+    logits = model.lm_head(hidden[scored])
+    loss = torch.nn.functional.cross_entropy(logits, labels[scored], reduction="none")
+    share = wrong_shares[scored]
+    wrong_loss = torch.nn.functional.cross_entropy(logits, wrong_labels[scored], reduction="none")
+    return ((1 - share) * loss + share * wrong_loss).mean()
 
 
-def warm_start(model, processor, rows: list[dict], seed: int, steps: int = WARM_START_STEPS) -> dict:
-    """Teach a fresh model the answer format with plain causal-LM training on synthetic rows.
+def warm_start(
+    model, examples: list[dict], pad_id: int, seed: int, steps: int = WARM_START_STEPS, with_choices: bool = False
+) -> dict:
+    """Train a tiny model on warm-start examples with plain causal-LM loss (one run of the schedule).
 
     The loss covers only the completion (prompt and image tokens are masked), so the model learns
     to answer ``<think>\\n<type>...</type>\\n<table>...</table>\\n<step-1>: ...</think>\\n
     <answer>...</answer>`` and then end its turn. The vision tower stays frozen at its random
-    initialisation, so each image is encoded once and only the language model trains: that keeps
-    the whole first build to about a minute on two CPU cores.
+    initialisation (each image was encoded once, by :func:`encode_examples`), so only the language
+    model trains: that keeps the whole first build to about a minute on two CPU cores.
 
     Args:
-        model / processor: a fresh tiny Qwen2.5-VL and its processor.
-        rows: examples from :func:`chartrvr_nb.synthetic.make_synthetic_example`, each with an ``image``.
+        model: a tiny Qwen2.5-VL.
+        examples: :func:`encode_examples`' examples.
+        pad_id: the tokenizer's padding id.
         seed: the batch-sampling seed.
-        steps: optimizer steps (batches of ``WARM_START_BATCH`` rows drawn at random).
+        steps: optimizer steps (batches of ``WARM_START_BATCH`` examples drawn at random), over
+            which the learning rate rises to ``WARM_START_LR`` and falls again.
+        with_choices: teach each choice with the recipe's odds; without, its right side only (the
+            ideal completion), which is how the chart types are learnt before their odds are.
 
     Returns:
         ``{"steps", "first_loss", "last_loss", "seconds"}``.
@@ -222,8 +336,6 @@ def warm_start(model, processor, rows: list[dict], seed: int, steps: int = WARM_
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
     model.model.visual.requires_grad_(False)
-    examples = _warm_start_examples(model, processor, rows)
-    pad_id = processor.tokenizer.pad_token_id
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=WARM_START_LR, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=WARM_START_LR, total_steps=steps, pct_start=0.1)
@@ -231,7 +343,15 @@ def warm_start(model, processor, rows: list[dict], seed: int, steps: int = WARM_
     losses = []
     for _ in range(steps):
         picks = torch.randint(len(examples), (WARM_START_BATCH,), generator=generator).tolist()
-        loss = _completion_loss(model, _collate([examples[i] for i in picks], pad_id))
+        batch = collate([examples[i] for i in picks], pad_id)
+        if with_choices:
+            # The soft target teaches a choice's odds; the input takes the wrong option as often, so
+            # what follows it (the same tokens) is learnt after either option.
+            taken = torch.rand(batch["wrong_shares"].shape, generator=generator) < batch["wrong_shares"]
+            batch["input_ids"] = torch.where(taken, batch["wrong_labels"], batch["input_ids"])
+        else:
+            batch["wrong_shares"].zero_()
+        loss = _completion_loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()

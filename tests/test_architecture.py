@@ -31,7 +31,7 @@ PARTS = {
         "health",
     },
     "Eval": {"evaluate", "eval_inputs", "benchmarks", "benchmark_data", "eval_results", "metrics", "official_scoring"},
-    "Models": {"models", "tiny", "qwen_tokenizer", "warm_start"},
+    "Models": {"models", "tiny", "qwen_tokenizer", "warm_start", "starting_point"},
     "Data": {"data", "data_audit", "synthetic", "chart_kinds", "system_prompts"},
     "Scoring": {"answers", "rewards", "embedding", "prompts", "inspection", "samples"},
     "Plots": {"plots"},
