@@ -12,12 +12,36 @@ the notebook helpers print their own results.
 One more effect on the process, on purpose: the log messages in :data:`KNOWN_LIBRARY_MESSAGES` are
 dropped (a ``logging.Filter`` on the two loggers that write them; nothing else from those loggers,
 and nothing from any other logger, is touched).
+
+:class:`UserError` is the one type of error a user acts on (a bad setting, a locked or unwritable run
+folder, an unreadable training file): its message says what went wrong and what to do next, and it is
+shown as that message alone, never as a traceback. This module imports nothing of the package, so
+every module may raise it.
 """
 
 import logging
 import sys
 
 __version__ = "0.1.0"
+
+
+class UserError(Exception):
+    """A problem the user must act on; the message says what went wrong and what to do next.
+
+    ``python -m chartrvr_nb`` prints ``error: <message>`` without a traceback and exits with status 2;
+    a notebook cell shows ``<ErrorType>: <message>`` alone (IPython and Jupyter call
+    ``_render_traceback_`` instead of printing a traceback). Subclasses name the kind of problem and may
+    also derive from a built-in error (``ValueError``, ``RuntimeError``, ``OSError``) that callers catch.
+
+    Example:
+        >>> error = UserError("The run folder runs/x is a file. Pass a folder as --output-dir.")
+        >>> error._render_traceback_()
+        ['UserError: The run folder runs/x is a file. Pass a folder as --output-dir.']
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        lines = str(self).splitlines() or [""]
+        return [f"{type(self).__name__}: {lines[0]}", *lines[1:]]
 
 
 class _CurrentStdout(logging.StreamHandler):

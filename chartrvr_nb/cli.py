@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import UserError
 from .benchmarks import BENCHMARKS
 from .estimate import MEMORY_BANDWIDTH_GBPS
 from .models import MODEL_REGISTRY
@@ -276,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_report(report))
             if not report["learned"]:
                 return 1
+    except UserError as error:  # says what went wrong and what to do: the message alone
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (ValueError, RuntimeError, FileNotFoundError, ImportError) as error:
         # Our errors name the fix (bad preset, missing GPU or vLLM, hub unreachable, out of memory);
         # a traceback would bury it. The cause, if any, is shown on one line.

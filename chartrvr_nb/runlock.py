@@ -22,8 +22,8 @@ notices at its next heartbeat; ``trainer.LockWatchCallback`` then stops its trai
 log line or checkpoint, with a :class:`RunLockLostError`. Under torchrun or ``accelerate launch``
 only the main process holds the lock.
 
-The errors here are :class:`RunFolderError`: ``python -m chartrvr_nb`` prints their message
-without a traceback, and a notebook shows the message alone (IPython's ``_render_traceback_``).
+The errors here are :class:`RunFolderError`, a :class:`chartrvr_nb.UserError`: ``python -m chartrvr_nb``
+prints their message without a traceback, and a notebook shows the message alone.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import UserError
 from .drive import write_atomic
 from .estimate import format_duration
 
@@ -56,12 +57,8 @@ HEARTBEAT_SECONDS = 60.0
 _TAKEOVER_SETTLE_SECONDS = 1.0
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(UserError, RuntimeError):
     """A run folder problem the user must act on; the message says what happened and what to do."""
-
-    def _render_traceback_(self) -> list[str]:
-        # IPython and Jupyter call this instead of printing a traceback: a notebook shows the message.
-        return [f"{type(self).__name__}: {line}" if i == 0 else line for i, line in enumerate(str(self).splitlines())]
 
 
 class RunLockedError(RunFolderError):

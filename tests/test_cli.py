@@ -192,3 +192,14 @@ def test_eval_takes_an_adapter_or_full_weights_not_both(tmp_path, capsys):
     flags = ["eval", "--vlm-name", "tiny", "--dataset-name", "synthetic", "--limit", "1"]
     assert main([*flags, "--adapter", "someone/lora", "--model", "someone/full"]) == 2
     assert "either an adapter (--adapter) or full model weights (--model), not both" in capsys.readouterr().err
+
+
+def test_a_user_error_is_its_message_alone_with_status_2(monkeypatch, capsys):
+    from chartrvr_nb import UserError, gpu_fit
+
+    def refuse(*args, **kwargs):
+        raise UserError("The run folder is a file. Pass a folder.") from OSError(20, "Not a directory")
+
+    monkeypatch.setattr(gpu_fit, "estimate_report", refuse)
+    assert main(["estimate", "--preset", "smoke"]) == 2
+    assert capsys.readouterr().err == "error: The run folder is a file. Pass a folder.\n"
