@@ -280,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:  # says what went wrong and what to do: the message alone
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:  # Ctrl-C; a training run says where it stopped and resumes
+        print(str(interrupt) or "Stopped (Ctrl-C).", file=sys.stderr)
+        return 130
     except (ValueError, RuntimeError, FileNotFoundError, ImportError) as error:
         # Our errors name the fix (bad preset, missing GPU or vLLM, hub unreachable, out of memory);
         # a traceback would bury it. The cause, if any, is shown on one line.

@@ -14,11 +14,13 @@ are generated from those fields, so a new setting is added here and nowhere else
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import UserError
 from .models import MODEL_REGISTRY, TINY_MODELS
 from .protocols import PROTOCOLS, Protocol
 from .settings import setting
@@ -47,6 +49,11 @@ REWARD_COUNT = 7
 # ``prompts.PROMPT_STYLES``' names, written out here because settings import no scoring code (a test
 # checks that the two agree).
 DEFAULT_MAX_NEW_TOKENS = {"rvr": 768, "cot": 768, "direct": 64}
+
+
+class InvalidSettingsError(UserError, ValueError):
+    """A setting, or a combination of settings, that cannot train or evaluate; the message names each
+    setting and what it may be."""
 
 
 def _is_positive_int(value: Any) -> bool:
@@ -269,8 +276,15 @@ class Preset:
         }
         for name, (lowest, inclusive) in bounds.items():
             value = getattr(self, name)
+            if isinstance(value, float) and math.isnan(value):
+                continue  # said below
             if not (value >= lowest if inclusive else value > lowest):
                 errors.append(f"{name} must be {'>=' if inclusive else '>'} {lowest}, got {value!r}")
+        errors += [  # inf passes every bound above, and NaN would train on as NaN weights
+            f"{field.name} must be a finite number, got {getattr(self, field.name)!r}"
+            for field in dataclasses.fields(self)
+            if isinstance(getattr(self, field.name), float) and not math.isfinite(getattr(self, field.name))
+        ]
         if not self.top_p <= 1:
             errors.append(f"top_p must be at most 1, got {self.top_p!r}")
         if not (isinstance(self.top_k, int) and self.top_k >= 0 and isinstance(self.warmup_steps, int)):
@@ -289,7 +303,7 @@ class Preset:
                 "or train a LoRA adapter (--finetune lora)"
             )
         if errors:
-            raise ValueError(f"Invalid preset {self.name!r}: " + "; ".join(errors) + ".")
+            raise InvalidSettingsError(f"Invalid preset {self.name!r}: " + "; ".join(errors) + ".")
 
     @property
     def num_samples(self) -> int:

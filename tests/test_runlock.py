@@ -179,6 +179,24 @@ def test_force_unlock_takes_over_and_the_old_holder_stops_at_its_next_step(tmp_p
         new.release()
 
 
+def test_a_forced_takeover_stops_the_holder_at_its_next_step_not_its_next_heartbeat(tmp_path):
+    from chartrvr_nb.trainer import LockWatchCallback
+
+    old = RunLock([tmp_path], heartbeat_seconds=3600).acquire()  # no heartbeat during this test
+    watch = LockWatchCallback(old)
+    watch.on_step_begin(args=None, state=None, control=None)  # still its own lock: trains on
+    new = RunLock([tmp_path], force=True).acquire()
+    try:
+        with pytest.raises(RunLockLostError, match="another run took over the lock"):
+            watch.on_step_begin(args=None, state=None, control=None)  # before it generates and samples
+        with pytest.raises(RunLockLostError):
+            watch.on_step_end(args=None, state=None, control=None)  # before it logs or saves
+        old.release()
+        assert read_lock(tmp_path).token == new.token
+    finally:
+        new.release()
+
+
 def test_an_unreadable_lock_counts_as_held_until_it_is_stale(tmp_path):
     (tmp_path / LOCK_FILE).write_text('{"host": "half-wri')
     with pytest.raises(RunLockedError, match="host unknown"):
