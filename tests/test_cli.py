@@ -265,3 +265,13 @@ def test_a_read_only_output_folder_is_one_line(tmp_path):
         f"error: --output-dir {folder} cannot be used: it is on a read-only disk. "
         "Pass a folder you can write to as --output-dir.\n"
     )
+
+
+def test_learn_check_into_a_folder_it_cannot_use_is_one_line(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a file")
+    assert main(["learn-check", "--output-dir", str(notes)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --output-dir {notes} cannot be used: it is a file, not a folder. "
+        "Pass a folder you can write to as --output-dir.\n"
+    )

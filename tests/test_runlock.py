@@ -84,6 +84,21 @@ def test_a_notebook_cell_shows_the_message_not_a_traceback(tmp_path, capsys):
     assert "--force-unlock" in shown and "Traceback" not in shown and "File " not in shown
 
 
+def test_any_user_error_and_a_stopped_run_show_as_their_message_in_a_notebook(tmp_path, capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    (tmp_path / "notes.txt").write_text("a file")
+    result = shell.run_cell(f"from chartrvr_nb import env\nenv.make_folder({str(tmp_path / 'notes.txt')!r}, 'run_dir')")
+    assert type(result.error_in_exec).__name__ == "FolderError"
+    assert capsys.readouterr().out == (
+        f"FolderError: run_dir {tmp_path / 'notes.txt'} cannot be used: it is a file, not a folder. "
+        "Pass a folder you can write to as run_dir.\n"
+    )
+    shell.run_cell("from chartrvr_nb.train import TrainingStopped\nraise TrainingStopped('Stopped at step 11; ...')")
+    assert capsys.readouterr().out == "TrainingStopped: Stopped at step 11; ...\n"
+
+
 def test_a_held_drive_folder_refuses_a_run_with_another_local_folder(tmp_path):
     drive = tmp_path / "drive" / "run"
     with RunLock([tmp_path / "local-a", drive]):
