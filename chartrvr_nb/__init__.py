@@ -9,15 +9,41 @@ as plain lines on standard output at level INFO, so a notebook cell or a termina
 happen. Quieter: ``logging.getLogger("chartrvr_nb").setLevel(logging.WARNING)``. The command line and
 the notebook helpers print their own results.
 
-One more effect on the process, on purpose: the log messages in :data:`KNOWN_LIBRARY_MESSAGES` are
+Two more effects on the process, on purpose: the log messages in :data:`KNOWN_LIBRARY_MESSAGES` are
 dropped (a ``logging.Filter`` on the two loggers that write them; nothing else from those loggers,
-and nothing from any other logger, is touched).
+and nothing from any other logger, is touched), and the warnings in :data:`KNOWN_LIBRARY_WARNINGS`
+are ignored (a ``warnings`` filter for each; no other warning is touched).
+
+:class:`UserError` is the one type of error a user acts on (a bad setting, a locked or unwritable run
+folder, an unreadable training file): its message says what went wrong and what to do next, and it is
+shown as that message alone, never as a traceback. This module imports nothing of the package, so
+every module may raise it.
 """
 
 import logging
 import sys
+import warnings
 
 __version__ = "0.1.0"
+
+
+class UserError(Exception):
+    """A problem the user must act on; the message says what went wrong and what to do next.
+
+    ``python -m chartrvr_nb`` prints ``error: <message>`` without a traceback and exits with status 2;
+    a notebook cell shows ``<ErrorType>: <message>`` alone (IPython and Jupyter call
+    ``_render_traceback_`` instead of printing a traceback). Subclasses name the kind of problem and may
+    also derive from a built-in error (``ValueError``, ``RuntimeError``, ``OSError``) that callers catch.
+
+    Example:
+        >>> error = UserError("The run folder runs/x is a file. Pass a folder as --output-dir.")
+        >>> error._render_traceback_()
+        ['UserError: The run folder runs/x is a file. Pass a folder as --output-dir.']
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        lines = str(self).splitlines() or [""]
+        return [f"{type(self).__name__}: {lines[0]}", *lines[1:]]
 
 
 class _CurrentStdout(logging.StreamHandler):
@@ -72,3 +98,17 @@ for _name, _prefixes in KNOWN_LIBRARY_MESSAGES.items():
     _logger = logging.getLogger(_name)
     if not any(isinstance(existing, _DropKnownMessages) for existing in _logger.filters):
         _logger.addFilter(_DropKnownMessages(_prefixes))
+
+# FutureWarnings that libraries raise about their own use of a renamed transformers API, which nobody
+# using this project can act on: transformers 5 renamed gradient checkpointing to activation
+# checkpointing, and TRL (a config field, three methods at every generation) and PEFT (loading an
+# adapter: every evaluation of a trained run) still use the old names. Regular expressions matched
+# at the start of the message, as ``warnings.filterwarnings`` matches them.
+KNOWN_LIBRARY_WARNINGS: tuple[str, ...] = (
+    r"`gradient_checkpointing` is deprecated",
+    r"`gradient_checkpointing_enable` is deprecated",
+    r"`gradient_checkpointing_disable` is deprecated",
+    r"`is_gradient_checkpointing` is deprecated",
+)
+for _pattern in KNOWN_LIBRARY_WARNINGS:
+    warnings.filterwarnings("ignore", message=_pattern, category=FutureWarning)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .presets import Preset
+from .presets import InvalidSettingsError, Preset
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,8 @@ def process_batches(preset: Preset, processes: int = 1) -> ProcessBatches:
         A :class:`ProcessBatches`.
 
     Raises:
-        ValueError: the completions cannot be shared evenly; the message names ``--grad-accum``,
-            which sets a larger global batch.
+        InvalidSettingsError: no processes, or the completions cannot be shared evenly; the message
+            names ``--grad-accum``, which sets a larger global batch.
 
     Example:
         >>> from chartrvr_nb.presets import get_preset
@@ -74,10 +74,12 @@ def process_batches(preset: Preset, processes: int = 1) -> ProcessBatches:
         >>> process_batches(full, 8)
         Traceback (most recent call last):
         ...
-        ValueError: Preset 'full-ft' makes 4 completions per optimizer step (batch_size 2 x grad_accum 2), ...
+        chartrvr_nb.presets.InvalidSettingsError: Preset 'full-ft' makes 4 completions per optimizer step ...
     """
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ValueError(f"the number of processes must be a positive integer, got {processes!r}")
+        raise InvalidSettingsError(
+            f"The number of training processes (--num-processes) must be a positive integer, got {processes!r}."
+        )
     total = preset.completions_per_step
     for batch_size in range(preset.batch_size, 0, -1):
         if total % (processes * batch_size) == 0:
@@ -87,7 +89,7 @@ def process_batches(preset: Preset, processes: int = 1) -> ProcessBatches:
         for accum in range(preset.grad_accum + 1, preset.grad_accum * processes * preset.num_generations + 1)
         if preset.batch_size * accum % processes == 0 and preset.batch_size * accum % preset.num_generations == 0
     )
-    raise ValueError(
+    raise InvalidSettingsError(
         f"Preset {preset.name!r} makes {total} completions per optimizer step (batch_size {preset.batch_size} x "
         f"grad_accum {preset.grad_accum}), which {processes} processes cannot share evenly (each needs a whole "
         f"micro-batch). Pass a larger global batch with --grad-accum, e.g. --grad-accum {larger} for "

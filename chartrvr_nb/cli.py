@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import UserError
 from .benchmarks import BENCHMARKS
 from .estimate import MEMORY_BANDWIDTH_GBPS
 from .models import MODEL_REGISTRY
@@ -292,6 +293,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_report(report))
             if not report["learned"]:
                 return 3 if report.get("starting_point_problems") else 1  # 3: nothing to learn, nothing trained
+    except UserError as error:  # says what went wrong and what to do: the message alone
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as interrupt:  # Ctrl-C; a training run says where it stopped and resumes
+        print(str(interrupt) or "Stopped (Ctrl-C).", file=sys.stderr)
+        return 130
     except (ValueError, RuntimeError, FileNotFoundError, ImportError) as error:
         # Our errors name the fix (bad preset, missing GPU or vLLM, hub unreachable, out of memory);
         # a traceback would bury it. The cause, if any, is shown on one line.

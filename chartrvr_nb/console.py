@@ -17,24 +17,18 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from . import KNOWN_LIBRARY_WARNINGS
 from .estimate import format_duration
 from .rewards import REWARDS
-
-# transformers 5 renamed gradient checkpointing to activation checkpointing; TRL still uses the
-# old names (a config field, and three methods at every generation). Nothing to act on for our users.
-KNOWN_WARNINGS = (
-    r"`gradient_checkpointing` is deprecated",
-    r"`gradient_checkpointing_enable` is deprecated",
-    r"`gradient_checkpointing_disable` is deprecated",
-    r"`is_gradient_checkpointing` is deprecated",
-)
 
 
 @contextlib.contextmanager
 def quiet_known_warnings() -> Iterator[None]:
-    """Hide :data:`KNOWN_WARNINGS` (and, on processes other than the first, every warning) inside.
+    """Hide ``chartrvr_nb.KNOWN_LIBRARY_WARNINGS`` (and, on processes other than the first, every warning) inside.
 
-    Known library *log* messages are dropped for the whole process (``chartrvr_nb.KNOWN_LIBRARY_MESSAGES``).
+    Importing ``chartrvr_nb`` ignores those warnings for the whole process; inside this block they stay
+    hidden even where something reset the warning filters since. Known library *log* messages are
+    dropped for the whole process (``chartrvr_nb.KNOWN_LIBRARY_MESSAGES``).
 
     Example:
         >>> with warnings.catch_warnings(record=True) as seen:
@@ -48,7 +42,7 @@ def quiet_known_warnings() -> Iterator[None]:
     with warnings.catch_warnings():
         if int(os.environ.get("RANK", "0") or 0) > 0:
             warnings.simplefilter("ignore")  # rank 0 prints the same warning
-        for pattern in KNOWN_WARNINGS:
+        for pattern in KNOWN_LIBRARY_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
         yield
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import UserError
 from .chart_kinds import render_chart
 from .prompts import CHART_TYPES, build_messages
 from .synthetic import QUESTION_KINDS, make_synthetic_example
@@ -53,6 +54,10 @@ def cache_root() -> Path:
     return Path(os.environ.get("CHARTRVR_NB_CACHE") or Path.home() / ".cache" / "chartrvr_nb").expanduser()
 
 
+class TrainDataError(UserError, ValueError):
+    """Training rows that cannot be used as given; the message names the file (and row) and the fix."""
+
+
 # --------------------------------------------------------------------------------------------
 # Columns and images
 # --------------------------------------------------------------------------------------------
@@ -71,12 +76,12 @@ def check_columns(dataset: Any, required: Iterable[str] = REQUIRED_COLUMNS, name
         >>> check_columns(["image"], required=("image", "label"), name="my.parquet")
         Traceback (most recent call last):
         ...
-        ValueError: my.parquet is missing the column(s) ['label'] ...
+        chartrvr_nb.data.TrainDataError: my.parquet is missing the column(s) ['label'] ...
     """
     present = list(getattr(dataset, "column_names", dataset))
     missing = [column for column in required if column not in present]
     if missing:
-        raise ValueError(
+        raise TrainDataError(
             f"{name} is missing the column(s) {missing} (it has {present}). Training rows need "
             f"{list(required)}; rename the columns to match (Dataset.rename_column), or use "
             "train_data='synthetic' to generate rows in the right schema."
@@ -348,22 +353,73 @@ _DATA_FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json",
 
 
 def _load_local(path: str) -> Dataset:
+    """Rows from a local file or folder; an ``image`` column of file paths is read relative to the data
+    file's folder (:func:`_images_from_paths`)."""
     import datasets
 
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "dataset_info.json")) or os.path.exists(os.path.join(path, "state.json")):
             loaded = datasets.load_from_disk(path)  # written by Dataset(Dict).save_to_disk
-            return loaded["train"] if isinstance(loaded, datasets.DatasetDict) else loaded
-        return datasets.load_dataset(path, split="train")  # a folder of parquet/json files
+            dataset = loaded["train"] if isinstance(loaded, datasets.DatasetDict) else loaded
+        else:
+            dataset = datasets.load_dataset(path, split="train")  # a folder of parquet/json files
+        return _images_from_paths(_some_rows(dataset, path), Path(path), path)
     extension = os.path.splitext(path)[1].lower()
     if extension == ".arrow":
-        return datasets.Dataset.from_file(path)
+        return _images_from_paths(_some_rows(datasets.Dataset.from_file(path), path), Path(path).parent, path)
     if extension not in _DATA_FILE_BUILDERS:
-        raise ValueError(
+        raise TrainDataError(
             f"Don't know how to read {path!r}; give a .parquet, .json, .jsonl, .csv or .arrow file, "
             "a folder written by Dataset.save_to_disk, or a folder of data files."
         )
-    return datasets.load_dataset(_DATA_FILE_BUILDERS[extension], data_files=path, split="train")
+    if extension != ".parquet" and _is_blank(path):  # the json builder fails on one with StopIteration
+        raise _no_rows(path)
+    dataset = datasets.load_dataset(_DATA_FILE_BUILDERS[extension], data_files=path, split="train")
+    return _images_from_paths(_some_rows(dataset, path), Path(path).parent, path)
+
+
+def _is_blank(path: str) -> bool:
+    """Whether a text file holds nothing but whitespace (read in chunks: a data file can be large)."""
+    with open(path, "rb") as data:
+        return not any(chunk.strip() for chunk in iter(lambda: data.read(1 << 16), b""))
+
+
+def _no_rows(source: str) -> TrainDataError:
+    return TrainDataError(
+        f"{source} holds no training rows. Give a file with one row per line (JSONL: one JSON object per "
+        f"line with the columns {list(REQUIRED_COLUMNS)}), or use --train-data synthetic."
+    )
+
+
+def _some_rows(dataset: Dataset, source: str) -> Dataset:
+    """``dataset`` itself, or a :class:`TrainDataError` when it holds no rows."""
+    if len(dataset) == 0:
+        raise _no_rows(source)
+    return dataset
+
+
+def _images_from_paths(dataset: Dataset, folder: Path, source: str) -> Dataset:
+    """``dataset`` with an ``image`` column of file paths (a JSONL, CSV or parquet file's) made images.
+
+    A relative path is read from ``folder``, the data file's folder (not the working directory). A row
+    whose image is missing is an error naming the row and the file looked for.
+    """
+    from datasets import Image, Value
+
+    if dataset.features.get("image") != Value("string"):
+        return dataset  # already images (or no image column: check_columns says so)
+    paths = []
+    for number, name in enumerate(dataset["image"], start=1):
+        path = (folder / Path(name).expanduser()) if name else None
+        if path is None or not path.is_file():
+            looked = f" (looked for {path})" if path is not None else ""
+            raise TrainDataError(
+                f"{source}, row {number}: image {name!r} not found{looked}. An image path is read relative to "
+                "the data file's folder; fix the path or put the image there."
+            )
+        paths.append(str(path))
+    with_paths = dataset.map(lambda _row, index: {"image": paths[index]}, with_indices=True, desc="Finding images")
+    return with_paths.cast_column("image", Image())
 
 
 def _load_hub(dataset_id: str) -> Dataset:
@@ -408,7 +464,8 @@ def load_train_dataset(
         A ``datasets.Dataset`` with at least ``REQUIRED_COLUMNS``.
 
     Raises:
-        ValueError: missing columns, or ``subset_size`` larger than the dataset.
+        TrainDataError: no rows, missing columns, image paths that lead nowhere, or ``subset_size`` larger
+            than the dataset.
         RuntimeError: a hub dataset that cannot be downloaded.
     """
     from .data_audit import audit_rows
@@ -433,7 +490,7 @@ def load_train_dataset(
         dataset = dataset.select(audit.first_of_each)
     if subset_size is not None:
         if subset_size > len(dataset):
-            raise ValueError(
+            raise TrainDataError(
                 f"subset_size={subset_size} is larger than {source!r}, which has {len(dataset)} rows; "
                 f"pass a subset size of at most {len(dataset)} (--subset-size), or none to use every row."
             )

@@ -7,6 +7,7 @@ so :func:`system_report` works even where torch is broken.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.metadata
 import os
 import platform
@@ -14,6 +15,8 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import UserError
 
 DRIVE_MOUNT_POINT = "/content/drive"
 COLAB_CHECKOUT = "/content/chartrvr-nb"  # where the notebooks' install cell clones the project
@@ -66,6 +69,63 @@ def run_path(path: str | os.PathLike) -> Path:
     """
     path = Path(path).expanduser()
     return path if path.is_absolute() else run_root() / path
+
+
+class FolderError(UserError, OSError):
+    """A folder the program must write into cannot be made or written: a file in its place or above it,
+    a read-only disk, no permission. The message names the folder and the option to change."""
+
+
+def make_folder(folder: str | os.PathLike, option: str) -> Path:
+    """Create ``folder`` (and its parents) if needed and check that it can be written, or say why not.
+
+    Args:
+        folder: the folder (a run folder, a Drive folder, an evaluation's output folder).
+        option: how the user names it, for the message (``"--output-dir"``).
+
+    Returns:
+        ``folder`` as a Path.
+
+    Raises:
+        FolderError: a file is in the way, the disk is read-only, or writing is not permitted.
+
+    Example:
+        >>> import tempfile
+        >>> notes = Path(tempfile.mkdtemp()) / "notes.txt"
+        >>> _ = notes.write_text("not a folder")
+        >>> make_folder(notes / "run", "--output-dir")
+        Traceback (most recent call last):
+        ...
+        chartrvr_nb.env.FolderError: --output-dir .../notes.txt/run cannot be used: .../notes.txt is a file. ...
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):  # a read-only disk fails this even for root
+            raise OSError(errno.EROFS if _read_only(folder) else errno.EACCES, "cannot be written", str(folder))
+    except OSError as error:
+        file = next((path for path in (folder, *folder.parents) if path.is_file()), None)
+        if file == folder:
+            why = "it is a file, not a folder"
+        elif file is not None:
+            why = f"{file} is a file"
+        elif error.errno == errno.EROFS:
+            why = "it is on a read-only disk"
+        elif error.errno in (errno.EACCES, errno.EPERM):
+            why = "this user may not write there"
+        else:
+            why = error.strerror or str(error)
+        raise FolderError(
+            f"{option} {folder} cannot be used: {why}. Pass a folder you can write to as {option}."
+        ) from (error)
+    return folder
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -183,6 +243,7 @@ def resolve_drive_dir(drive_dir: str | os.PathLike, mount_point: str = DRIVE_MOU
     Raises:
         RuntimeError: ``drive_dir`` is on Drive but Drive is not mounted; without this check
             the folder would be created on the VM's disk and vanish with it.
+        FolderError: the folder cannot be made or written (a file in the way, a read-only disk).
     """
     folder = run_path(drive_dir)
     mount = Path(mount_point)
@@ -191,8 +252,7 @@ def resolve_drive_dir(drive_dir: str | os.PathLike, mount_point: str = DRIVE_MOU
             f"Drive not mounted: {folder} is on Google Drive but {mount} has no MyDrive. "
             "Run the mount cell / chartrvr_nb.env.mount_drive() first."
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return make_folder(folder, "--drive-dir")
 
 
 def require_gpu(preset) -> None:

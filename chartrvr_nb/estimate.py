@@ -21,6 +21,14 @@ gradient checkpointing off; 12-13 GB of GPU memory with checkpointing, 15-18 GB 
   bf16) a 4-bit base's vision tower runs in fp32: 1.3-1.5 GB more (:data:`FP32_VISION_GB`).
 - Another batch size: time scales with completions per step (``batch_size * grad_accum``);
   memory grows by the seed's batch-2 to batch-4 difference per extra completion.
+- Another completion length (``max_completion_length``): time in proportion to it (generation, token
+  by token, dominates a step; the seed's figures are for 768 tokens, the CPU figure for 160).
+- Qwen2.5-VL-7B (``--vlm-name qwen2-5-7b``): the 3B's figures with the 7B's weights in place of the
+  3B's, its activations larger by its layers x hidden size, and its step time larger by its weights'
+  size (each generated token reads every weight once).
+
+:func:`run_steps` is the one check that a preset can train at all (processes, rows, generation
+batch), shared by ``estimate`` and ``train`` before any model loads.
 
 Caveat: the seed's figures were stated per *seed* step. In TRL a step processes ``batch_size *
 grad_accum`` completions whatever ``num_generations`` is, so the seed's halving of the step
@@ -36,7 +44,14 @@ import re
 from dataclasses import dataclass
 
 from .batches import process_batches
-from .presets import AUTHORS_TRAIN_DATA, AUTHORS_TRAIN_ROWS, as_preset, generation_batch_error
+from .presets import (
+    AUTHORS_TRAIN_DATA,
+    AUTHORS_TRAIN_ROWS,
+    InvalidSettingsError,
+    Preset,
+    as_preset,
+    generation_batch_error,
+)
 
 REFERENCE_GPU = "a100-40gb"
 REFERENCE_COMPLETIONS_PER_STEP = 4  # the seed's batch 2 x grad accumulation 2
@@ -65,6 +80,11 @@ FP32_VISION_GB = (
     2 * VISION_TOWER_PARAMETERS / 1e9,
     2 * VISION_TOWER_PARAMETERS / 1e9 + 2 * 32 * 1280 * 1280 * 2 / 1e9,
 )
+# The completion length the figures were measured at: the seed's (the fork's max_completion_length) on a
+# GPU, the smoke preset's on CPU.
+REFERENCE_COMPLETION_TOKENS = {"gpu": 768, "cpu": 160}
+# Layers x hidden size of each model's language model (their config.json), which activations scale with.
+LAYERS_X_HIDDEN = {"qwen2-5-3b": 36 * 2048, "qwen2-5-7b": 28 * 3584}
 
 
 @dataclass(frozen=True)
@@ -198,7 +218,7 @@ def trainer_steps(
         generation_batch_size = per_round * steps_per_generation
         made_of = "batch_size * grad_accum" + (f" * {world_size} processes" if world_size > 1 else "")
     elif generation_batch_size % per_round:
-        raise ValueError(
+        raise InvalidSettingsError(
             f"generation_batch_size ({generation_batch_size}) must be divisible by "
             f"batch_size * world_size ({per_round})."
         )
@@ -207,17 +227,66 @@ def trainer_steps(
         made_of = "generation_batch_size"
     error = generation_batch_error(generation_batch_size, num_generations, made_of)
     if error:
-        raise ValueError(error[0].upper() + error[1:] + ".")
+        raise InvalidSettingsError(error[0].upper() + error[1:] + ".")
     prompts_per_generation = generation_batch_size // num_generations
     generation_rounds = num_samples // prompts_per_generation
     if generation_rounds == 0:
-        raise ValueError(
-            f"{num_samples} training rows do not fill one generation batch of {prompts_per_generation} prompts; "
-            "use more rows or a smaller batch."
+        rows = f"{num_samples} training row{' does' if num_samples == 1 else 's do'}"
+        raise InvalidSettingsError(
+            f"{rows} not fill one generation batch of {prompts_per_generation} prompts ({generation_batch_size} "
+            f"completions per generation round, {num_generations} per prompt), so the trainer would run 0 steps. "
+            f"Use at least {prompts_per_generation} rows (--subset-size {prompts_per_generation}), or fewer "
+            "completions per round (--batch-size, --grad-accum, --num-generations)."
         )
     micro_batches_per_epoch = generation_rounds * steps_per_generation * num_iterations
     steps_per_epoch = math.ceil(micro_batches_per_epoch / grad_accum)
     return math.ceil(num_epochs * steps_per_epoch)
+
+
+def run_steps(preset: Preset, processes: int | None = None, rows: int | None = None) -> int | None:
+    """The optimizer steps a run of ``preset`` takes, or why it cannot train at all: the one check that
+    ``estimate`` and ``train.train`` share, made before any model loads (the preset's own fields were
+    checked when it was made).
+
+    Args:
+        preset: the run's preset.
+        processes: training processes (``--num-processes``); default ``$WORLD_SIZE``, else 1.
+        rows: the training rows once they are loaded; default the preset's count (``Preset.num_samples``).
+
+    Returns:
+        :func:`trainer_steps` for them, or None while the row count is unknown (a local dataset without
+        ``--subset-size``, before it loads).
+
+    Raises:
+        InvalidSettingsError: fewer than one process, processes that cannot share a step's completions, or
+            too few rows for one generation batch (the trainer would run no step).
+
+    Example:
+        >>> run_steps(as_preset("smoke")), run_steps(as_preset("smoke"), processes=2)
+        (16, 16)
+        >>> run_steps(as_preset("smoke"), rows=1)
+        Traceback (most recent call last):
+        ...
+        chartrvr_nb.presets.InvalidSettingsError: 1 training row does not fill one generation batch of 2 prompts ...
+        >>> run_steps(as_preset("smoke"), processes=0)
+        Traceback (most recent call last):
+        ...
+        chartrvr_nb.presets.InvalidSettingsError: The number of training processes (--num-processes) must be ...
+    """
+    processes = int(os.environ.get("WORLD_SIZE") or 1) if processes is None else processes
+    batches = process_batches(preset, processes)
+    rows = preset.num_samples or None if rows is None else rows  # num_samples 0: unknown until the data loads
+    if rows is None:
+        return None
+    return trainer_steps(
+        rows,
+        preset.num_generations,
+        batches.batch_size,
+        batches.grad_accum,
+        preset.num_epochs,
+        processes,
+        generation_batch_size=preset.generation_batch_size,
+    )
 
 
 def seed_formula_steps(num_samples: int, batch_size: int, num_epochs: float, grad_accum: int = 2) -> int:
@@ -325,6 +394,7 @@ def step_figure(preset, gpu: str, processes: int = 1) -> StepFigure:
     :func:`full_finetune_memory`."""
     batches = process_batches(preset, processes)
     figure = _lora_step_figure(preset, gpu, batches.batch_size, batches.grad_accum)
+    figure = _for_completion_length(_for_model(figure, preset), preset, gpu)
     if preset.finetune != "full" or gpu == "cpu":
         return figure
     memory = full_finetune_memory(preset.model, processes, figure.memory_gb)
@@ -333,6 +403,44 @@ def step_figure(preset, gpu: str, processes: int = 1) -> StepFigure:
         memory.memory_gb,
         f"time: {figure.source}, for LoRA (a full fine-tune's weight gradients and optimizer step add time, "
         f"not measured); memory: {memory.source}",
+    )
+
+
+def _weights_gb(model: str, load_in_4bit: bool) -> float:
+    """GB of a model's base weights in bf16, or in 4-bit NF4 (the 3B's :data:`QLORA_MEMORY_SAVING_GB` less,
+    in proportion)."""
+    bf16 = BF16_BYTES_PER_PARAMETER * FULL_MODEL_PARAMETERS[model] / 1e9
+    if not load_in_4bit:
+        return bf16
+    three_b = BF16_BYTES_PER_PARAMETER * FULL_MODEL_PARAMETERS["qwen2-5-3b"] / 1e9
+    return bf16 * (three_b - QLORA_MEMORY_SAVING_GB) / three_b
+
+
+def _for_model(figure: StepFigure, preset) -> StepFigure:
+    """A 3B figure made a 7B one: see the module's docstring. Other models keep the figure."""
+    if preset.model not in FULL_MODEL_PARAMETERS or preset.model == "qwen2-5-3b":
+        return figure
+    three_b, weights = _weights_gb("qwen2-5-3b", preset.load_in_4bit), _weights_gb(preset.model, preset.load_in_4bit)
+    activations = LAYERS_X_HIDDEN[preset.model] / LAYERS_X_HIDDEN["qwen2-5-3b"]
+    time = FULL_MODEL_PARAMETERS[preset.model] / FULL_MODEL_PARAMETERS["qwen2-5-3b"]
+    low, high = ((gb - three_b) * activations + weights for gb in figure.memory_gb)
+    return StepFigure(
+        figure.seconds_per_step * time,
+        (low, high),
+        figure.source + f"; for {preset.model}: its {weights:.1f} GB of weights, activations x{activations:.2f} "
+        f"(layers x hidden size), time x{time:.2f} (weights read per token), not measured",
+    )
+
+
+def _for_completion_length(figure: StepFigure, preset, gpu: str) -> StepFigure:
+    """The figure's time scaled to the preset's completion length (memory left as measured)."""
+    reference = REFERENCE_COMPLETION_TOKENS["cpu" if gpu == "cpu" else "gpu"]
+    if preset.max_completion_length == reference:
+        return figure
+    return StepFigure(
+        figure.seconds_per_step * preset.max_completion_length / reference,
+        figure.memory_gb,
+        figure.source + f"; time scaled to {preset.max_completion_length}-token completions from {reference}",
     )
 
 
@@ -380,30 +488,20 @@ def estimate(preset, gpu: str = REFERENCE_GPU, world_size: int | None = None) ->
         (5000, 2500, '41.7 h')
     """
     preset = as_preset(preset)
-    world_size = world_size or int(os.environ.get("WORLD_SIZE") or 1)
-    if world_size < 1:
-        raise ValueError(f"world_size (--num-processes) must be at least 1, got {world_size}.")
+    world_size = int(os.environ.get("WORLD_SIZE") or 1) if world_size is None else world_size
     if not preset.requires_gpu:
         gpu = "cpu"
     elif gpu not in MEMORY_BANDWIDTH_GBPS:
-        raise ValueError(
+        raise InvalidSettingsError(
             f"Unknown GPU {gpu!r} for preset {preset.name!r}. Choose one of: {', '.join(MEMORY_BANDWIDTH_GBPS)}."
         )
-    if preset.num_samples <= 0:
-        raise ValueError(
+    steps = run_steps(preset, world_size)
+    if steps is None:
+        raise InvalidSettingsError(
             f"Preset {preset.name!r} reads {preset.train_data!r}, whose size is unknown: set subset_size "
             "(--subset-size N) to estimate it."
         )
     batches = process_batches(preset, world_size)
-    steps = trainer_steps(
-        preset.num_samples,
-        preset.num_generations,
-        batches.batch_size,
-        batches.grad_accum,
-        preset.num_epochs,
-        world_size,
-        generation_batch_size=preset.generation_batch_size,
-    )
     seed_steps = seed_formula_steps(preset.num_samples, preset.batch_size, preset.num_epochs, preset.grad_accum)
     figure = step_figure(preset, gpu, processes=world_size)  # one process's share of a step
     total = steps * figure.seconds_per_step

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .benchmarks import get_benchmark
+from .env import make_folder
 from .eval_results import paired_bootstrap, reward_scores
 from .presets import EvalConfig, Preset, get_preset
 from .rewards import REWARDS
@@ -277,6 +278,7 @@ def run_learn_check(
 
     Raises:
         ValueError: a training seed equal to the held-out charts' seed.
+        env.FolderError: ``output_dir`` cannot be made or written (a file in the way, a read-only disk).
     """
     from .evaluate import run_evaluation
     from .plots import plot_before_after
@@ -288,7 +290,7 @@ def run_learn_check(
         raise ValueError(
             f"--seed {seed} is the seed of the held-out charts, so training would see them; pick any other seed."
         )
-    out = Path(output_dir or f"runs/learn-check/seed-{seed}")
+    out = make_folder(output_dir or f"runs/learn-check/seed-{seed}", "--output-dir")  # a file or read-only: said now
     run_dir = out / "run"
     shutil.rmtree(run_dir, ignore_errors=True)  # a check always trains from the warm start, never resumes
     started = time.perf_counter()

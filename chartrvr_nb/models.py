@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import UserError
+
 if TYPE_CHECKING:  # pragma: no cover - type hints only
     from peft import LoraConfig
     from transformers import Qwen2_5_VLConfig
@@ -199,6 +201,28 @@ def qlora_quantization_config(compute_dtype):
     )
 
 
+class ModelUnavailableError(UserError, OSError):
+    """A hub model that is not in the local cache while the hub cannot be reached; the message says what to do."""
+
+
+def _cache_only(hub_id: str) -> bool:
+    """Whether ``hub_id`` must be loaded from the local cache alone: offline mode is on, or one quick look
+    (no retries) finds the hub unreachable. Otherwise transformers retries every file for minutes (about
+    2.5 min for the 3B) before failing, or before falling back to the cache."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+        return True
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        model_info(hub_id, timeout=10)
+    except HfHubHTTPError:  # the hub answered (gated, private, missing): from_pretrained says what it means
+        return False
+    except Exception:  # no answer: no network, no DNS, a timeout
+        return True
+    return False
+
+
 def _offline_help(hub_id: str, error: Exception) -> str:
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
     state = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else "the hub could not be reached"
@@ -276,7 +300,8 @@ def load_model_and_processor(
 
     Raises:
         ImportError: 4-bit requested without bitsandbytes installed.
-        OSError: a hub model that is not cached while the hub is unreachable, with what to do.
+        ModelUnavailableError: a hub model that is not cached while the hub is unreachable, with what to
+            do; said at once (one quick look at the hub, no retries).
     """
     import importlib.util
 
@@ -305,19 +330,24 @@ def load_model_and_processor(
             "longest_edge": max_pixels or QWEN_MAX_PIXELS,
         }
     weights_path = str(weights) if weights is not None else path
+    on_hub = sorted(source for source in {path, weights_path} if not os.path.isdir(source))
+    cache_only = bool(on_hub) and _cache_only(on_hub[0])
+    if cache_only:
+        model_kwargs["local_files_only"] = processor_kwargs["local_files_only"] = True
     try:
-        processor = AutoProcessor.from_pretrained(_processor_source(weights_path, path), **processor_kwargs)
+        processor = AutoProcessor.from_pretrained(_processor_source(weights_path, path, cache_only), **processor_kwargs)
         model = AutoModelForImageTextToText.from_pretrained(weights_path, **model_kwargs)
     except OSError as error:
         if name in TINY_MODELS and weights is None:
             raise
-        raise OSError(_offline_help(weights_path, error)) from error
+        raise ModelUnavailableError(_offline_help(weights_path, error)) from error
     apply_dtype_plan(model, plan)
     return model, processor
 
 
-def _processor_source(weights_path: str, base_path: str) -> str:
-    """Where a model's processor is: its own folder or hub repository when it has one, else the base model's.
+def _processor_source(weights_path: str, base_path: str, cache_only: bool = False) -> str:
+    """Where a model's processor is: its own folder or hub repository when it has one, else the base model's
+    (always, for a hub repository while the hub is out of reach: ``cache_only``).
 
     A full fine-tune's checkpoint carries the processor (the Trainer saves it); a released model may not.
     """
@@ -329,6 +359,8 @@ def _processor_source(weights_path: str, base_path: str) -> str:
             for name in ("preprocessor_config.json", "processor_config.json")
         )
         return weights_path if has_processor else base_path
+    if cache_only:
+        return base_path
     from huggingface_hub import file_exists
 
     try:

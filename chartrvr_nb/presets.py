@@ -14,11 +14,13 @@ are generated from those fields, so a new setting is added here and nowhere else
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import UserError
 from .models import MODEL_REGISTRY, TINY_MODELS
 from .protocols import PROTOCOLS, Protocol
 from .settings import setting
@@ -59,6 +61,11 @@ VLLM_WITH_4BIT = (
     "--use-vllm (generation with transformers, the default, works with 4-bit weights and on a T4), or drop "
     "--load-in-4bit and use vLLM on a GPU with room for bf16 weights and vLLM's own copy (an L4 or A100)"
 )
+
+
+class InvalidSettingsError(UserError, ValueError):
+    """A setting, or a combination of settings, that cannot train or evaluate; the message names each
+    setting and what it may be."""
 
 
 def _is_positive_int(value: Any) -> bool:
@@ -281,8 +288,15 @@ class Preset:
         }
         for name, (lowest, inclusive) in bounds.items():
             value = getattr(self, name)
+            if isinstance(value, float) and math.isnan(value):
+                continue  # said below
             if not (value >= lowest if inclusive else value > lowest):
                 errors.append(f"{name} must be {'>=' if inclusive else '>'} {lowest}, got {value!r}")
+        errors += [  # inf passes every bound above, and NaN would train on as NaN weights
+            f"{field.name} must be a finite number, got {getattr(self, field.name)!r}"
+            for field in dataclasses.fields(self)
+            if isinstance(getattr(self, field.name), float) and not math.isfinite(getattr(self, field.name))
+        ]
         if not self.top_p <= 1:
             errors.append(f"top_p must be at most 1, got {self.top_p!r}")
         if not (isinstance(self.top_k, int) and self.top_k >= 0 and isinstance(self.warmup_steps, int)):
@@ -303,7 +317,7 @@ class Preset:
         if self.use_vllm and self.load_in_4bit:
             errors.append(VLLM_WITH_4BIT)
         if errors:
-            raise ValueError(f"Invalid preset {self.name!r}: " + "; ".join(errors) + ".")
+            raise InvalidSettingsError(f"Invalid preset {self.name!r}: " + "; ".join(errors) + ".")
 
     @property
     def num_samples(self) -> int:

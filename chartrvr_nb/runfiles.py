@@ -3,7 +3,8 @@
 A run folder holds the Trainer's ``checkpoint-<step>`` folders (see :mod:`chartrvr_nb.checkpoints`)
 and three files of ours: ``metrics.jsonl`` (every log event, appended as training goes),
 ``samples.jsonl`` (sample completions with their rewards) and ``run_config.json`` (the preset the
-run was started with, and the SHA-256 of the system prompt it trained with). Training writes them
+run was started with, and the SHA-256 of the system prompt it trained with, written once training
+has begun), and a ``README.md`` model card (:func:`model_card`). Training writes them
 through this module; plots, notebooks and the CLI read them through it, so a resumed run, a crash
 mid-line or a re-logged step reads the same everywhere.
 :func:`find_runs` lists the runs in a folder of run folders (e.g. on Drive, to pick one to resume).
@@ -180,6 +181,58 @@ def write_run_config(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> P
     """Write ``run_config.json`` (the preset as a dict) into the run folder, atomically: a write cut
     short (a full disk, a kill) leaves the previous file whole, which a resume compares against."""
     return write_atomic(Path(run_dir) / RUN_CONFIG_FILE, json.dumps(dict(config), indent=2) + "\n")
+
+
+def model_card(config: Mapping[str, Any], run_dir: str | os.PathLike) -> str:
+    """The ``README.md`` of a run folder: what was trained, from what, on what, and how to evaluate it.
+
+    Args:
+        config: the run's ``run_config.json`` (a preset's fields).
+        run_dir: the run folder.
+
+    Example:
+        >>> card = model_card({"name": "smoke", "model": "tiny", "train_data": "synthetic", "finetune": "lora",
+        ...                    "eval_dataset": "synthetic"}, "runs/smoke")
+        >>> print(card.splitlines()[6])  # doctest: +NORMALIZE_WHITESPACE
+        A LoRA adapter trained with GRPO on the Chart-RVR rewards by chartrvr-nb, preset `smoke`, from the
+        offline tiny Qwen2.5-VL that chartrvr-nb builds by code (`tiny`, not on the Hugging Face Hub), on
+        `synthetic` training rows.
+    """
+    from importlib.metadata import version
+
+    from .models import MODEL_REGISTRY, TINY_MODELS
+
+    model = str(config.get("model"))
+    hub_id = MODEL_REGISTRY.get(model) if model not in TINY_MODELS else None
+    base = (
+        f"[{hub_id}](https://huggingface.co/{hub_id})"
+        if hub_id
+        else f"the offline tiny Qwen2.5-VL that chartrvr-nb builds by code (`{model}`, not on the Hugging Face Hub)"
+    )
+    full = config.get("finetune") == "full"
+    weights, flag = (MODEL_DIR, "--model") if full else (ADAPTER_DIR, "--adapter")
+    return "\n".join(
+        [
+            "---",
+            *([f"base_model: {hub_id}"] if hub_id else []),
+            "tags: [chartrvr-nb, grpo, trl, chart-qa]",
+            "---",
+            "",
+            f"# {Path(run_dir).name}",
+            "",
+            f"{'A full fine-tune' if full else 'A LoRA adapter'} trained with GRPO on the Chart-RVR rewards by "
+            f"chartrvr-nb, preset `{config.get('name')}`, from {base}, on `{config.get('train_data')}` training rows.",
+            "",
+            f"The final weights are in `{weights}/`, the configuration in `{RUN_CONFIG_FILE}`, each step's rewards in "
+            f"`{METRICS_FILE}` and sample completions in `{SAMPLES_FILE}`. Evaluate it with:",
+            "",
+            f"    python -m chartrvr_nb eval {flag} {run_dir} --vlm-name {model} --dataset-name "
+            f"{config.get('eval_dataset')}",
+            "",
+            f"Trained with TRL {version('trl')} and transformers {version('transformers')}.",
+            "",
+        ]
+    )
 
 
 def preset_from_run(run_dir: str | os.PathLike):

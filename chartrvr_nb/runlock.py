@@ -17,13 +17,14 @@ A second run on a held folder fails at once, before any model is loaded, with a
 - its holder ran on this machine and its process has ended (no need to wait for the timeout);
 - the user passes ``force_unlock`` (``--force-unlock``) because the holder is certainly gone.
 
-A holder whose lock was taken over anyway (a runtime paused longer than the timeout, then back)
-notices at its next heartbeat; ``trainer.LockWatchCallback`` then stops its training before the next
-log line or checkpoint, with a :class:`RunLockLostError`. Under torchrun or ``accelerate launch``
-only the main process holds the lock.
+A holder whose lock was taken over anyway (a runtime paused longer than the timeout, then back, or
+``--force-unlock``) notices at its next training step, where ``trainer.LockWatchCallback`` reads the
+lock files (:meth:`RunLock.check`), or at its next heartbeat; it then stops before its next log line,
+sample or checkpoint, with a :class:`RunLockLostError`. Under torchrun or ``accelerate launch`` only
+the main process holds the lock.
 
-The errors here are :class:`RunFolderError`: ``python -m chartrvr_nb`` prints their message
-without a traceback, and a notebook shows the message alone (IPython's ``_render_traceback_``).
+The errors here are :class:`RunFolderError`, a :class:`chartrvr_nb.UserError`: ``python -m chartrvr_nb``
+prints their message without a traceback, and a notebook shows the message alone.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import UserError
 from .drive import write_atomic
 from .estimate import format_duration
 
@@ -56,12 +58,8 @@ HEARTBEAT_SECONDS = 60.0
 _TAKEOVER_SETTLE_SECONDS = 1.0
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(UserError, RuntimeError):
     """A run folder problem the user must act on; the message says what happened and what to do."""
-
-    def _render_traceback_(self) -> list[str]:
-        # IPython and Jupyter call this instead of printing a traceback: a notebook shows the message.
-        return [f"{type(self).__name__}: {line}" if i == 0 else line for i, line in enumerate(str(self).splitlines())]
 
 
 class RunLockedError(RunFolderError):
@@ -302,13 +300,20 @@ class RunLock:
             if self.lost:
                 return
 
-    def refresh(self) -> None:
-        """Rewrite the heartbeat in each held folder; notice when another run took a lock over."""
+    def _notice_takeover(self) -> None:
+        """Set :attr:`lost` when another run's token is in a held folder's lock file (unreadable: not a takeover)."""
         for folder in self._held:
             holder = read_lock(folder)
-            if holder is not None and holder.token and holder.token != self.token:  # unreadable: not a takeover
+            if holder is not None and holder.token and holder.token != self.token:
                 self.lost = f"another run took over the lock on {folder}: {holder.describe()}"
                 return
+
+    def refresh(self) -> None:
+        """Rewrite the heartbeat in each held folder; notice when another run took a lock over."""
+        self._notice_takeover()
+        if self.lost:
+            return
+        for folder in self._held:
             try:
                 write_atomic(folder / LOCK_FILE, self._record().to_json())
             except OSError as error:
@@ -321,7 +326,10 @@ class RunLock:
                     )
 
     def check(self) -> None:
-        """Raise :class:`RunLockLostError` once another run has taken this run's lock over."""
+        """Raise :class:`RunLockLostError` once another run has taken this run's lock over, as the lock files
+        say now (a read of each: cheap beside a training step), not only as the last heartbeat saw them."""
+        if not self.lost:
+            self._notice_takeover()
         if self.lost:
             raise RunLockLostError(
                 f"This run stopped: {self.lost}. Its lock had not been refreshed for longer than the "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -40,6 +41,8 @@ from .warm_start import (
     synthetic_examples,
     warm_start,
 )
+
+logger = logging.getLogger(__name__)
 
 # The tiny model. A saved build whose recipe (``_tiny_recipe``) differs is rebuilt; bump
 # TINY_MODEL_VERSION, which names the cache folder, for changes the recipe does not capture.
@@ -226,6 +229,9 @@ def build_tiny_model(cache_dir: str | os.PathLike | None = None, force: bool = F
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-building-", dir=target.parent))
+    started = time.perf_counter()
+    # Once per machine and recipe, and half a minute on 2 CPU cores: say so, not half a minute of silence.
+    logger.info(f"Building the offline {name!r} model into {target} (first use only; about 30 s)...")
     try:
         _build_tiny_model_into(staging, name)
         if target.exists() and (force or not _is_current_build(target, name)):
@@ -240,6 +246,7 @@ def build_tiny_model(cache_dir: str | os.PathLike | None = None, force: bool = F
                 raise  # not a lost race with another builder: something else is in the way
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    logger.info(f"Built the {name!r} model in {time.perf_counter() - started:.0f} s.")
     return target
 
 

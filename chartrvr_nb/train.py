@@ -1,16 +1,18 @@
 """GRPO training with TRL's ``GRPOTrainer``, LoRA, the seven rewards, and automatic resume.
 
-``train(preset)`` is the whole run: lock the run folder (one writer, :mod:`chartrvr_nb.runlock`),
-load data and model, map the preset onto the installed ``GRPOConfig``, resume from the newest
-verified checkpoint (local or Drive), train, save the adapter. Re-running the same call after a
-crash or a Colab disconnect continues the run. The trainer and its callbacks are in
-:mod:`chartrvr_nb.trainer` (heavy: imported here only once training starts).
+``train(preset)`` is the whole run: check that the preset can train (the check ``estimate`` makes),
+lock the run folder (one writer, :mod:`chartrvr_nb.runlock`), load data and model, map the preset onto
+the installed ``GRPOConfig``, resume from the newest verified checkpoint (local or Drive), train, save
+the adapter. Re-running the same call after a crash or a Colab disconnect continues the run; re-running
+it on a run that has reached its last step (or ``max_steps``) trains nothing and says so. A start that
+fails before training begins leaves the run folder as it was: ``run_config.json`` is written once
+training has begun. Ctrl-C stops the run with one line saying where the next run resumes. The trainer
+and its callbacks are in :mod:`chartrvr_nb.trainer` (heavy: imported here only once training starts).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -20,43 +22,22 @@ from typing import TYPE_CHECKING, Any
 
 from . import console, runlock, tracking
 from .batches import ProcessBatches, process_batches
-from .presets import Preset
-from .runfiles import (
-    ADAPTER_DIR,
-    METRICS_FILE,
-    MODEL_DIR,
-    SAMPLES_FILE,
-    SYSTEM_PROMPT_SHA256,
-    read_run_config,
-    write_run_config,
-)
+from .presets import InvalidSettingsError, Preset
+from .runfiles import ADAPTER_DIR, METRICS_FILE, MODEL_DIR, SAMPLES_FILE, SYSTEM_PROMPT_SHA256
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only
     from .system_prompts import SystemPrompt
 
 logger = logging.getLogger(__name__)
 
-# Fields that may change between the first run and a resumed one without changing what is trained.
-_RESUMABLE_CHANGES = {
-    "save_steps",
-    "save_total_limit",
-    "logging_steps",
-    "sample_every",
-    "use_vllm",
-    "torch_compile",
-    "eval_dataset",
-    "report_to",
-    "system_prompt_file",  # where the authors' file was read; its text is checked by the hash below
-}
-# What a run started before run_config.json recorded the objective (it has no system_prompt_sha256) trained
-# with, where today's presets differ: TRL 1.16's default loss and the Trainer's fused AdamW, this project's
-# prompt, images only shrunk. Resuming such a run with today's values would change its objective silently.
-_BEFORE_THE_OBJECTIVE_WAS_RECORDED = {
-    "loss_type": "dapo",
-    "optim": "adamw_torch_fused",
-    "system_prompt": "project",
-    "image_resize": "project",
-}
+
+class TrainingStopped(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C, a notebook's interrupt); the message says at which step and where
+    the next run resumes. Still a ``KeyboardInterrupt``, so nothing that catches ``Exception`` swallows
+    it; shown as its message alone, as a :class:`chartrvr_nb.UserError` is."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
 
 
 @dataclass
@@ -225,25 +206,18 @@ def grpo_config(preset: Preset, output_dir: str | Path, max_steps: int | None = 
     return args
 
 
-def _check_run_config(output_dir: Path, record: dict[str, Any]) -> None:
-    """Refuse to resume a run directory that was started with a different configuration or system prompt."""
-    previous = read_run_config(output_dir)
-    if previous is None:
-        return
-    if SYSTEM_PROMPT_SHA256 not in previous:
-        previous = {**_BEFORE_THE_OBJECTIVE_WAS_RECORDED, **previous}
-    current = json.loads(json.dumps(record))  # as it was read back: tuples are lists
-    changed = sorted(
-        k
-        for k in current
-        if k in previous and k not in _RESUMABLE_CHANGES and k != "name" and previous[k] != current[k]
-    )
-    if changed:
-        details = ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
-        raise ValueError(
-            f"{output_dir} holds a run started with a different configuration ({details}). "
-            "Re-run with the original flags to resume it, or pass a new --output-dir to start another run."
-        )
+@contextlib.contextmanager
+def _removed_if_left_empty(folders: Sequence[Path | None]) -> Iterator[None]:
+    """On a failure inside, remove those of ``folders`` that did not exist before and are still empty: a
+    start that fails before training begins leaves no trace."""
+    new = [folder for folder in folders if folder is not None and not folder.exists()]
+    try:
+        yield
+    except BaseException:
+        for folder in new:
+            with contextlib.suppress(OSError):  # not empty (training had begun), or already gone
+                folder.rmdir()
+        raise
 
 
 @contextlib.contextmanager
@@ -287,38 +261,49 @@ def train(
         A :class:`TrainResult` with the adapter (or full model), metrics and samples paths.
 
     Raises:
+        presets.InvalidSettingsError: the preset cannot train (e.g. too few rows for one generation batch,
+            ``--subset-size 1``), as ``estimate`` says; raised before anything is written or loaded.
         system_prompts.PromptUnavailableError: the authors' prompt (``system_prompt="chart-rvr"``) could
             not be fetched, read or verified; raised before any model is loaded.
+        env.FolderError: ``output_dir`` or ``drive_dir`` cannot be made or written.
         runlock.RunLockedError: another run holds ``output_dir`` or ``drive_dir``; raised before
             any model is loaded.
+        resume.RunConfigChangedError: the folder holds a checkpoint of a run with another configuration.
         disk_full.DiskFullError: the disk of ``output_dir`` filled up; the earlier checkpoints
             are intact and the next run resumes from the newest.
+        TrainingStopped: interrupted (Ctrl-C); says at which step and where the next run resumes.
     """
     from . import env
+    from .estimate import run_steps
     from .models import model_threads
     from .system_prompts import resolve_system_prompt
 
+    if max_steps is not None and max_steps < 1:
+        raise InvalidSettingsError(f"max_steps (--max-steps) must be at least 1, got {max_steps}.")
     env.require_gpu(preset)
     tracking.require_tracker(preset.report_to)
+    run_steps(preset, launched_processes())  # what cannot train is refused now, in `estimate`'s words
     system_prompt = resolve_system_prompt(preset.system_prompt, "rvr", preset.system_prompt_file)
     output_dir = env.run_path(output_dir or preset.output_dir())
-    drive = env.resolve_drive_dir(drive_dir) if drive_dir else None
-    output_dir.mkdir(parents=True, exist_ok=True)
+    drive_path = env.run_path(drive_dir) if drive_dir else None
     # One writer per folder: rank 0 holds the run folder and its Drive folder from before torch is
     # even imported (a refused start returns in a second) until the run ends, however it ends. The
     # tiny model on CPU trains on one torch thread; the process's setting is restored after.
-    with (
-        runlock.holding(
-            [output_dir, drive],
-            main_process=runlock.launched_as_rank_zero(),
-            force=force_unlock,
-            stale_after_minutes=lock_timeout,
-        ) as lock,
-        model_threads(preset.model),
-    ):
-        return _train_in_locked_folder(
-            preset, system_prompt, output_dir, drive, lock, keep_last, max_steps, callbacks, verbose
-        )
+    with _removed_if_left_empty([output_dir, drive_path]):
+        env.make_folder(output_dir, "--output-dir")
+        drive = env.resolve_drive_dir(drive_path) if drive_path else None
+        with (
+            runlock.holding(
+                [output_dir, drive],
+                main_process=runlock.launched_as_rank_zero(),
+                force=force_unlock,
+                stale_after_minutes=lock_timeout,
+            ) as lock,
+            model_threads(preset.model),
+        ):
+            return _train_in_locked_folder(
+                preset, system_prompt, output_dir, drive, lock, keep_last, max_steps, callbacks, verbose
+            )
 
 
 def _train_in_locked_folder(
@@ -336,6 +321,7 @@ def _train_in_locked_folder(
     from . import checkpoints, disk_full, env, resume
     from .data import PROCESSOR_MAX_PIXELS, load_train_dataset, prepare_grpo_dataset
     from .drive import copy_atomic
+    from .estimate import run_steps
     from .health import preset_facts
     from .models import load_model_and_processor, vision_tower
 
@@ -353,22 +339,21 @@ def _train_in_locked_folder(
             args.world_size, args.per_device_train_batch_size, args.gradient_accumulation_steps, preset.num_generations
         )
         logger.info(batches.describe() + ".")
-    # Rank 0 alone cleans, restores from Drive, writes the run's files and says so; the other
-    # ranks then only read which checkpoint it chose.
+    # Rank 0 alone cleans, restores from Drive (refusing a checkpoint of another configuration) and
+    # says so; the other ranks then only read which checkpoint it chose. run_config.json is written
+    # once training has begun (trainer.RunStartCallback): a start that fails before leaves no trace.
     with args.main_process_first(local=False, desc="resume"):
         if is_main:
-            resume_from = resume.prepare_resume(output_dir, drive)
-            _check_run_config(output_dir, record)
-            if resume_from is None:
-                for stale in (METRICS_FILE, SAMPLES_FILE):  # a fresh run starts fresh logs
-                    (output_dir / stale).unlink(missing_ok=True)
-            write_run_config(output_dir, record)
+            resume_from = resume.prepare_resume(output_dir, drive, run_config=record)
         else:
             resume_from = checkpoints.newest_complete_checkpoint(output_dir)
 
     dataset = load_train_dataset(
         preset.train_data, subset_size=preset.subset_size, seed=preset.seed, dedupe=preset.dedupe, quiet=not is_main
     )
+    last_step = max_steps or run_steps(preset, args.world_size, rows=len(dataset))
+    if resume_from is not None and checkpoints.checkpoint_step(resume_from) >= last_step:
+        return _nothing_to_train(preset, output_dir, resume_from, last_step, max_steps is not None, is_main)
     dataset = prepare_grpo_dataset(  # resizes each image once
         dataset, max_pixels=preset.max_pixels, system_prompt=system_prompt.text, image_resize=preset.image_resize
     )
@@ -390,12 +375,15 @@ def _train_in_locked_folder(
             LockWatchCallback,
             ManifestCallback,
             MetricsFileCallback,
+            RunStartCallback,
             attach_trackers,
             build_trainer,
+            close_progress_bars,
             use_calm_console,
         )
 
-        trainer_callbacks = [MetricsFileCallback(output_dir), *callbacks]
+        trainer_callbacks = [RunStartCallback(output_dir, record, fresh=resume_from is None)]
+        trainer_callbacks += [MetricsFileCallback(output_dir), *callbacks]
         trainer_callbacks.append(ManifestCallback())  # before the Drive mirror copies the checkpoint
         if lock is not None:
             trainer_callbacks.append(LockWatchCallback(lock))
@@ -411,10 +399,12 @@ def _train_in_locked_folder(
             trainer_callbacks,
             output_dir / SAMPLES_FILE,
             weights_from_checkpoint=weights_from_checkpoint,
+            run_config=record,
         )
     if not verbose:
         use_calm_console(trainer)
-    tracker = attach_trackers(trainer, preset.report_to, preset.to_dict(), output_dir)
+    resumed_step = checkpoints.checkpoint_step(resume_from) if resume_from else None
+    tracker = attach_trackers(trainer, preset.report_to, preset.to_dict(), output_dir, resumed_step)
     if preset.load_in_4bit:
         if is_main:
             logger.info(
@@ -422,8 +412,12 @@ def _train_in_locked_folder(
                 f"unquantised, vision tower unquantised in {str(next(vision_tower(model).parameters()).dtype)[6:]}); "
                 "LoRA adapters train in float32."
             )
-    with env.explain_oom(preset), disk_full.explain_disk_full(output_dir), _quiet_and_tracked(preset, output_dir):
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    try:
+        with env.explain_oom(preset), disk_full.explain_disk_full(output_dir), _quiet_and_tracked(preset, output_dir):
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except KeyboardInterrupt:
+        close_progress_bars(trainer)
+        raise TrainingStopped(_stopped_here(output_dir, trainer.state.global_step)) from None
 
     weights_name = ADAPTER_DIR if preset.finetune == "lora" else MODEL_DIR
     weights_dir = output_dir / weights_name
@@ -448,3 +442,38 @@ def _train_in_locked_folder(
         for line in tracker.where if tracker else ():
             logger.info(line)
     return result
+
+
+def _stopped_here(output_dir: Path, step: int) -> str:
+    """What an interrupted run says: where it stopped and where the next run with the same settings resumes."""
+    from .checkpoints import newest_complete_checkpoint
+
+    newest = newest_complete_checkpoint(output_dir)
+    then = f"resumes from {newest.name}" if newest else "starts from step 0 (no checkpoint was saved yet)"
+    return f"Stopped at step {step}; the next run with the same settings {then} in {output_dir}."
+
+
+def _nothing_to_train(
+    preset: Preset, output_dir: Path, checkpoint: Path, last_step: int, max_steps_given: bool, is_main: bool
+) -> TrainResult:
+    """The result of a run already at its last step (or past ``--max-steps``): nothing is trained or written
+    (the Trainer would train one step more, past the end, and rotate a checkpoint away)."""
+    from .checkpoints import checkpoint_step
+
+    step = checkpoint_step(checkpoint)
+    final = output_dir / (ADAPTER_DIR if preset.finetune == "lora" else MODEL_DIR)
+    weights_dir = final if final.is_dir() else checkpoint
+    if is_main:
+        if max_steps_given:
+            logger.info(f"The run is at step {step} ({checkpoint.name}), --max-steps {last_step}: nothing to train.")
+        else:
+            logger.info(f"The run has finished: step {step} of {last_step} ({checkpoint.name}); nothing to train.")
+        logger.info(f"{'LoRA adapter' if preset.finetune == 'lora' else 'Full model'}: {weights_dir}")
+    return TrainResult(
+        output_dir=output_dir,
+        weights_dir=weights_dir,
+        metrics_file=output_dir / METRICS_FILE,
+        samples_file=output_dir / SAMPLES_FILE,
+        global_step=step,
+        resumed_from=checkpoint,
+    )

@@ -9,6 +9,7 @@ Trackio, which reads ``TRACKIO_DIR`` once.
   at the first NaN or inf in a loss, gradient norm, reward or saved weight (``health.NonFiniteError``), and
   checking that vLLM generates from the prompts the processor made (:func:`prompt_ids_mismatch`);
   :func:`build_trainer` makes it with the seven rewards and, for ``finetune="lora"``, the fork's LoRA.
+- :class:`RunStartCallback`: the run recorded in its folder (``run_config.json``) once training has begun.
 - :class:`MetricsFileCallback`: every log event into ``metrics.jsonl``.
 - :class:`ManifestCallback` then :class:`DriveMirrorCallback`: each saved checkpoint gets its
   manifest, then goes to Drive atomically (keeping the newest few there), with the run's log files.
@@ -28,6 +29,7 @@ import json
 import logging
 import math
 import time
+import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -55,7 +57,7 @@ from .health import HealthWatch, NonFiniteError, RunFacts, nonfinite_message
 from .models import fork_lora_config
 from .presets import Preset
 from .rewards import get_rewards
-from .runfiles import METRICS_FILE, RUN_FILES, append_jsonl
+from .runfiles import METRICS_FILE, RUN_FILES, SAMPLES_FILE, append_jsonl, model_card, write_run_config
 from .runlock import RunLock
 from .tracking import TENSORBOARD_DIR
 
@@ -73,14 +75,26 @@ class ChartRVRTrainer(GRPOTrainer):
     Each row holds what the rewards compared (label, chart type, table, reference reasoning),
     the training row's id (``row_id``, not the image), its seven rewards, the prompt group it
     belongs to (``group``: its ``num_generations`` completions answer the same prompt) and the
-    group-relative advantage GRPO computed from the group's total rewards.
+    group-relative advantage GRPO computed from the group's total rewards, and ``run``, an id of this
+    training process: a resumed run logs the step of its checkpoint again, and ``runfiles.load_samples``
+    keeps only the newest process's block of it.
     """
 
-    def __init__(self, *args, samples_path: Path, sample_every: int, weights_from_checkpoint: bool = False, **kwargs):
+    def __init__(
+        self,
+        *args,
+        samples_path: Path,
+        sample_every: int,
+        weights_from_checkpoint: bool = False,
+        run_config: Mapping[str, Any] | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self._weights_from_checkpoint = weights_from_checkpoint
         self._samples_path = samples_path
         self._sample_every = sample_every
+        self._run_config = dict(run_config or {})
+        self._run_id = uuid.uuid4().hex[:12]
         self._last_sampled_step = -1
         self._pending_samples: list[dict] = []
         self._nonfinite_loss: float | None = None  # the first NaN/inf loss of the optimizer step under way
@@ -91,6 +105,13 @@ class ChartRVRTrainer(GRPOTrainer):
             self.vllm_generation.generate = functools.partial(
                 _checked_vllm_generate, self.vllm_generation.generate, image_token_id
             )
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """The run folder's README.md (:func:`chartrvr_nb.runfiles.model_card`) in place of TRL's, which names
+        no base model that is not on the hub ("a fine-tuned version of [None]") and shows a text pipeline."""
+        if self.is_world_process_zero() and self._run_config:
+            card = model_card(self._run_config, Path(self.args.output_dir))
+            (Path(self.args.output_dir) / "README.md").write_text(card, encoding="utf-8")
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         """Skip the Trainer's reload of full weights the model was already loaded from.
@@ -140,6 +161,7 @@ class ChartRVRTrainer(GRPOTrainer):
                     "reasoning": example.get("reasoning"),
                     "completion": completion_text(completion),
                     "rewards": dict(zip(self.reward_func_names, row)),
+                    "run": self._run_id,
                 }
                 for index, (example, completion, row) in enumerate(zip(inputs, completions, values))
             ]
@@ -279,6 +301,7 @@ def build_trainer(
     callbacks: Sequence[Any],
     samples_path: str | Path,
     weights_from_checkpoint: bool = False,
+    run_config: Mapping[str, Any] | None = None,
 ):
     """The project's GRPO trainer for ``preset``: the seven rewards, the fork's LoRA (``finetune="lora"``)
     or every parameter (``"full"``, no adapter), sample logging.
@@ -297,6 +320,7 @@ def build_trainer(
         samples_path: where sample completions are appended.
         weights_from_checkpoint: ``model`` was loaded from the checkpoint the run resumes from (a full
             fine-tune): the Trainer does not load its weights again (see ``ChartRVRTrainer._load_from_checkpoint``).
+        run_config: what ``run_config.json`` records, for the run folder's model card; None: no card.
 
     Returns:
         A :class:`ChartRVRTrainer`.
@@ -316,10 +340,39 @@ def build_trainer(
         samples_path=Path(samples_path),
         sample_every=preset.sample_every,
         weights_from_checkpoint=weights_from_checkpoint,
+        run_config=run_config,
     )
     if preset.load_in_4bit:
         _adapters_in_fp32(trainer.model)
     return trainer
+
+
+class RunStartCallback(TrainerCallback):
+    """Records the run in its folder once training has begun: ``run_config.json`` written, and a fresh run's
+    stale logs (an earlier start that left no checkpoint) removed.
+
+    A start that fails before this point (a bad training file, a model that does not load, arguments the
+    trainer refuses) leaves the folder as it was, so the corrected command starts cleanly. Put it first
+    in the callback list, before anything writes the logs.
+
+    Args:
+        output_dir: the run folder.
+        run_config: what ``run_config.json`` records (the preset's fields and the system prompt's hash).
+        fresh: the run starts from step 0 (no checkpoint to resume).
+    """
+
+    def __init__(self, output_dir: str | Path, run_config: Mapping[str, Any], fresh: bool):
+        self.output_dir = Path(output_dir)
+        self.run_config = dict(run_config)
+        self.fresh = fresh
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        if self.fresh:
+            for stale in (METRICS_FILE, SAMPLES_FILE):
+                (self.output_dir / stale).unlink(missing_ok=True)
+        write_run_config(self.output_dir, self.run_config)
 
 
 class MetricsFileCallback(TrainerCallback):
@@ -418,11 +471,16 @@ class DriveMirrorCallback(TrainerCallback):
 class LockWatchCallback(TrainerCallback):
     """Stops training with ``runlock.RunLockLostError`` once another run took the lock over.
 
-    Checked at the end of each step, which the Trainer runs before it logs or saves that step.
+    The lock files are read at the start of each step (before its completions are generated and
+    sampled) and at its end (before the Trainer logs or saves it), so a run forced off its folder
+    stops within a step, not at its next heartbeat.
     """
 
     def __init__(self, lock: RunLock):
         self.lock = lock
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.lock.check()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.lock.check()
@@ -464,9 +522,11 @@ class CalmProgress(ProgressCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or self.training_bar is None or not logs:
             return
-        if "train_runtime" in logs:  # the end-of-training summary
+        if "train_runtime" in logs:  # the end-of-training summary, of the steps this start trained
+            first, last = self._start_step + 1, state.global_step
+            steps = f"step {last}" if first == last else f"steps {first}-{last}"
             self.training_bar.write(
-                f"done: {state.global_step} steps in {format_duration(logs['train_runtime'], 'clock')}"
+                f"done: {steps} of {state.max_steps} in {format_duration(logs['train_runtime'], 'clock')}"
                 + (f", mean loss {logs['train_loss']:.4g}" if isinstance(logs.get("train_loss"), float) else "")
             )
             return
@@ -480,6 +540,15 @@ def use_calm_console(trainer) -> None:
     if any(type(callback) is ProgressCallback for callback in trainer.callback_handler.callbacks):
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(CalmProgress())
+
+
+def close_progress_bars(trainer) -> None:
+    """Close the console progress bar that a stopped run leaves open (ProgressCallback's ``training_bar``),
+    so that what is printed next is the last line, not a bar redrawn when the process exits."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, ProgressCallback) and callback.training_bar is not None:
+            callback.training_bar.close()
+            callback.training_bar = None
 
 
 class PresetToTrackers(TrainerCallback):
@@ -528,9 +597,13 @@ class PresetToTrackers(TrainerCallback):
 
 
 def attach_trackers(
-    trainer, report_to: str, preset: Mapping[str, Any], output_dir: str | Path
+    trainer, report_to: str, preset: Mapping[str, Any], output_dir: str | Path, resumed_step: int | None = None
 ) -> PresetToTrackers | None:
     """Aim the trainer's tracker at the run folder and record the preset in it.
+
+    A run resumed from the checkpoint of step ``resumed_step`` logs the steps after it again; TensorBoard
+    is told to hide what the interrupted run logged from there on (SummaryWriter's ``purge_step``), so
+    each step shows once.
 
     Returns:
         The callback added to ``trainer`` (its ``where`` lists the tracker's files after training
@@ -543,6 +616,10 @@ def attach_trackers(
     for tracker in trackers:
         if isinstance(tracker, TensorBoardCallback) and tracker.tb_writer is None:
             tracker.logging_dir = str(output_dir / TENSORBOARD_DIR)  # one place, not runs/<date>_<host>
+            if resumed_step is not None and trainer.accelerator.is_main_process:
+                from torch.utils.tensorboard import SummaryWriter
+
+                tracker.tb_writer = SummaryWriter(tracker.logging_dir, purge_step=resumed_step + 1)
     callback = PresetToTrackers(trackers, preset, output_dir)
     trainer.add_callback(callback)
     return callback

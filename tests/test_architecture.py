@@ -1,7 +1,8 @@
 """The package keeps the shape ../shared/ARCHITECTURE.md draws: parts, allowed arrows, no cycles.
 
 Every import counts, including those inside functions (deferred to keep ``import chartrvr_nb``
-light, but dependencies all the same). A new module must be given a part here.
+light, but dependencies all the same). A new module must be given a part here. The package root
+(``__init__.py``: the logger set-up and ``UserError``) may be imported by every part and imports none.
 """
 
 import ast
@@ -13,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "chartrvr_nb"
 
 PARTS = {
-    "Face": {"cli", "__main__", "__init__"},
+    "Root": {"__init__"},
+    "Face": {"cli", "__main__"},
     "Cells": {"notebooks", "widgets"},
     "Workflows": {"learncheck", "fidelity"},
     "Config": {"presets", "protocols", "settings", "env", "estimate", "gpu_fit", "batches"},
@@ -37,16 +39,17 @@ PARTS = {
     "Plots": {"plots"},
 }
 ALLOWED = {  # part -> the other parts it may use
-    "Face": {"Workflows", "Config", "Train", "Eval", "Models", "Scoring", "Cells"},
-    "Cells": {"Workflows", "Config", "Train", "Eval", "Data", "Scoring", "Plots"},
-    "Workflows": {"Config", "Train", "Eval", "Models", "Data", "Scoring", "Plots"},
-    "Train": {"Config", "Models", "Data", "Scoring"},
-    "Eval": {"Config", "Models", "Data", "Scoring", "Train"},
-    "Models": {"Data", "Scoring"},
-    "Config": {"Models"},
-    "Data": {"Scoring"},
-    "Plots": {"Scoring"},
-    "Scoring": set(),
+    "Root": set(),
+    "Face": {"Workflows", "Config", "Train", "Eval", "Models", "Scoring", "Cells", "Root"},
+    "Cells": {"Workflows", "Config", "Train", "Eval", "Data", "Scoring", "Plots", "Root"},
+    "Workflows": {"Config", "Train", "Eval", "Models", "Data", "Scoring", "Plots", "Root"},
+    "Train": {"Config", "Models", "Data", "Scoring", "Root"},
+    "Eval": {"Config", "Models", "Data", "Scoring", "Train", "Root"},
+    "Models": {"Data", "Scoring", "Root"},
+    "Config": {"Models", "Root"},
+    "Data": {"Scoring", "Root"},
+    "Plots": {"Scoring", "Root"},
+    "Scoring": {"Root"},
 }
 NEVER = {  # spelled out in the document; ALLOWED already excludes them, this names them in failures
     ("Scoring", "Train"),
@@ -72,11 +75,17 @@ NEVER = {  # spelled out in the document; ALLOWED already excludes them, this na
 PART_OF = {module: part for part, modules in PARTS.items() for module in modules}
 
 
+MODULES = {path.stem for path in PACKAGE.glob("*.py")}
+
+
 def package_imports(source: str, module: str) -> set[str]:
-    """The ``chartrvr_nb`` modules that ``source`` imports, anywhere in the file.
+    """The ``chartrvr_nb`` modules that ``source`` imports, anywhere in the file; a name imported from the
+    package root that is not a module (``from . import UserError``) counts as importing ``__init__``.
 
     >>> sorted(package_imports("from . import env\\ndef f():\\n    from .data import x\\n    import chartrvr_nb.rewards", "m"))
     ['data', 'env', 'rewards']
+    >>> sorted(package_imports("from . import UserError, runlock\\nfrom chartrvr_nb import UserError", "m"))
+    ['__init__', 'runlock']
     """
     found = set()
     for node in ast.walk(ast.parse(source)):
@@ -86,8 +95,8 @@ def package_imports(source: str, module: str) -> set[str]:
                 base = base.removeprefix("chartrvr_nb").lstrip(".") if node.level == 0 else base
                 if base:
                     found.add(base.split(".")[0])
-                else:  # from . import a, b
-                    found.update(alias.name for alias in node.names)
+                else:  # from . import a, b: modules, or names the package root defines
+                    found.update(alias.name if alias.name in MODULES else "__init__" for alias in node.names)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("chartrvr_nb."):
@@ -142,6 +151,16 @@ def test_every_module_has_a_part_and_a_docstring_naming_its_concern():
             continue
         docstring = ast.get_docstring(ast.parse((PACKAGE / f"{module}.py").read_text()))
         assert docstring and len(docstring.split()) >= 5, f"{module}.py needs a docstring that names its concern"
+
+
+def test_the_package_root_imports_nothing_of_the_package():
+    assert import_graph()["__init__"] == set()
+
+
+def test_every_part_may_import_the_package_root():
+    graph = import_graph()
+    graph["answers"] = graph["answers"] | {"__init__"}  # Scoring, the part that may import least
+    assert not arrow_violations(graph)
 
 
 def test_no_import_cycles_inside_the_package():

@@ -21,7 +21,7 @@ from chartrvr_nb.checkpoints import (
 )
 from chartrvr_nb.drive import clean_stale_temporaries, copy_atomic
 from chartrvr_nb.presets import get_preset
-from chartrvr_nb.resume import prepare_resume
+from chartrvr_nb.resume import RunConfigChangedError, prepare_resume
 from chartrvr_nb.runfiles import find_runs, preset_from_run, read_run_config, write_run_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -175,6 +175,30 @@ def test_newer_checkpoint_wins_whichever_side_it_is_on(run_copy, capsys):
 
 def test_no_checkpoint_anywhere_starts_from_scratch(tmp_path, capsys):
     assert prepare_resume(tmp_path / "run", tmp_path / "drive") is None
+    assert "starting from step 0" in capsys.readouterr().out
+
+
+def test_a_changed_configuration_is_refused_before_resuming_is_announced_or_drive_restored(run_copy, capsys):
+    local, drive = run_copy
+    for folder in (local, drive):
+        write_run_config(folder, {"name": "smoke", "subset_size": 1, "save_steps": 2})
+    changed = {"name": "smoke", "subset_size": 32, "save_steps": 8}  # save_steps may change on a resume
+    with pytest.raises(RunConfigChangedError, match=r"\(subset_size: 1 -> 32\), with checkpoint-6 to resume"):
+        prepare_resume(local, drive, run_config=changed)
+    assert "Resuming" not in capsys.readouterr().out
+    shutil.rmtree(local / "checkpoint-6")
+    shutil.rmtree(local / "checkpoint-4")  # Drive is ahead now: refused before anything is copied back
+    with pytest.raises(RunConfigChangedError, match=f"{drive} holds a run"):
+        prepare_resume(local, drive, run_config=changed)
+    assert not (local / "checkpoint-6").exists() and "Resuming" not in capsys.readouterr().out
+    assert prepare_resume(local, drive, run_config={**changed, "subset_size": 1}) == local / "checkpoint-6"
+
+
+def test_a_folder_without_a_checkpoint_starts_afresh_with_any_configuration(tmp_path, capsys):
+    """Nothing to resume, nothing to protect: e.g. a run that ran out of memory before its first checkpoint,
+    restarted with the smaller batch the message suggests."""
+    write_run_config(tmp_path, {"name": "smoke", "batch_size": 2, "grad_accum": 2})
+    assert prepare_resume(tmp_path, run_config={"name": "smoke", "batch_size": 1, "grad_accum": 4}) is None
     assert "starting from step 0" in capsys.readouterr().out
 
 

@@ -192,3 +192,86 @@ def test_eval_takes_an_adapter_or_full_weights_not_both(tmp_path, capsys):
     flags = ["eval", "--vlm-name", "tiny", "--dataset-name", "synthetic", "--limit", "1"]
     assert main([*flags, "--adapter", "someone/lora", "--model", "someone/full"]) == 2
     assert "either an adapter (--adapter) or full model weights (--model), not both" in capsys.readouterr().err
+
+
+def test_a_user_error_is_its_message_alone_with_status_2(monkeypatch, capsys):
+    from chartrvr_nb import UserError, gpu_fit
+
+    def refuse(*args, **kwargs):
+        raise UserError("The run folder is a file. Pass a folder.") from OSError(20, "Not a directory")
+
+    monkeypatch.setattr(gpu_fit, "estimate_report", refuse)
+    assert main(["estimate", "--preset", "smoke"]) == 2
+    assert capsys.readouterr().err == "error: The run folder is a file. Pass a folder.\n"
+
+
+def _grpo(*flags, cwd=ROOT):
+    """``python -m chartrvr_nb grpo --preset smoke`` with ``flags``, as a user runs it."""
+    import os
+
+    command = [sys.executable, "-m", "chartrvr_nb", "grpo", "--preset", "smoke", *map(str, flags)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_folders_that_cannot_be_used_are_one_line_each_and_leave_nothing_behind(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a file")
+    cases = {
+        ("--drive-dir", notes): f"error: --drive-dir {notes} cannot be used: it is a file, not a folder.",
+        ("--drive-dir", notes / "sub"): f"error: --drive-dir {notes / 'sub'} cannot be used: {notes} is a file.",
+        ("--output-dir", notes): f"error: --output-dir {notes} cannot be used: it is a file, not a folder.",
+    }
+    for flags, first_line in cases.items():
+        out = tmp_path / "run"
+        done = _grpo(*(flags if flags[0] == "--output-dir" else (*flags, "--output-dir", out)))
+        assert done.returncode == 2 and done.stderr.startswith(first_line), done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+        assert not out.exists(), "a start that failed left its run folder behind"
+
+
+def test_numbers_that_cannot_train_are_refused_by_estimate_and_grpo_alike(tmp_path, capsys):
+    assert main(["estimate", "--preset", "smoke", "--num-processes", "0"]) == 2
+    assert "(--num-processes) must be a positive integer, got 0" in capsys.readouterr().err
+    for command in ("estimate", "grpo"):
+        assert (
+            main(
+                [command, "--preset", "smoke", "--learning-rate", "inf", "--output-dir", str(tmp_path / "r")]
+                if command == "grpo"
+                else [command, "--preset", "smoke", "--learning-rate", "inf"]
+            )
+            == 2
+        )
+        assert "learning_rate must be a finite number, got inf" in capsys.readouterr().err
+    assert main(["grpo", "--preset", "smoke", "--max-steps", "0", "--output-dir", str(tmp_path / "r")]) == 2
+    assert "--max-steps) must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(
+    subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0,
+    reason="needs a user namespace (unshare -rm) to mount a read-only folder",
+)
+def test_a_read_only_output_folder_is_one_line(tmp_path):
+    import shlex
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    grpo = shlex.join([sys.executable, "-m", "chartrvr_nb", "grpo", "--preset", "smoke", "--output-dir", str(folder)])
+    script = f"mount -t tmpfs -o ro tmpfs {shlex.quote(str(folder))} && HF_HUB_OFFLINE=1 {grpo}"
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: --output-dir {folder} cannot be used: it is on a read-only disk. "
+        "Pass a folder you can write to as --output-dir.\n"
+    )
+
+
+def test_learn_check_into_a_folder_it_cannot_use_is_one_line(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a file")
+    assert main(["learn-check", "--output-dir", str(notes)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --output-dir {notes} cannot be used: it is a file, not a folder. "
+        "Pass a folder you can write to as --output-dir.\n"
+    )

@@ -1,5 +1,6 @@
 """data and synthetic: synthetic charts with verifiable answers, pixel budgets, loaders, GRPO preparation."""
 
+import json
 import random
 from decimal import Decimal
 from pathlib import Path
@@ -199,6 +200,35 @@ def test_a_dataset_without_a_needed_column_names_it(hub_schema_rows, tmp_path):
     hub_schema_rows.remove_columns("reasoning").save_to_disk(str(tmp_path / "saved"))
     with pytest.raises(ValueError, match=r"\['reasoning'\]"):
         load_train_dataset(str(tmp_path / "saved"))
+
+
+def test_an_empty_training_file_says_it_holds_no_rows(tmp_path):
+    from chartrvr_nb import UserError
+
+    for name, text in (("empty.jsonl", ""), ("blank.jsonl", "\n \n"), ("empty.csv", "")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(UserError, match=f"{name} holds no training rows"):
+            load_train_dataset(str(tmp_path / name))
+
+
+def test_image_paths_in_a_jsonl_are_read_relative_to_the_file(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    (data / "charts").mkdir(parents=True)
+    rows = make_synthetic_rows(3, seed=5)
+    with open(data / "train.jsonl", "w") as lines:
+        for index, row in enumerate(rows):
+            row["image"].save(data / "charts" / f"{index}.png")
+            lines.write(json.dumps({**{k: row[k] for k in REQUIRED_COLUMNS}, "image": f"charts/{index}.png"}) + "\n")
+    monkeypatch.chdir(tmp_path)  # not the file's folder: the paths must not depend on where Python runs
+    dataset = load_train_dataset(str(data / "train.jsonl"), max_pixels=112 * 112)
+    assert [image.size for image in dataset["image"]] == [
+        fit_to_pixel_budget(row["image"], 112 * 112).size for row in rows
+    ]
+    (data / "charts" / "2.png").unlink()
+    with pytest.raises(
+        ValueError, match=r"train.jsonl, row 3: image 'charts/2.png' not found \(looked for .*data/charts"
+    ):
+        load_train_dataset(str(data / "train.jsonl"))
 
 
 def test_synthetic_source_generates_subset_size_rows():

@@ -166,3 +166,18 @@ def test_explain_oom_leaves_other_errors_alone(error):
         with env.explain_oom("fast"):
             raise error
     assert caught.value is error
+
+
+def test_a_folder_that_cannot_be_made_or_written_says_why_and_which_option(tmp_path, monkeypatch):
+    from chartrvr_nb import UserError
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a file, not a folder")
+    with pytest.raises(UserError, match=f"--drive-dir {notes} cannot be used: it is a file, not a folder"):
+        env.resolve_drive_dir(notes)
+    with pytest.raises(UserError, match=f"--output-dir {notes}/run cannot be used: {notes} is a file"):
+        env.make_folder(notes / "run", "--output-dir")
+    monkeypatch.setattr(env.os, "access", lambda path, mode: False)  # as a read-only disk answers, even root
+    monkeypatch.setattr(env, "_read_only", lambda folder: True)
+    with pytest.raises(UserError, match="cannot be used: it is on a read-only disk. Pass a folder you can write"):
+        env.make_folder(tmp_path / "run", "--output-dir")

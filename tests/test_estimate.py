@@ -131,7 +131,7 @@ def test_divisible_sizes_follow_the_closed_form(prompts_per_round, num_generatio
 def test_impossible_configurations_explain_themselves():
     with pytest.raises(ValueError, match="divisible by num_generations"):
         trainer_steps(100, 4, 1, 2, 1)
-    with pytest.raises(ValueError, match="do not fill one generation batch"):
+    with pytest.raises(ValueError, match="not fill one generation batch"):
         trainer_steps(1, 2, 2, 2, 1)
 
 
@@ -308,3 +308,35 @@ def test_dedupe_counts_the_distinct_rows_and_says_so():
     assert est.steps == 11_398 * 4 // 4 * 4  # distinct rows x generations / completions per step x epochs
     assert "With --dedupe this counts 11,398 distinct rows" in est.note
     assert estimate(get_preset("paper", dedupe=True, subset_size=1000)).steps == 4_000
+
+
+def test_the_7b_costs_its_weights_activations_and_time_over_the_3b():
+    three, seven = estimate("paper"), estimate(get_preset("paper", model="qwen2-5-7b"))
+    # Time: x 8,292,166,656 / 3,754,622,976 parameters read per generated token.
+    assert seven.seconds_per_step == pytest.approx(60 * 2.2085, abs=0.01)
+    # Memory: the 3B's 12-13 GB less its 7.51 GB of bf16 weights, x (28 x 3584) / (36 x 2048) = 1.3611 for
+    # the activations, plus the 7B's 16.58 GB of weights.
+    assert seven.peak_memory_gb == pytest.approx((22.70, 24.06), abs=0.01)
+    assert "for qwen2-5-7b" in seven.figures_source and "not measured" in seven.figures_source
+    assert three.seconds_per_step == 60 and three.peak_memory_gb == (12, 13)
+
+
+def test_the_completion_length_scales_the_step_time():
+    assert estimate(get_preset("paper", max_completion_length=384)).seconds_per_step == 30
+    assert estimate(get_preset("paper", max_completion_length=1536)).seconds_per_step == 120
+    assert estimate(get_preset("smoke", max_completion_length=320)).seconds_per_step == pytest.approx(2.6)
+    assert "384-token completions" in estimate(get_preset("paper", max_completion_length=384)).figures_source
+
+
+def test_one_check_refuses_what_cannot_train_for_estimate_and_training_alike():
+    from chartrvr_nb import UserError
+    from chartrvr_nb.estimate import run_steps
+
+    with pytest.raises(UserError, match=r"1 training row does not fill .*\(--subset-size 2\)"):
+        estimate(get_preset("smoke", subset_size=1))
+    with pytest.raises(UserError, match=r"1 training row does not fill .*\(--subset-size 2\)"):
+        run_steps(get_preset("smoke"), rows=1)  # train() asks the same once its rows are loaded
+    with pytest.raises(UserError, match=r"--num-processes\) must be a positive integer, got 0"):
+        estimate("smoke", world_size=0)
+    assert run_steps(get_preset("smoke", train_data="my.jsonl", subset_size=None)) is None  # unknown yet
+    assert run_steps(get_preset("smoke", train_data="my.jsonl", subset_size=None), rows=32) == 16

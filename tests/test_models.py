@@ -161,6 +161,69 @@ def test_uncached_hub_model_offline_says_how_to_get_it():
     assert "huggingface-cli download Qwen/Qwen2.5-VL-3B-Instruct" in str(error.value)
 
 
+def test_an_unreachable_hub_is_said_at_once_not_after_minutes_of_retries(tmp_path):
+    """Not offline by setting, the hub simply out of reach (no network): transformers alone retries each
+    file for about 2.5 minutes before it fails; one quick look says it now, in one line."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://hub.invalid"}
+    code = "from chartrvr_nb.models import load_model_and_processor; load_model_and_processor('qwen2-5-3b')"
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert time.monotonic() - started < 60, "the hub was retried before the error"
+    assert "ModelUnavailableError: Could not load 'Qwen/Qwen2.5-VL-3B-Instruct'" in done.stderr
+    assert "the hub could not be reached" in done.stderr and "Retrying" not in done.stderr
+
+
+def test_the_hub_is_looked_at_once_and_an_answer_counts_as_reachable(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    answers = []
+
+    def unreachable(repo_id, timeout=None):
+        answers.append(timeout)
+        raise OSError("[Errno -2] Name or service not known")
+
+    def gated(repo_id, timeout=None):
+        import httpx2
+
+        answer = httpx2.Response(401, request=httpx2.Request("GET", "https://huggingface.co/api/models/x"))
+        raise HfHubHTTPError("401 Client Error: gated repository", response=answer)
+
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    assert models._cache_only("Qwen/Qwen2.5-VL-3B-Instruct") is True and answers == [10]
+    monkeypatch.setattr(huggingface_hub, "model_info", gated)
+    assert models._cache_only("Qwen/Qwen2.5-VL-3B-Instruct") is False
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert models._cache_only("Qwen/Qwen2.5-VL-3B-Instruct") is True
+
+
+def test_the_first_build_says_it_is_building(monkeypatch, tmp_path, capsys):
+    def complete(folder, name="tiny"):
+        (folder / "build_info.json").write_text(json.dumps({"recipe": tiny_module._tiny_recipe()}))
+
+    monkeypatch.setattr(tiny_module, "_build_tiny_model_into", complete)
+    build_tiny_model(tmp_path)
+    out = capsys.readouterr().out
+    assert out.startswith(f"Building the offline 'tiny' model into {tiny_model_dir(tmp_path)} (first use only")
+    assert "Built the 'tiny' model in" in out
+    build_tiny_model(tmp_path)
+    assert capsys.readouterr().out == ""  # built once: nothing to say
+
+
 def test_build_is_atomic_and_reused(monkeypatch, tmp_path):
     calls = []
 

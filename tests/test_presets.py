@@ -171,6 +171,9 @@ def test_overrides_are_validated_again():
         ({"top_p": 1.5}, "top_p must be at most 1"),
         ({"reward_weights": (1.0, 2.0)}, "reward_weights needs one weight per reward"),
         ({"finetune": "full", "load_in_4bit": True}, "4-bit base weights cannot be"),
+        ({"learning_rate": float("inf")}, "learning_rate must be a finite number, got inf"),
+        ({"learning_rate": float("nan")}, "learning_rate must be a finite number, got nan"),
+        ({"max_grad_norm": float("inf")}, "max_grad_norm must be a finite number"),
     ],
 )
 def test_invalid_values_fail_on_creation(overrides, message):

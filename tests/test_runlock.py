@@ -84,6 +84,21 @@ def test_a_notebook_cell_shows_the_message_not_a_traceback(tmp_path, capsys):
     assert "--force-unlock" in shown and "Traceback" not in shown and "File " not in shown
 
 
+def test_any_user_error_and_a_stopped_run_show_as_their_message_in_a_notebook(tmp_path, capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    (tmp_path / "notes.txt").write_text("a file")
+    result = shell.run_cell(f"from chartrvr_nb import env\nenv.make_folder({str(tmp_path / 'notes.txt')!r}, 'run_dir')")
+    assert type(result.error_in_exec).__name__ == "FolderError"
+    assert capsys.readouterr().out == (
+        f"FolderError: run_dir {tmp_path / 'notes.txt'} cannot be used: it is a file, not a folder. "
+        "Pass a folder you can write to as run_dir.\n"
+    )
+    shell.run_cell("from chartrvr_nb.train import TrainingStopped\nraise TrainingStopped('Stopped at step 11; ...')")
+    assert capsys.readouterr().out == "TrainingStopped: Stopped at step 11; ...\n"
+
+
 def test_a_held_drive_folder_refuses_a_run_with_another_local_folder(tmp_path):
     drive = tmp_path / "drive" / "run"
     with RunLock([tmp_path / "local-a", drive]):
@@ -175,6 +190,24 @@ def test_force_unlock_takes_over_and_the_old_holder_stops_at_its_next_step(tmp_p
         old.release()
         assert read_lock(tmp_path).token == new.token, "the old holder must not remove the new holder's lock"
         new.check()
+    finally:
+        new.release()
+
+
+def test_a_forced_takeover_stops_the_holder_at_its_next_step_not_its_next_heartbeat(tmp_path):
+    from chartrvr_nb.trainer import LockWatchCallback
+
+    old = RunLock([tmp_path], heartbeat_seconds=3600).acquire()  # no heartbeat during this test
+    watch = LockWatchCallback(old)
+    watch.on_step_begin(args=None, state=None, control=None)  # still its own lock: trains on
+    new = RunLock([tmp_path], force=True).acquire()
+    try:
+        with pytest.raises(RunLockLostError, match="another run took over the lock"):
+            watch.on_step_begin(args=None, state=None, control=None)  # before it generates and samples
+        with pytest.raises(RunLockLostError):
+            watch.on_step_end(args=None, state=None, control=None)  # before it logs or saves
+        old.release()
+        assert read_lock(tmp_path).token == new.token
     finally:
         new.release()
 

@@ -7,6 +7,7 @@ its files; the resume tests train for real again.
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -260,3 +261,106 @@ def test_killed_run_resumes_to_the_same_step_count(tmp_path, tiny_model_dir):
     assert re.search(r"Resuming from \S*checkpoint-[24]", finished.stdout + finished.stderr)
     assert "Finished 4 optimizer steps." in finished.stdout
     assert newest_complete_checkpoint(out).name == "checkpoint-4"
+
+
+def _grpo(*flags):
+    """``python -m chartrvr_nb grpo --preset smoke`` with ``flags``, as a user runs it."""
+    command = [sys.executable, "-m", "chartrvr_nb", "grpo", "--preset", "smoke", *map(str, flags)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_a_start_that_fails_before_training_leaves_no_trace_and_the_corrected_command_runs(tmp_path):
+    """The commands of issue #24: a start that fails (too few rows, then an empty training file) used to
+    write run_config.json, and the corrected command was refused as "a different configuration"."""
+    out = tmp_path / "runs" / "bad"
+    quick = ["--output-dir", out, "--save-steps", "2", "--max-completion-length", "48"]
+    too_few = _grpo("--subset-size", "1", *quick)
+    assert too_few.returncode == 2 and "Traceback" not in too_few.stderr
+    assert too_few.stderr.startswith("error: 1 training row does not fill one generation batch of 2 prompts")
+    assert not out.exists()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    no_rows = _grpo("--train-data", empty, "--subset-size", "4", *quick)  # fails after the lock and resume
+    assert no_rows.returncode == 2 and "Traceback" not in no_rows.stderr
+    assert no_rows.stderr.splitlines()[-1].startswith(f"error: {empty} holds no training rows.")
+    assert not out.exists()
+    corrected = _grpo("--subset-size", "8", "--max-steps", "2", *quick)
+    assert corrected.returncode == 0, corrected.stderr[-2000:]
+    assert "Finished 2 optimizer steps." in corrected.stdout
+    assert json.loads((out / "run_config.json").read_text())["subset_size"] == 8
+
+
+def test_ctrl_c_says_where_the_run_stopped_and_where_the_next_resumes(tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "chartrvr_nb", "grpo", "--preset", "smoke", "--output-dir", str(out)]
+    command += ["--subset-size", "16", "--save-steps", "2", "--max-completion-length", "48"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while newest_complete_checkpoint(out) is None and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    stopped = re.fullmatch(
+        r"Stopped at step (\d+); the next run with the same settings resumes from checkpoint-(\d+) in (.+)\.", last
+    )
+    assert stopped, last
+    assert int(stopped[2]) == checkpoint_step_of(newest_complete_checkpoint(out)) <= int(stopped[1])
+    assert Path(stopped[3]) == out and not (out / "run.lock").exists()
+
+
+def checkpoint_step_of(path):
+    return int(Path(path).name.split("-")[1])
+
+
+def test_a_resumed_run_logs_each_step_once_and_a_run_at_its_end_trains_nothing(tmp_path, tiny_model_dir, capsys):
+    from collections import Counter
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from chartrvr_nb.runfiles import load_samples
+
+    out = tmp_path / "out"
+    preset = get_preset("smoke", **QUICK, report_to="tensorboard")
+    train(preset, output_dir=out, max_steps=3)  # checkpoints 2 and 3; samples of steps 0 and 2
+    shutil.rmtree(out / "checkpoint-3")  # as if it had been stopped after logging step 3, before saving it
+    resumed = train(preset, output_dir=out, max_steps=4)
+    assert resumed.resumed_from.name == "checkpoint-2" and resumed.global_step == 4
+    # Both processes logged step 2's samples; only the resumed one's block counts: 2 groups of 2.
+    again = [row for row in load_samples(out) if row["step"] == 2]
+    assert len(again) == 4 and Counter(row["group"] for row in again) == {0: 2, 1: 2}
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("train/reward")] == [1, 2, 3, 4]  # step 3 once
+    card = (out / "README.md").read_text()
+    assert "[None]" not in card and "offline tiny Qwen2.5-VL" in card and f"--adapter {out}" in card
+
+    files = sorted(path.name for path in out.iterdir())
+    metrics = (out / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    past = train(preset, output_dir=out, max_steps=3)  # re-running a notebook with a smaller max_steps
+    assert past.global_step == 4 and past.weights_dir == out / "adapter"
+    assert "The run is at step 4 (checkpoint-4), --max-steps 3: nothing to train." in capsys.readouterr().out
+    finished = train(preset, output_dir=out)  # the preset's 4 steps are done
+    assert finished.global_step == 4
+    assert "The run has finished: step 4 of 4 (checkpoint-4); nothing to train." in capsys.readouterr().out
+    assert sorted(path.name for path in out.iterdir()) == files and (out / "metrics.jsonl").read_text() == metrics
+
+
+def test_loading_a_trained_adapter_shows_no_library_deprecation_warning(run):
+    result, _ = run
+    code = (
+        "import chartrvr_nb, sys\n"
+        "from peft import PeftModel\n"
+        "from chartrvr_nb.models import load_model_and_processor\n"
+        "model, _ = load_model_and_processor('tiny')\n"
+        "PeftModel.from_pretrained(model, sys.argv[1])\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-W", "always::FutureWarning", "-c", code, str(result.weights_dir)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "is_gradient_checkpointing" not in done.stderr and "kernels-community" not in done.stderr + done.stdout
