@@ -20,6 +20,20 @@ import sys
 __version__ = "0.1.0"
 
 
+class UserError(Exception):
+    """A mistake a user can fix (a wrong path, a setting that does not fit the run): its message says what went
+    wrong and what to do next, so the command line prints it as one line and a notebook cell shows it without a
+    traceback (IPython calls :meth:`_render_traceback_` for the lines it shows).
+
+    Example:
+        >>> UserError("runs/nope does not exist; pass a run folder.")._render_traceback_()
+        ['UserError: runs/nope does not exist; pass a run folder.']
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return f"{type(self).__name__}: {self}".splitlines()
+
+
 class _CurrentStdout(logging.StreamHandler):
     """A handler writing to whatever ``sys.stdout`` is when a record arrives: a notebook cell's output,
     pytest's capture, a redirected terminal (a plain StreamHandler keeps the stream it was made with)."""

@@ -17,16 +17,19 @@ random and usually drops the newline the format reward needs; GRPO has to fix bo
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from . import UserError
 from .benchmarks import get_benchmark
-from .eval_results import paired_bootstrap, reward_scores
+from .eval_rewards import compare_rewards, reward_scores
 from .presets import EvalConfig, Preset, get_preset
-from .rewards import REWARDS
+
+logger = logging.getLogger(__name__)
 
 PRESET = "learn-check"
 HELD_OUT_EXAMPLES = 200
@@ -41,56 +44,6 @@ _EVAL_BATCH = 25
 def held_out_seed(preset: Preset) -> int:
     """The generator seed of the held-out charts: the evaluation benchmark's, never a training seed."""
     return get_benchmark(preset.eval_dataset).synthetic_seed
-
-
-def total_rewards(scores: Sequence[Mapping[str, float | None]]) -> list[float]:
-    """Each example's total reward: the sum of the seven (a missing reward counts 0).
-
-    Example:
-        >>> total_rewards([{"format": 2.0, "accuracy": 1.0}, {"format": 0.0, "accuracy": None}])
-        [3.0, 0.0]
-    """
-    return [sum(value or 0.0 for value in score.values()) for score in scores]
-
-
-def compare_rewards(
-    before: Sequence[Mapping[str, float | None]], after: Sequence[Mapping[str, float | None]], seed: int = 2025
-) -> dict[str, dict[str, Any]]:
-    """Per reward and for the total: mean before, mean after, and the 95% paired-bootstrap
-    interval of the gain (the same examples, resampled together).
-
-    Args:
-        before / after: per-example reward scores (``eval_results.reward_scores``) on the same examples.
-        seed: the bootstrap's seed.
-
-    Returns:
-        ``{name: {"before", "after", "gain", "ci95": [low, high]}}`` for ``total_reward`` and each reward.
-
-    Example:
-        >>> before = [{"format": 0.0, "chart_type": 0.0}, {"format": 2.0, "chart_type": 0.0}] * 20
-        >>> after = [{"format": 2.0, "chart_type": 1.0}, {"format": 2.0, "chart_type": 0.0}] * 20
-        >>> metrics = compare_rewards(before, after, seed=0)
-        >>> metrics["total_reward"]["before"], metrics["total_reward"]["after"], metrics["format"]["gain"]
-        (1.0, 2.5, 1.0)
-        >>> metrics["chart_type"]["ci95"][0] > 0
-        True
-    """
-    if len(before) != len(after) or not before:
-        raise ValueError("compare_rewards needs the same, non-empty list of examples scored before and after.")
-    columns = {"total_reward": (total_rewards(before), total_rewards(after))}
-    for name in REWARDS:
-        columns[name] = ([s.get(name) or 0.0 for s in before], [s.get(name) or 0.0 for s in after])
-    metrics = {}
-    for name, (old, new) in columns.items():
-        # paired_bootstrap reports score differences in percentage points; rewards keep their scale.
-        gain = paired_bootstrap(new, old, seed=seed)
-        metrics[name] = {
-            "before": sum(old) / len(old),
-            "after": sum(new) / len(new),
-            "gain": gain["difference"] / 100.0,
-            "ci95": [gain["ci_low"] / 100.0, gain["ci_high"] / 100.0],
-        }
-    return metrics
 
 
 def learned(metrics: Mapping[str, Mapping[str, Any]]) -> bool:
@@ -112,8 +65,24 @@ def learned(metrics: Mapping[str, Mapping[str, Any]]) -> bool:
     )
 
 
+def shortened(report: Mapping[str, Any]) -> bool:
+    """Whether a report is of a shortened check (fewer held-out charts, or training stopped early): a smoke
+    check of the pipeline whose verdict means nothing.
+
+    Example:
+        >>> shortened({"held_out_examples": 200, "settings": {"max_steps": None}})
+        False
+        >>> shortened({"held_out_examples": 4, "settings": {"max_steps": 2}})
+        True
+    """
+    max_steps = (report.get("settings") or {}).get("max_steps")
+    return report["held_out_examples"] < HELD_OUT_EXAMPLES or max_steps is not None
+
+
 def format_report(report: Mapping[str, Any]) -> str:
-    """The before/after table and the verdict line (``LEARNED ...`` or ``NOT LEARNED ...``), last."""
+    """The before/after table, where the report and figure are, and the verdict line (``LEARNED ...`` or
+    ``NOT LEARNED ...``), last; a shortened check (:func:`shortened`) ends in ``SHORTENED CHECK ...``, which says
+    it is no verdict."""
     metrics = report["metrics"]
     lines = [f"{'reward':<14}{'before':>8}{'after':>8}{'gain':>8}   95% CI of the gain"]
     for name, row in metrics.items():
@@ -126,7 +95,14 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"{name} {metrics[name]['gain']:+.3f} [{metrics[name]['ci95'][0]:+.3f}, {metrics[name]['ci95'][1]:+.3f}]"
         for name in IMAGE_REWARDS
     )
+    if report.get("files"):
+        lines.append(f"Report: {report['files']['report']}; figure: {report['files']['figure']}")
     verdict = "LEARNED" if report["learned"] else "NOT LEARNED"
+    if shortened(report):
+        verdict = (
+            f"SHORTENED CHECK, not a verdict (a smoke check of the pipeline; the proof is {HELD_OUT_EXAMPLES} "
+            "held-out charts and every training step)"
+        )
     lines.append(
         f"{verdict}: total reward {total['before']:.2f} -> {total['after']:.2f} ({total['gain']:+.2f}, 95% CI "
         f"[{total['ci95'][0]:+.2f}, {total['ci95'][1]:+.2f}]; needs >= +{MIN_TOTAL_GAIN:.1f} above 0); {image} "
@@ -142,37 +118,57 @@ def run_learn_check(
     held_out: int = HELD_OUT_EXAMPLES,
     max_steps: int | None = None,
     progress: bool = True,
+    reuse: bool = False,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Evaluate, train with GRPO, evaluate again; write ``learn_check.json`` and the figure.
 
     Args:
-        output_dir: where everything goes (default ``runs/learn-check/seed-<seed>``): ``before/`` and
+        output_dir: where everything goes (default ``runs/learn-check/seed-<seed>``; a relative folder is under
+            the run root, ``env.run_root()``): ``before/`` and
             ``after/`` evaluations, the training run in ``run/`` (started afresh each time),
             :data:`REPORT_FILE` and :data:`FIGURE_FILE`.
         seed: the training seed (data, sampling, LoRA init); the held-out charts never change.
         held_out: held-out charts evaluated before and after (200 by default).
         max_steps: stop training after this many steps (a shortened check, e.g. in CI).
         progress: show progress bars.
+        reuse: return the report already in ``output_dir`` when it was made with the same settings (seed,
+            held-out charts, steps, overrides) instead of running the check again (02_train's "Run all").
         overrides: preset fields changed from the ``learn-check`` preset (e.g. ``learning_rate``).
 
     Returns:
         The report written to ``learn_check.json``: ``held_out_examples``, ``metrics``
-        (``{name: {before, after, gain, ci95}}``), ``learned``, seeds, steps and seconds.
+        (``{name: {before, after, gain, ci95}}``), ``learned``, the ``settings`` asked, the ``files`` written,
+        seeds, steps and seconds.
 
     Raises:
+        UserError: fewer than one held-out chart.
         ValueError: a training seed equal to the held-out charts' seed.
     """
+    from .env import run_path
     from .evaluate import run_evaluation
     from .plots import plot_before_after
     from .train import train
 
+    if held_out < 1:
+        raise UserError(
+            f"--held-out must be at least 1 (the held-out charts evaluated before and after), got {held_out}."
+        )
     preset = get_preset(PRESET, seed=seed, **overrides)
     if seed == held_out_seed(preset):
         raise ValueError(
             f"--seed {seed} is the seed of the held-out charts, so training would see them; pick any other seed."
         )
-    out = Path(output_dir or f"runs/learn-check/seed-{seed}")
+    out = run_path(output_dir or f"runs/learn-check/seed-{seed}")  # relative: under the run root, as runs are
+    settings_used = json.loads(json.dumps({"seed": seed, "held_out": held_out, "max_steps": max_steps, **overrides}))
+    if reuse and (out / REPORT_FILE).is_file() and (out / FIGURE_FILE).is_file():
+        earlier = json.loads((out / REPORT_FILE).read_text(encoding="utf-8"))
+        if earlier.get("settings") == settings_used:
+            logger.info(
+                f"The learn-check with these settings is already in {out}: shown, not re-run (delete its "
+                f"{REPORT_FILE} to run it again)."
+            )
+            return earlier
     run_dir = out / "run"
     shutil.rmtree(run_dir, ignore_errors=True)  # a check always trains from the warm start, never resumes
     started = time.perf_counter()
@@ -192,6 +188,8 @@ def run_learn_check(
         "seed": seed,
         "model": preset.model,
         "preset": preset.to_dict(),
+        "settings": settings_used,  # what run_learn_check was asked (reuse compares it)
+        "files": {"report": str(out / REPORT_FILE), "figure": str(out / FIGURE_FILE)},
         "train_steps": run.global_step,
         "metrics": metrics,
         "learned": learned(metrics),

@@ -15,7 +15,7 @@ PACKAGE = ROOT / "chartrvr_nb"
 PARTS = {
     "Face": {"cli", "__main__", "__init__"},
     "Cells": {"notebooks", "widgets"},
-    "Workflows": {"learncheck", "fidelity"},
+    "Workflows": {"learncheck", "fidelity", "run_report"},
     "Config": {"presets", "protocols", "settings", "env", "estimate", "gpu_fit", "batches"},
     "Train": {
         "train",
@@ -29,7 +29,18 @@ PARTS = {
         "console",
         "tracking",
     },
-    "Eval": {"evaluate", "eval_inputs", "benchmarks", "benchmark_data", "eval_results", "metrics", "official_scoring"},
+    "Eval": {
+        "evaluate",
+        "generation",
+        "eval_inputs",
+        "eval_resume",
+        "benchmarks",
+        "benchmark_data",
+        "eval_results",
+        "eval_rewards",
+        "metrics",
+        "official_scoring",
+    },
     "Models": {"models", "tiny", "qwen_tokenizer", "warm_start"},
     "Data": {"data", "data_audit", "synthetic", "chart_kinds", "system_prompts"},
     "Scoring": {"answers", "rewards", "embedding", "prompts", "inspection", "samples"},
