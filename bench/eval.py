@@ -4,7 +4,7 @@
     python -m bench.eval --dry      # CPU: the tiny model, batch 8
     python -m bench.eval --quick    # CPU smoke run: 8 examples, 8 tokens
 
-Both sides call ``chartrvr_nb.evaluate.generate_answers`` on the same model and the same
+Both sides call ``chartrvr_nb.generation.generate_answers`` on the same model and the same
 synthetic benchmark examples (images fill the authors' pixel budget): ``batch_size=1`` is the
 original's loop (one prompt, one ``generate`` call per example), ``--batch-size`` is what
 ``python -m chartrvr_nb eval`` does. Every answer is forced to exactly ``--max-new-tokens``
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from chartrvr_nb.benchmark_data import load_examples, load_image
     from chartrvr_nb.data import fit_to_pixel_budget
-    from chartrvr_nb.evaluate import generate_answers
+    from chartrvr_nb.generation import generate_answers
     from chartrvr_nb.presets import AUTHORS_TRAIN_PIXELS, EvalConfig
 
     if not torch.cuda.is_available() and not args.dry and args.layers is None:

@@ -35,7 +35,7 @@ from .official_scoring import OFFICIAL_SCORERS
 QWEN_DIRECT = "Qwen2.5-VL-3B (direct)"
 CHART_RVR = "Chart-RVR-3B"
 # Training-schema fields a row may carry beside its answer; examples keep them in ``meta`` so
-# evaluation can score every reward, not only the answer (see ``eval_results.reward_summary``).
+# evaluation can score every reward, not only the answer (see ``eval_rewards.reward_summary``).
 GROUND_TRUTH_FIELDS = ("chart_type", "table", "reasoning")
 
 

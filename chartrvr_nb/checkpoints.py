@@ -19,8 +19,10 @@ file after ``trainer_state.json`` was written, and a bit can flip. So each check
 :func:`write_manifest` as soon as the Trainer has saved (``trainer.ManifestCallback``), and copied
 last to Drive. :func:`checkpoint_problem` verifies one: the manifest, then that the safetensors and
 torch files are whole; a checkpoint written before manifests existed is accepted when complete and
-its files are whole. Resuming from the newest one that verifies is :mod:`chartrvr_nb.resume`; a full
-disk while saving, :mod:`chartrvr_nb.disk_full`; the runs in a folder, ``runfiles.find_runs``.
+its files are whole. A run's final ``adapter/`` or ``model/`` gets a manifest too, and evaluation
+verifies what it loads (:func:`saved_weights_problem`). Resuming from the newest one that verifies
+is :mod:`chartrvr_nb.resume`; a full disk while saving, :mod:`chartrvr_nb.disk_full`; the runs in a
+folder, ``runfiles.find_runs``.
 """
 
 from __future__ import annotations
@@ -144,7 +146,8 @@ def _sha256(path: Path) -> str:
 def write_manifest(checkpoint_dir: str | os.PathLike) -> Path:
     """Record the size and sha256 of every file in ``checkpoint_dir`` in its ``manifest.json``.
 
-    Call it once the checkpoint is fully written; the manifest is written atomically
+    Used for every checkpoint and for a run's final ``adapter/`` or ``model/`` folder. Call it once the
+    folder is fully written; the manifest is written atomically
     (:func:`chartrvr_nb.drive.write_atomic`), so it is the last file to appear and never appears half-written.
 
     Returns:
@@ -187,6 +190,43 @@ def _torch_file_problem(path: Path) -> str | None:
         return f"{path.name} is not a whole torch file (cut short or overwritten)"
 
 
+def _manifest_problem(path: Path) -> str | None:
+    """Why the files ``manifest.json`` lists differ from it (missing, resized, other bytes), or None (also
+    when there is no manifest)."""
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return None
+    try:
+        files = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+        expected = {name: (int(entry["size"]), str(entry["sha256"])) for name, entry in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"its {MANIFEST_NAME} is unreadable"
+    for name, (size, _) in expected.items():  # sizes first: a missing or cut file costs no hashing
+        if not (path / name).is_file():
+            return f"{name} is missing (the manifest lists it)"
+        actual = (path / name).stat().st_size
+        if actual != size:
+            return f"{name} has {actual:,} bytes, the manifest records {size:,}"
+    for name, (_, digest) in expected.items():
+        if _sha256(path / name) != digest:
+            return f"{name} does not match its sha256 in the manifest (its bytes changed after the save)"
+    return None
+
+
+def _whole_files_problem(path: Path) -> str | None:
+    """Why a safetensors or torch file in ``path`` cannot load (cut short, overwritten), or None."""
+    for file in sorted(path.rglob("*")):
+        if file.suffix == ".safetensors":
+            problem = _safetensors_problem(file)
+        elif file.suffix in (".pt", ".pth", ".bin"):
+            problem = _torch_file_problem(file)
+        else:
+            continue
+        if problem:
+            return problem
+    return None
+
+
 def checkpoint_problem(path: str | os.PathLike) -> str | None:
     """Why the checkpoint at ``path`` must not be resumed from, or None when it verifies.
 
@@ -201,34 +241,36 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
         One line naming the damaged file and what is wrong with it, or None.
     """
     path = Path(path)
-    manifest_path = path / MANIFEST_NAME
-    if manifest_path.is_file():
-        try:
-            files = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
-            expected = {name: (int(entry["size"]), str(entry["sha256"])) for name, entry in files.items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return f"its {MANIFEST_NAME} is unreadable"
-        for name, (size, _) in expected.items():  # sizes first: a missing or cut file costs no hashing
-            if not (path / name).is_file():
-                return f"{name} is missing (the manifest lists it)"
-            actual = (path / name).stat().st_size
-            if actual != size:
-                return f"{name} has {actual:,} bytes, the manifest records {size:,}"
-        for name, (_, digest) in expected.items():
-            if _sha256(path / name) != digest:
-                return f"{name} does not match its sha256 in the manifest (its bytes changed after the save)"
-    if not is_complete_checkpoint(path):
-        return f"it is incomplete (no valid {TRAINER_STATE_NAME} for step {checkpoint_step(path)}, or weights missing)"
-    for file in sorted(path.rglob("*")):
-        if file.suffix == ".safetensors":
-            problem = _safetensors_problem(file)
-        elif file.suffix in (".pt", ".pth", ".bin"):
-            problem = _torch_file_problem(file)
-        else:
-            continue
-        if problem:
-            return problem
-    return None
+    problem = _manifest_problem(path)
+    if problem is None and not is_complete_checkpoint(path):
+        problem = (
+            f"it is incomplete (no valid {TRAINER_STATE_NAME} for step {checkpoint_step(path)}, or weights missing)"
+        )
+    return problem or _whole_files_problem(path)
+
+
+def saved_weights_problem(path: str | os.PathLike) -> str | None:
+    """Why a folder of saved weights (a run's final ``adapter/`` or ``model/``, a checkpoint) must not be
+    evaluated, or None when it verifies: its manifest, that it holds weights, and that they are whole.
+
+    A checkpoint is verified as resume verifies it (:func:`checkpoint_problem`). A final folder gets its
+    manifest when training saves it; one without (saved before final folders had manifests, or by other
+    code) is checked for weights and truncation only.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "adapter_config.json").write_text("{}")
+        >>> saved_weights_problem(folder)
+        'it holds no weights (no adapter_model.safetensors, model.safetensors or shards)'
+    """
+    path = Path(path)
+    if checkpoint_step(path) is not None:
+        return checkpoint_problem(path)
+    problem = _manifest_problem(path)
+    if problem is None and not _has_weights(path):
+        problem = "it holds no weights (no adapter_model.safetensors, model.safetensors or shards)"
+    return problem or _whole_files_problem(path)
 
 
 def newest_verified_checkpoint(run_dir: str | os.PathLike) -> Path | None:

@@ -1,5 +1,5 @@
-"""Command line: ``python -m chartrvr_nb COMMAND``: grpo, eval, estimate, fidelity, prompt, rewards, doctor, params,
-notebooks, learn-check.
+"""Command line: ``python -m chartrvr_nb COMMAND``, one of grpo, eval, estimate, fidelity, prompt, rewards,
+curves, doctor, params, notebooks and learn-check.
 
 The seed guide's flags keep their names and meanings; ``--preset`` picks a starting point and
 every flag given on top of it overrides that field (unknown flags are errors, as argparse does).
@@ -24,6 +24,7 @@ from .runlock import STALE_AFTER_MINUTES
 from .settings import option_overrides, options
 
 GPUS = tuple(MEMORY_BANDWIDTH_GBPS)  # the GPUs the estimator has figures for
+COMPLETION_KINDS = {"completion": ((str, list), "text or a list of chat messages")}  # what the rewards score
 
 
 def _add_setting_flags(group, settings_class: type, default_label: str) -> None:
@@ -103,7 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     evaluate = commands.add_parser("eval", help="evaluate a model or adapter on a chart benchmark")
-    evaluate.add_argument("--vlm-name", default="qwen2-5-3b", choices=list(MODEL_REGISTRY))
+    evaluate.add_argument(
+        "--vlm-name",
+        choices=list(MODEL_REGISTRY),
+        help="model (default: the one the evaluated run trained, else qwen2-5-3b); a run's weights load only on its "
+        "own model",
+    )
     evaluate.add_argument("--dataset-name", required=True, choices=list(BENCHMARKS), help="benchmark to evaluate on")
     evaluate.add_argument("--adapter", help="LoRA adapter: a run directory, a checkpoint directory or a hub id")
     evaluate.add_argument(
@@ -111,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="full trained weights instead of --vlm-name's (a full fine-tune's run, checkpoint or model/ folder, "
         "or a hub id such as the authors' sanchit97/chart-rvr-3b); --vlm-name names its architecture",
     )
-    evaluate.add_argument("--output-dir", help="where predictions.jsonl and summary.json go")
+    evaluate.add_argument(
+        "--output-dir",
+        help="where predictions.jsonl and summary.json go; an interrupted evaluation run again into the same "
+        "folder with the same settings goes on from the answers it wrote",
+    )
     _add_setting_flags(evaluate.add_argument_group("evaluation settings"), EvalConfig, default_label="default")
 
     estimate = commands.add_parser("estimate", help="steps, time and memory a preset will really take")
@@ -153,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--rewards", default=",".join(REWARDS), help=f"comma-separated reward names (default: {','.join(REWARDS)})"
     )
 
+    curves = commands.add_parser(
+        "curves", help="a run's reward curves saved into its folder, how each reward moved, and what to run next"
+    )
+    curves.add_argument("run", help="training run folder (a relative one is under the run root, as grpo's)")
+
     doctor = commands.add_parser(
         "doctor", help="a training run's health from its metrics and samples: a verdict per check, exit 1 if any warns"
     )
@@ -177,14 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
         "starting point leaves nothing to learn",
     )
     learn.add_argument(
-        "--output-dir", help="where the report, figure and run go (default: runs/learn-check/seed-<seed>)"
+        "--output-dir",
+        help="where the report, figure and run go (default: runs/learn-check/seed-<seed>; a relative one is "
+        "under the run root)",
     )
     learn.add_argument("--seed", type=int, default=2025, help="training seed; the held-out charts stay the same")
     learn.add_argument(
         "--held-out", type=int, default=200, help="held-out charts evaluated before and after (default: 200)"
     )
     learn.add_argument(
-        "--max-steps", type=int, help="stop training early (a shortened check; the verdict then rarely passes)"
+        "--max-steps", type=int, help="stop training early (a shortened check: a smoke check, not a verdict; exit 0)"
     )
     return parser
 
@@ -192,21 +209,25 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_rewards(args: argparse.Namespace) -> None:
     import pandas as pd
 
+    from .env import run_path
+    from .rewards import get_rewards
     from .runfiles import SAMPLES_FILE, load_samples, read_jsonl
 
-    if args.file.is_dir() or args.file.name == SAMPLES_FILE:  # a run's own samples, grouped by prompt
+    names = [n.strip() for n in args.rewards.split(",") if n.strip()]
+    get_rewards(names)  # an unknown name is an error, whatever the file
+    # As given, else under the run root (where grpo put runs/...), whatever the working directory.
+    path = run_path(args.file) if not args.file.exists() and run_path(args.file).exists() else args.file
+    if path.is_dir() or path.name == SAMPLES_FILE:  # a run's own samples, grouped by prompt
         from .samples import format_samples
 
-        print(format_samples(load_samples(args.file), step=args.step))
+        print(format_samples(load_samples(path), step=args.step, rewards=names))
         return
 
     from .inspection import BATCH_LABELS, score_records
 
-    try:
-        records = read_jsonl(args.file, strict=True, required=("completion",))
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from error
-    names = [n.strip() for n in args.rewards.split(",") if n.strip()]
+    records = read_jsonl(path, strict=True, required=("completion",), kinds=COMPLETION_KINDS)
+    if not records:
+        raise UserError(f"{path} holds no completions: write one JSON object per line, each with a completion.")
     table = score_records(records, rewards=names)
     with pd.option_context("display.max_rows", 200, "display.width", 160, "display.precision", 3):
         print(table.to_string())
@@ -237,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             preset = preset_from_args(args)
             from .train import train
 
-            train(
+            result = train(
                 preset,
                 output_dir=args.output_dir,
                 drive_dir=args.drive_dir,
@@ -247,11 +268,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 force_unlock=args.force_unlock,
                 lock_timeout=args.lock_timeout,
             )
+            from .run_report import finish_report
+            from .runlock import launched_as_rank_zero
+
+            if launched_as_rank_zero():  # one report from a run of several processes
+                print(finish_report(result.output_dir))
         elif args.command == "eval":
             from .evaluate import run_evaluation
 
             run_evaluation(
-                args.vlm_name,
+                args.vlm_name,  # None: the evaluated run's model
                 args.dataset_name,
                 eval_config_from_args(args),
                 adapter=args.adapter,
@@ -271,6 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(system_prompt_report(preset_from_args(args)))
         elif args.command == "rewards":
             _run_rewards(args)
+        elif args.command == "curves":
+            from .run_report import curves_report
+
+            print(curves_report(args.run))
         elif args.command == "doctor":
             from .health import doctor
 
@@ -287,12 +317,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_notebooks(preset=args.preset, out_dir=args.out)
         elif args.command == "learn-check":
-            from .learncheck import format_report, run_learn_check
+            from .learncheck import format_report, run_learn_check, shortened
 
             report = run_learn_check(args.output_dir, seed=args.seed, held_out=args.held_out, max_steps=args.max_steps)
             print(format_report(report))
-            if not report["learned"]:
-                return 3 if report.get("starting_point_problems") else 1  # 3: nothing to learn, nothing trained
+            if report.get("starting_point_problems"):
+                return 3  # nothing to learn, nothing trained
+            if not report["learned"] and not shortened(report):  # a shortened check is a smoke test, no verdict
+                return 1
     except UserError as error:  # says what went wrong and what to do: the message alone
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .benchmarks import BENCHMARKS, CHART_RVR, GROUND_TRUTH_FIELDS, QWEN_DIRECT, Benchmark
+from .benchmarks import BENCHMARKS, CHART_RVR, QWEN_DIRECT, Benchmark
 from .metrics import AGGREGATIONS, METRICS
 from .official_scoring import OFFICIAL_SCORERS, score_chart_rvr_code
 
@@ -152,82 +152,6 @@ def paired_bootstrap(
     }
 
 
-# The ground-truth field each reward compares with; the others need only the reply.
-REWARD_FIELDS = {"accuracy": "answer", "chart_type": "chart_type", "table_style": "table", "process": "reasoning"}
-
-
-def _ground_truth(record: Mapping[str, Any], name: str) -> Any:
-    return record.get("answer") if name == "answer" else (record.get("meta") or {}).get(name)
-
-
-def reward_scores(records: Sequence[Mapping[str, Any]]) -> list[dict[str, float | None]]:
-    """The seven training rewards of each record's reply, scored against the record's ground truth.
-
-    A record carries ground truth when its ``meta`` holds the training schema's ``chart_type``,
-    ``table`` or ``reasoning`` (synthetic rows always do). A reward whose field a record lacks is
-    ``None`` for it, and records without any ground truth get ``{}``.
-
-    Example:
-        >>> reply = '<think>\\n<type>bar</type>\\n<table>{}</table>\\n</think>\\n<answer>7</answer>'
-        >>> scores = reward_scores([{"reply": reply, "answer": "7", "meta": {"chart_type": "pie"}}])
-        >>> scores[0]["format"], scores[0]["accuracy"], scores[0]["chart_type"], scores[0]["table_style"]
-        (2.0, 1.0, 0.0, None)
-    """
-    from .rewards import REWARDS
-
-    scored = [i for i, r in enumerate(records) if any(_ground_truth(r, f) is not None for f in GROUND_TRUTH_FIELDS)]
-    scores: list[dict[str, float | None]] = [{} for _ in records]
-    if not scored:
-        return scores
-    replies = [records[i].get("reply") or "" for i in scored]
-    columns = {
-        "label": [_ground_truth(records[i], "answer") for i in scored],
-        **{field: [_ground_truth(records[i], field) for i in scored] for field in GROUND_TRUTH_FIELDS},
-    }
-    for name, reward in REWARDS.items():
-        values = reward(replies, **columns)
-        field = REWARD_FIELDS.get(name)
-        for i, value in zip(scored, values):
-            scores[i][name] = None if field and _ground_truth(records[i], field) is None else float(value)
-    return scores
-
-
-def reward_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean of each reward, their total, and the format-valid rate over records with ground truth.
-
-    These are the explainability figures beside accuracy: did the type, the table and the
-    reasoning improve, not only the answer. Empty when no record carries ground truth.
-
-    Returns:
-        ``{"reward_examples", "rewards": {name: mean}, "total_reward", "format_valid_rate"}``;
-        ``total_reward`` (the sum of the seven) only over records with every field, else ``None``;
-        ``format_valid_rate`` in percent (the format reward's full 2.0).
-
-    Example:
-        >>> reply = '<think>\\n<type>bar</type>\\n<table>{}</table>\\n</think>\\n<answer>7</answer>'
-        >>> summary = reward_summary([{"reply": reply, "answer": "7", "meta": {"chart_type": "bar"}},
-        ...                           {"reply": "7", "answer": "7", "meta": {"chart_type": "bar"}}])
-        >>> summary["reward_examples"], summary["rewards"]["chart_type"], summary["format_valid_rate"]
-        (2, 0.5, 50.0)
-    """
-    from .rewards import REWARD_MAXIMA
-
-    scores = [s for s in reward_scores(records) if s]
-    if not scores:
-        return {}
-    means = {}
-    for name in REWARD_MAXIMA:
-        values = [s[name] for s in scores if s.get(name) is not None]
-        means[name] = sum(values) / len(values) if values else None
-    complete = [sum(s.values()) for s in scores if all(v is not None for v in s.values())]
-    return {
-        "reward_examples": len(scores),
-        "rewards": means,
-        "total_reward": sum(complete) / len(complete) if complete else None,
-        "format_valid_rate": 100.0 * sum(s["format"] == REWARD_MAXIMA["format"] for s in scores) / len(scores),
-    }
-
-
 def paper_reference(vlm_name: str, adapter: str | None) -> str | None:
     """Which of the paper's models a run compares with: Chart-RVR-3B with an adapter, the base 3B without.
 
@@ -254,49 +178,98 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 2)
 
 
-def _official_rows(summary: Mapping[str, Any]) -> list[tuple[str, float | None, int | None]]:
-    """(metric, value, n) rows for the two published-table figures of a summary, the paper's first."""
+Row = tuple[str, float | None, int | None, bool, str | None]  # metric, value, n, breakdown?, comparison key
+
+
+def _official_rows(summary: Mapping[str, Any]) -> list[Row]:
+    """The rows of the two published-table figures of a summary, the paper's first."""
     chart_rvr, official = summary.get("chart_rvr_code") or {}, summary.get("official") or {}
     sizes = summary.get("subset_sizes") or {}
-    rows = [
-        (f"chart_rvr_code: {chart_rvr.get('label', 'relaxed accuracy')}", chart_rvr.get("value"), chart_rvr.get("n"))
-    ]
+    label = chart_rvr.get("label", "relaxed accuracy")
+    rows: list[Row] = [(f"chart_rvr_code: {label}", chart_rvr.get("value"), chart_rvr.get("n"), False, None)]
     if official:
-        rows.append((f"official: {official.get('label', 'accuracy')}", official.get("value"), official.get("n")))
+        rows.append(
+            (f"official: {official.get('label', 'accuracy')}", official.get("value"), official.get("n"), False, None)
+        )
         breakdown = official.get("breakdown") or {}
-        rows.extend((f"official: {key}", value, sizes.get(key)) for key, value in breakdown.items())
+        rows.extend((f"official: {key}", value, sizes.get(key), True, None) for key, value in breakdown.items())
         if official.get("rows_official_code_crashes_on"):
-            rows.append(
-                (
-                    "official: rows its code crashes on (scored as if it had not)",
-                    None,
-                    official["rows_official_code_crashes_on"],
-                )
-            )
+            crashes = official["rows_official_code_crashes_on"]
+            rows.append(("official: rows its code crashes on (scored as if it had not)", None, crashes, True, None))
     return rows
 
 
-def results_table(summary_or_summaries: Any) -> pd.DataFrame:
-    """Our numbers beside the paper's: one row per reported number, per benchmark.
+def _rows(summary: Mapping[str, Any]) -> list[Row]:
+    """Every number of a summary as a row: the published-table figures, the project metric, its subsets,
+    then the rewards. ``breakdown`` marks the rows :func:`results_table` leaves out without ``breakdown``; the
+    comparison key names the paired-bootstrap interval that goes with a row (``accuracy`` or a reward)."""
+    from .rewards import REWARD_MAXIMA
+
+    headline, n = summary.get("headline", "accuracy"), summary.get("n")
+    label = HEADLINE_LABELS.get(headline, headline)
+    value = summary.get("headline_value", summary.get("accuracy"))
+    key = "accuracy" if headline == "accuracy" else None
+    if "chart_rvr_code" in summary:
+        rows = _official_rows(summary) + [(f"project metric: {label}", value, n, False, key)]
+    else:  # a summary written before the two figures existed
+        rows = [(label, value, n, False, key)]
+    if headline != "accuracy":
+        rows.append(("accuracy (all examples)", summary.get("accuracy"), n, False, "accuracy"))
+    if "acc_plus" in summary and headline != "acc_plus":
+        rows.append(("Acc+ (pairs of yes/no questions)", summary["acc_plus"], n, True, None))
+    sizes = summary.get("subset_sizes") or {}
+    rows.extend(
+        (f"subset: {subset}", value, sizes.get(subset), True, None)
+        for subset, value in (summary.get("subsets") or {}).items()
+    )
+    rewards, scored = summary.get("rewards") or {}, summary.get("reward_examples")
+    for name, mean in rewards.items():
+        maximum = REWARD_MAXIMA.get(name)
+        rows.append((f"reward: {name}" + (f" (max {maximum:g})" if maximum else ""), mean, scored, False, name))
+    if rewards:
+        rows.append(("reward: total", summary.get("total_reward"), scored, False, "total_reward"))
+        rows.append(("replies in the full format (%)", summary.get("format_valid_rate"), scored, False, None))
+    return rows
+
+
+def _intervals(summary: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """The paired-bootstrap 95% interval of ours - base, by comparison key (``accuracy`` and each reward)."""
+    found = {name: tuple(row["ci95"]) for name, row in (summary.get("reward_comparison") or {}).items()}
+    comparison = summary.get("comparison")
+    if comparison:
+        found["accuracy"] = (comparison["ci_low"], comparison["ci_high"])
+    return found
+
+
+RESULT_COLUMNS = ("benchmark", "protocol", "metric", "n", "ours", "base", "ours - base", "95% CI")
+
+
+def results_table(summary_or_summaries: Any, breakdown: bool = True) -> pd.DataFrame:
+    """Our numbers beside the base model's and the paper's: one row per reported number, per benchmark.
 
     The first row of each benchmark is ``chart_rvr_code`` (scored as the Chart-RVR authors' code
     scored it), the one the paper's numbers stand beside; then ``official`` (the benchmark's own
     evaluation code: its leaderboard's number) with the breakdown that code prints; then the
-    project metric (``project metric: ...``, the rule the accuracy reward trains on), its subsets
-    and the base-model comparison. A summary written before the two figures existed puts the
-    paper's numbers beside its headline. ``protocol`` says how the examples were asked
-    (:mod:`chartrvr_nb.protocols`): the paper's numbers are comparable only under ``chart-rvr``; a
-    summary written before protocols existed was evaluated under ``project``.
+    project metric (``project metric: ...``, the rule the accuracy reward trains on) and its subsets;
+    then, where the rows carry the training schema's ground truth, each reward's mean (on its own
+    scale: ``max`` says the highest it gives), their total and the share of replies in the full format.
+    With ``compare_base``, ``base`` is the base model's number on the same examples, ``ours - base`` the
+    difference and ``95% CI`` its paired-bootstrap interval (for the accuracy and the rewards). A summary
+    written before the two figures existed puts the paper's numbers beside its headline. ``protocol``
+    says how the examples were asked (:mod:`chartrvr_nb.protocols`): the paper's numbers are comparable
+    only under ``chart-rvr``; a summary written before protocols existed was evaluated under ``project``.
 
     Args:
         summary_or_summaries: a ``summary.json`` dict, a list of them (or of
             :class:`EvaluationResult`), or a dict of them by name.
+        breakdown: also the rows that break a number down (the official code's breakdown, subsets, Acc+);
+            without them the table shows what moved at a glance.
 
     Returns:
-        A DataFrame with columns ``benchmark``, ``protocol``, ``metric``, ``n``, ``ours``, the paper's
-        ``Qwen2.5-VL-3B (direct)`` and ``Chart-RVR-3B`` numbers (on the first row), and
-        ``vs paper`` (ours minus the paper's number for the same model, when there is one);
-        numbers in percent, rounded to 2 decimals (``summary.json`` keeps them unrounded).
+        A DataFrame with columns :data:`RESULT_COLUMNS`, then the paper's ``Qwen2.5-VL-3B (direct)`` and
+        ``Chart-RVR-3B`` numbers (on the first row) and ``vs paper`` (ours minus the paper's number for the
+        same model, when there is one); percentages and rewards rounded to 2 decimals (``summary.json``
+        keeps them unrounded).
 
     Example:
         >>> table = results_table({"benchmark": "chartfc", "model": "qwen2-5-3b", "adapter": None,
@@ -306,6 +279,11 @@ def results_table(summary_or_summaries: Any) -> pd.DataFrame:
         [['chart_rvr_code: relaxed accuracy', 50.0, 74.4, -24.4], ['project metric: accuracy', 75.0, nan, nan]]
         >>> table["protocol"].tolist()  # a summary from before protocols: evaluated as this project does
         ['project', 'project']
+        >>> compared = results_table({"benchmark": "synthetic", "n": 2, "accuracy": 50.0, "headline_value": 50.0,
+        ...                           "base": {"n": 2, "accuracy": 0.0, "headline_value": 0.0},
+        ...                           "comparison": {"ci_low": 0.0, "ci_high": 100.0}})
+        >>> compared[["ours", "base", "ours - base", "95% CI"]].values.tolist()
+        [[50.0, 0.0, 50.0, '[+0.00, +100.00]']]
     """
     import pandas as pd
 
@@ -314,45 +292,29 @@ def results_table(summary_or_summaries: Any) -> pd.DataFrame:
         name, protocol = summary["benchmark"], summary.get("protocol", "project")
         paper = BENCHMARKS[name].paper if name in BENCHMARKS else {}
         reference = paper_reference(summary.get("model", ""), summary.get("adapter"))
-        headline = summary.get("headline", "accuracy")
-        n = summary.get("n")
-        project = [(HEADLINE_LABELS.get(headline, headline), summary.get("headline_value", summary.get("accuracy")), n)]
-        if "chart_rvr_code" in summary:
-            project = _official_rows(summary) + [(f"project metric: {project[0][0]}", *project[0][1:])]
-        metric, ours, count = project[0]
-        rows.append(
-            {
+        base = summary.get("base")
+        base_values = {row[0]: row[1] for row in _rows(base)} if base else {}
+        intervals = _intervals(summary)
+        for position, (metric, value, count, detail, key) in enumerate(_rows(summary)):
+            if detail and not breakdown:
+                continue
+            base_value = base_values.get(metric)
+            interval = intervals.get(key) if key else None
+            row = {
                 "benchmark": name,
                 "protocol": protocol,
                 "metric": metric,
                 "n": count,
-                "ours": _round(ours),
-                QWEN_DIRECT: paper.get(QWEN_DIRECT),
-                CHART_RVR: paper.get(CHART_RVR),
-                "vs paper": _round(ours - paper[reference]) if ours is not None and reference in paper else None,
+                "ours": _round(value),
+                "base": _round(base_value),
+                "ours - base": _round(value - base_value) if value is not None and base_value is not None else None,
+                "95% CI": f"[{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else None,
             }
-        )
-        extras = project[1:]  # (metric, value, number of examples behind it)
-        if headline != "accuracy":
-            extras.append(("accuracy (all examples)", summary.get("accuracy"), n))
-        if "acc_plus" in summary and headline != "acc_plus":
-            extras.append(("Acc+ (pairs of yes/no questions)", summary["acc_plus"], n))
-        sizes = summary.get("subset_sizes") or {}
-        for subset, value in (summary.get("subsets") or {}).items():
-            extras.append((f"subset: {subset}", value, sizes.get(subset)))
-        comparison = summary.get("comparison")
-        if comparison:
-            base = summary.get("base", {})
-            if "chart_rvr_code" in base:
-                extras.append(("base model: chart_rvr_code", base["chart_rvr_code"].get("value"), n))
-            extras.append(("base model (same examples)", base.get("accuracy"), n))
-            extras.append(("adapter - base", comparison["difference"], n))
-        rows.extend(
-            {"benchmark": name, "protocol": protocol, "metric": metric, "n": count, "ours": _round(value)}
-            for metric, value, count in extras
-        )
-    columns = ["benchmark", "protocol", "metric", "n", "ours", QWEN_DIRECT, CHART_RVR, "vs paper"]
-    return pd.DataFrame(rows, columns=columns)
+            if position == 0:
+                row[QWEN_DIRECT], row[CHART_RVR] = paper.get(QWEN_DIRECT), paper.get(CHART_RVR)
+                row["vs paper"] = _round(value - paper[reference]) if value is not None and reference in paper else None
+            rows.append(row)
+    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, QWEN_DIRECT, CHART_RVR, "vs paper"])
 
 
 def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -21,18 +21,21 @@ gives the chart's own type and the newline the format reward needs 30% each; GRP
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import UserError
 from .benchmarks import get_benchmark
-from .env import make_folder
-from .eval_results import paired_bootstrap, reward_scores
+from .env import make_folder, run_path
+from .eval_rewards import compare_rewards, reward_scores
 from .presets import EvalConfig, Preset, get_preset
-from .rewards import REWARDS
 from .starting_point import format_starting_point
+
+logger = logging.getLogger(__name__)
 
 PRESET = "learn-check"
 HELD_OUT_EXAMPLES = 200
@@ -47,56 +50,6 @@ _EVAL_BATCH = 25
 def held_out_seed(preset: Preset) -> int:
     """The generator seed of the held-out charts: the evaluation benchmark's, never a training seed."""
     return get_benchmark(preset.eval_dataset).synthetic_seed
-
-
-def total_rewards(scores: Sequence[Mapping[str, float | None]]) -> list[float]:
-    """Each example's total reward: the sum of the seven (a missing reward counts 0).
-
-    Example:
-        >>> total_rewards([{"format": 2.0, "accuracy": 1.0}, {"format": 0.0, "accuracy": None}])
-        [3.0, 0.0]
-    """
-    return [sum(value or 0.0 for value in score.values()) for score in scores]
-
-
-def compare_rewards(
-    before: Sequence[Mapping[str, float | None]], after: Sequence[Mapping[str, float | None]], seed: int = 2025
-) -> dict[str, dict[str, Any]]:
-    """Per reward and for the total: mean before, mean after, and the 95% paired-bootstrap
-    interval of the gain (the same examples, resampled together).
-
-    Args:
-        before / after: per-example reward scores (``eval_results.reward_scores``) on the same examples.
-        seed: the bootstrap's seed.
-
-    Returns:
-        ``{name: {"before", "after", "gain", "ci95": [low, high]}}`` for ``total_reward`` and each reward.
-
-    Example:
-        >>> before = [{"format": 0.0, "chart_type": 0.0}, {"format": 2.0, "chart_type": 0.0}] * 20
-        >>> after = [{"format": 2.0, "chart_type": 1.0}, {"format": 2.0, "chart_type": 0.0}] * 20
-        >>> metrics = compare_rewards(before, after, seed=0)
-        >>> metrics["total_reward"]["before"], metrics["total_reward"]["after"], metrics["format"]["gain"]
-        (1.0, 2.5, 1.0)
-        >>> metrics["chart_type"]["ci95"][0] > 0
-        True
-    """
-    if len(before) != len(after) or not before:
-        raise ValueError("compare_rewards needs the same, non-empty list of examples scored before and after.")
-    columns = {"total_reward": (total_rewards(before), total_rewards(after))}
-    for name in REWARDS:
-        columns[name] = ([s.get(name) or 0.0 for s in before], [s.get(name) or 0.0 for s in after])
-    metrics = {}
-    for name, (old, new) in columns.items():
-        # paired_bootstrap reports score differences in percentage points; rewards keep their scale.
-        gain = paired_bootstrap(new, old, seed=seed)
-        metrics[name] = {
-            "before": sum(old) / len(old),
-            "after": sum(new) / len(new),
-            "gain": gain["difference"] / 100.0,
-            "ci95": [gain["ci_low"] / 100.0, gain["ci_high"] / 100.0],
-        }
-    return metrics
 
 
 def compare_by_chart_type(
@@ -172,14 +125,33 @@ def verdict(report: Mapping[str, Any]) -> str:
     return "LEARNED" if report["learned"] else "NOT LEARNED"
 
 
+def shortened(report: Mapping[str, Any]) -> bool:
+    """Whether a report is of a shortened check (fewer held-out charts, or training stopped early): a smoke
+    check of the pipeline whose verdict means nothing.
+
+    Example:
+        >>> shortened({"held_out_examples": 200, "settings": {"max_steps": None}})
+        False
+        >>> shortened({"held_out_examples": 4, "settings": {"max_steps": 2}})
+        True
+    """
+    max_steps = (report.get("settings") or {}).get("max_steps")
+    return report["held_out_examples"] < HELD_OUT_EXAMPLES or max_steps is not None
+
+
 def format_report(report: Mapping[str, Any]) -> str:
-    """The starting point, the before/after table and the verdict line (:func:`verdict`), last."""
+    """The starting point, the before/after table, where the report and figure are, and the verdict line
+    (:func:`verdict`), last; a shortened check (:func:`shortened`) ends in ``SHORTENED CHECK ...``, which says
+    it is no verdict."""
     if "starting_point" in report:
         starting = format_starting_point(report["starting_point"])
         lines = [f"starting point on the held-out charts (before training):\n{starting}"]
     else:
         lines = []
+    files = report.get("files") or {}
     if verdict(report) == "VACUOUS START":
+        if files:
+            lines.append(f"Report: {files['report']}")
         lines.append(
             f"VACUOUS START: {' '.join(report['starting_point_problems'])} GRPO could not show learning from "
             f"this model, so it was not trained (model {report['model']}, {report['held_out_examples']} held-out "
@@ -200,8 +172,16 @@ def format_report(report: Mapping[str, Any]) -> str:
             lines.append(f"{name} by chart type: {gains}")
     total = metrics["total_reward"]
     image = ", ".join(f"{name} {_gain(metrics[name])}" for name in IMAGE_REWARDS)
+    if files:
+        lines.append(f"Report: {files['report']}; figure: {files['figure']}")
+    label = verdict(report)
+    if shortened(report):
+        label = (
+            f"SHORTENED CHECK, not a verdict (a smoke check of the pipeline; the proof is {HELD_OUT_EXAMPLES} "
+            "held-out charts and every training step)"
+        )
     lines.append(
-        f"{verdict(report)}: total reward {total['before']:.2f} -> {total['after']:.2f} ({total['gain']:+.2f}, 95% CI "
+        f"{label}: total reward {total['before']:.2f} -> {total['after']:.2f} ({total['gain']:+.2f}, 95% CI "
         f"[{total['ci95'][0]:+.2f}, {total['ci95'][1]:+.2f}]; needs >= +{MIN_TOTAL_GAIN:.1f} above 0); {image} "
         f"(one needs its interval above 0 on every chart type; seed {report['seed']}, {report['held_out_examples']} "
         f"held-out charts, {report['train_steps']} GRPO steps, {report['seconds']['total']:.0f} s)"
@@ -253,19 +233,23 @@ def run_learn_check(
     held_out: int = HELD_OUT_EXAMPLES,
     max_steps: int | None = None,
     progress: bool = True,
+    reuse: bool = False,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Evaluate, check the starting point, train with GRPO, evaluate again; write ``learn_check.json``
     and the figure.
 
     Args:
-        output_dir: where everything goes (default ``runs/learn-check/seed-<seed>``): ``before/`` and
+        output_dir: where everything goes (default ``runs/learn-check/seed-<seed>``; a relative folder is under
+            the run root, ``env.run_root()``): ``before/`` and
             ``after/`` evaluations, the training run in ``run/`` (started afresh each time),
             :data:`REPORT_FILE` and :data:`FIGURE_FILE`.
         seed: the training seed (data, sampling, LoRA init); the held-out charts never change.
         held_out: held-out charts evaluated before and after (200 by default).
         max_steps: stop training after this many steps (a shortened check, e.g. in CI).
         progress: show progress bars.
+        reuse: return the report already in ``output_dir`` when it was made with the same settings (seed,
+            held-out charts, steps, overrides) instead of running the check again (02_train's "Run all").
         overrides: preset fields changed from the ``learn-check`` preset (e.g. ``learning_rate``).
 
     Returns:
@@ -274,9 +258,11 @@ def run_learn_check(
         (``{name: {before, after, gain, ci95}}``), ``metrics_by_chart_type`` (the same within each
         chart type), ``learned``, ``verdict`` (:func:`verdict`), seeds, steps and seconds. With a
         vacuous start (problems) nothing is trained: both metrics are None, ``train_steps`` 0 and no
-        figure is drawn.
+        figure is drawn. The ``settings`` asked
+        (``reuse`` compares them) and the ``files`` written.
 
     Raises:
+        UserError: fewer than one held-out chart.
         ValueError: a training seed equal to the held-out charts' seed.
         env.FolderError: ``output_dir`` cannot be made or written (a file in the way, a read-only disk).
     """
@@ -285,12 +271,25 @@ def run_learn_check(
     from .starting_point import starting_point_problems
     from .train import train
 
+    if held_out < 1:
+        raise UserError(
+            f"--held-out must be at least 1 (the held-out charts evaluated before and after), got {held_out}."
+        )
     preset = get_preset(PRESET, seed=seed, **overrides)
     if seed == held_out_seed(preset):
         raise ValueError(
             f"--seed {seed} is the seed of the held-out charts, so training would see them; pick any other seed."
         )
-    out = make_folder(output_dir or f"runs/learn-check/seed-{seed}", "--output-dir")  # a file or read-only: said now
+    out = make_folder(run_path(output_dir or f"runs/learn-check/seed-{seed}"), "--output-dir")  # said now if unusable
+    settings_used = json.loads(json.dumps({"seed": seed, "held_out": held_out, "max_steps": max_steps, **overrides}))
+    if reuse and (out / REPORT_FILE).is_file() and (out / FIGURE_FILE).is_file():
+        earlier = json.loads((out / REPORT_FILE).read_text(encoding="utf-8"))
+        if earlier.get("settings") == settings_used:
+            logger.info(
+                f"The learn-check with these settings is already in {out}: shown, not re-run (delete its "
+                f"{REPORT_FILE} to run it again)."
+            )
+            return earlier
     run_dir = out / "run"
     shutil.rmtree(run_dir, ignore_errors=True)  # a check always trains from the warm start, never resumes
     started = time.perf_counter()
@@ -309,6 +308,8 @@ def run_learn_check(
         "metrics": None,
         "metrics_by_chart_type": None,
         "learned": False,
+        "settings": settings_used,  # what run_learn_check was asked (reuse compares it)
+        "files": {"report": str(out / REPORT_FILE), "figure": str(out / FIGURE_FILE)},
     }
     evaluated = time.perf_counter()
     seconds = {"before": round(evaluated - started, 1)}

@@ -280,3 +280,33 @@ def benchmark_data_dir(data_root: str | os.PathLike, benchmark: str) -> str | No
         return None
     folder = Path(data_root).expanduser() / benchmark
     return str(folder) if folder.is_dir() else None
+
+
+def evaluation_settings(preset, trained: str | None, **asked: Any):
+    """The model and settings 04_evaluate evaluates with, given the preset picked and what it evaluates.
+
+    A local training run (its folder, a checkpoint, its final folder): only what was asked, so that
+    ``evaluate.run_evaluation`` takes the run's model and the rest of its settings from its ``run_config.json``,
+    as ``python -m chartrvr_nb eval`` does for the same run. The base model alone, or a hub id: the preset's
+    model and the settings it trains with (``EvalConfig.for_preset``).
+
+    Args:
+        preset: the preset picked in the notebook (a ``presets.Preset``).
+        trained: the resolved adapter or full-model path, or None for the base model alone.
+        asked: ``EvalConfig`` fields set in the notebook (protocol, limit, batch size, ...).
+
+    Returns:
+        ``(model name or None, EvalConfig)``, the first two arguments of ``run_evaluation``.
+
+    Example:
+        >>> from chartrvr_nb.presets import get_preset
+        >>> model, settings = evaluation_settings(get_preset("smoke"), None, limit=8)
+        >>> model, settings.max_new_tokens, settings.limit
+        ('tiny', 160, 8)
+    """
+    from .presets import EvalConfig
+    from .runfiles import find_run_config
+
+    if trained and Path(trained).is_dir() and find_run_config(trained) is not None:
+        return None, EvalConfig(**asked)
+    return preset.model, EvalConfig.for_preset(preset, **asked)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .inspection import shorten
+from .rewards import REWARD_MAXIMA, REWARD_MINIMA
 
 _REWARD_MEAN = re.compile(r"^rewards/(.+)/mean$")
 
@@ -86,7 +87,8 @@ def plot_reward_curves(
     title: str | None = None,
     run_name: str | None = None,
 ):
-    """One panel per reward (mean with a +-std band), plus total reward and training health.
+    """One panel per reward (mean with a +-std band, cut to the scores the reward can give), plus total reward
+    and training health.
 
     Panels, when logged: total reward, each reward function, accuracy, completion length
     (mean with min-max band) and the fraction of groups whose completions all scored the same
@@ -109,14 +111,19 @@ def plot_reward_curves(
         raise ValueError("No metrics to plot yet: the run has not logged a step.")
     if smooth is None:
         smooth = max(1, len(records) // 50)
-    panels = []  # (title, mean key, band, y label); band is ("std", key) or ("range", low key, high key)
+    # (title, mean key, band, y label, bounds); band is ("std", key) or ("range", low key, high key); a std
+    # band is cut to the bounds of what the reward can score (mean - std of a 0/1 reward is no score it gives)
+    panels = []
     if any("reward" in record for record in records):
-        panels.append(("Total reward", "reward", ("std", "reward_std"), "reward"))
+        total_bounds = (sum(REWARD_MINIMA.values()), None)
+        panels.append(("Total reward", "reward", ("std", "reward_std"), "reward", total_bounds))
     for name in _pick_rewards(reward_names(records), rewards):
-        panels.append((_title(name), f"rewards/{name}/mean", ("std", f"rewards/{name}/std"), "reward"))
+        short = name.removesuffix("_reward")
+        bounds = (REWARD_MINIMA.get(short), REWARD_MAXIMA.get(short))
+        panels.append((_title(name), f"rewards/{name}/mean", ("std", f"rewards/{name}/std"), "reward", bounds))
     for key in ("accuracy", "eval_accuracy"):
         if any(key in record for record in records):
-            panels.append((_title(key), key, None, "accuracy"))
+            panels.append((_title(key), key, None, "accuracy", (None, None)))
     if any("completions/mean_length" in record for record in records):
         panels.append(
             (
@@ -124,10 +131,13 @@ def plot_reward_curves(
                 "completions/mean_length",
                 ("range", "completions/min_length", "completions/max_length"),
                 "tokens",
+                (None, None),
             )
         )
     if any("frac_reward_zero_std" in record for record in records):
-        panels.append(("Groups with identical rewards", "frac_reward_zero_std", None, "fraction of groups"))
+        panels.append(
+            ("Groups with identical rewards", "frac_reward_zero_std", None, "fraction of groups", (None, None))
+        )
     if not panels:
         keys = sorted({key for record in records for key in record})
         raise ValueError(
@@ -139,7 +149,7 @@ def plot_reward_curves(
     rows = math.ceil(len(panels) / columns)
     figure = Figure(figsize=(4.6 * columns, 3.2 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for ax, (panel_title, key, band, y_label) in zip(axes, panels):
+    for ax, (panel_title, key, band, y_label, (lowest, highest)) in zip(axes, panels):
         steps, values = _series(records, key)
         smoothed = _moving_average(values, smooth)
         if smooth > 1:
@@ -151,8 +161,8 @@ def plot_reward_curves(
                 spread = _moving_average([std_by_step.get(step, 0.0) for step in steps], smooth)
                 ax.fill_between(
                     steps,
-                    [m - s for m, s in zip(smoothed, spread)],
-                    [m + s for m, s in zip(smoothed, spread)],
+                    [m - s if lowest is None else max(m - s, lowest) for m, s in zip(smoothed, spread)],
+                    [m + s if highest is None else min(m + s, highest) for m, s in zip(smoothed, spread)],
                     color="C0",
                     alpha=0.15,
                     label="± std",
@@ -252,7 +262,8 @@ def plot_reward_histograms(scores, bins: int = 12):
 # --------------------------------------------------------------------------------------------
 
 
-_TABLE_COLUMNS = ("benchmark", "protocol", "metric", "n", "ours", "vs paper")  # the rest are the paper's models
+# The results table's own columns (eval_results.RESULT_COLUMNS and "vs paper"); the rest are the paper's models.
+_TABLE_COLUMNS = ("benchmark", "protocol", "metric", "n", "ours", "base", "ours - base", "95% CI", "vs paper")
 
 
 def plot_benchmark_accuracy(table, title: str | None = None):
@@ -370,13 +381,45 @@ def plot_mistakes(predictions, n: int = 8, columns: int = 2, title: str | None =
     return figure
 
 
-def plot_before_after(metrics: Mapping[str, Mapping[str, Any]], title: str | None = None):
+def _draw_before_after(ax, metrics: Mapping[str, Mapping[str, Any]], labels: tuple[str, str]) -> None:
+    """One pair of bars per reward on ``ax`` (before grey, after blue), labelled with the gain and its interval."""
+    names = sorted(metrics, key=lambda name: name != "total_reward")  # the total first, then as given
+    positions = list(range(len(names)))
+    before = [float(metrics[name]["before"]) for name in names]
+    after = [float(metrics[name]["after"]) for name in names]
+    ax.bar([p - 0.2 for p in positions], before, width=0.4, color="C7", label=labels[0])
+    ax.bar([p + 0.2 for p in positions], after, width=0.4, color="C0", label=labels[1])
+    for position, name, low, high in zip(positions, names, before, after):
+        gain_low, gain_high = metrics[name]["ci95"]
+        ax.annotate(
+            f"{high - low:+.2f}\n[{gain_low:+.2f}, {gain_high:+.2f}]",
+            (position, max(low, high)),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            xytext=(0, 3),
+            textcoords="offset points",
+        )
+    ax.set_xticks(positions, [_title(name) for name in names], fontsize=8, rotation=20)
+    ax.set_ylim(min(0.0, *before, *after), max(before + after) * 1.25 + 0.1)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper right")
+
+
+def plot_before_after(
+    metrics: Mapping[str, Mapping[str, Any]],
+    title: str | None = None,
+    labels: tuple[str, str] = ("before GRPO (warm start)", "after GRPO"),
+    y_label: str = "mean reward on held-out charts",
+):
     """Bars of each reward before and after training, labelled with the gain and its 95% interval.
 
     Args:
-        metrics: ``{name: {"before", "after", "ci95": [low, high]}}``, as in ``learn_check.json``
-            (``total_reward`` included, drawn first).
+        metrics: ``{name: {"before", "after", "ci95": [low, high]}}``, as in ``learn_check.json`` or an
+            evaluation summary's ``reward_comparison`` (``total_reward`` included, drawn first).
         title: figure title.
+        labels: the legend's names of the two bars.
+        y_label: the y axis' label.
 
     Returns:
         A matplotlib Figure: one pair of bars per reward (before grey, after blue), each pair
@@ -392,29 +435,58 @@ def plot_before_after(metrics: Mapping[str, Mapping[str, Any]], title: str | Non
 
     if not metrics:
         raise ValueError("Nothing to plot: no before/after metrics were given.")
-    names = sorted(metrics, key=lambda name: name != "total_reward")  # the total first, then as given
-    figure = Figure(figsize=(max(6.0, 1.1 * len(names) + 1.5), 4.0), layout="constrained")
+    figure = Figure(figsize=(max(6.0, 1.1 * len(metrics) + 1.5), 4.0), layout="constrained")
     ax = figure.subplots()
-    positions = list(range(len(names)))
-    before = [float(metrics[name]["before"]) for name in names]
-    after = [float(metrics[name]["after"]) for name in names]
-    ax.bar([p - 0.2 for p in positions], before, width=0.4, color="C7", label="before GRPO (warm start)")
-    ax.bar([p + 0.2 for p in positions], after, width=0.4, color="C0", label="after GRPO")
-    for position, name, low, high in zip(positions, names, before, after):
-        gain_low, gain_high = metrics[name]["ci95"]
-        ax.annotate(
-            f"{high - low:+.2f}\n[{gain_low:+.2f}, {gain_high:+.2f}]",
-            (position, max(low, high)),
-            ha="center",
-            va="bottom",
-            fontsize=7,
-            xytext=(0, 3),
-            textcoords="offset points",
-        )
-    ax.set_xticks(positions, [_title(name) for name in names], fontsize=8, rotation=20)
-    ax.set_ylabel("mean reward on held-out charts")
-    ax.set_ylim(0, max(before + after) * 1.25 + 0.1)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize="small", loc="upper right")
+    _draw_before_after(ax, metrics, labels)
+    ax.set_ylabel(y_label)
     ax.set_title(title or "Rewards before and after GRPO (gain, 95% paired-bootstrap interval)")
+    return figure
+
+
+def plot_reward_changes(summaries, title: str | None = None):
+    """What training changed, reward by reward: the adapter's mean rewards beside the base model's on the same
+    examples, one panel per benchmark whose rows carry the ground truth the rewards need (``synthetic`` does).
+
+    Args:
+        summaries: evaluation results or their ``summary.json`` dicts; one evaluated with ``compare_base``
+            shows base and adapter with the gain and its 95% paired-bootstrap interval, one without shows
+            its own means.
+        title: figure title.
+
+    Returns:
+        A matplotlib Figure (a note instead of bars when no benchmark had rewards to show).
+
+    Example:
+        >>> summary = {"title": "Synthetic", "rewards": {"format": 1.5}, "total_reward": 4.0,
+        ...            "reward_comparison": {"total_reward": {"before": 3.0, "after": 4.0, "ci95": [0.5, 1.5]},
+        ...                                  "format": {"before": 0.5, "after": 1.5, "ci95": [0.5, 1.5]}}}
+        >>> [text.get_text().split()[0] for text in plot_reward_changes([summary]).axes[0].texts]
+        ['+1.00', '+1.00']
+    """
+    from matplotlib.figure import Figure
+
+    shown = [getattr(item, "summary", item) for item in summaries]
+    shown = [summary for summary in shown if summary.get("rewards")]
+    if not shown:
+        figure = Figure(figsize=(6.0, 1.6), layout="constrained")
+        ax = figure.subplots()
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No benchmark here has the ground truth the rewards need (synthetic has).", ha="center")
+        return figure
+    figure = Figure(figsize=(7.5, 4.0 * len(shown)), layout="constrained")
+    for ax, summary in zip(figure.subplots(len(shown), 1, squeeze=False).ravel(), shown):
+        compared = summary.get("reward_comparison")
+        if compared:
+            _draw_before_after(ax, compared, ("base model", "with the adapter"))
+        else:
+            means = {"total_reward": summary.get("total_reward"), **summary["rewards"]}
+            names = [name for name, value in means.items() if value is not None]
+            ax.bar(range(len(names)), [means[name] for name in names], color="C0")
+            ax.set_xticks(range(len(names)), [_title(name) for name in names], fontsize=8, rotation=20)
+            ax.grid(axis="y", alpha=0.3)
+        ax.set_ylabel("mean reward")
+        ax.set_title(
+            f"{summary.get('title', summary.get('benchmark', ''))}: {summary.get('reward_examples', '')} examples"
+        )
+    figure.suptitle(title or "Rewards: base model vs adapter on the same examples (gain, 95% interval)")
     return figure

@@ -501,7 +501,11 @@ class EvalConfig:
     )
     limit: int | None = setting(None, "evaluate only the first N examples (of the protocol's sample, if it draws one)")
     seed: int = setting(2025, "seeds torch and the bootstrap")
-    load_in_4bit: bool = setting(False, "load the base model in 4-bit NF4, as a QLoRA run (colab-t4) trained it")
+    load_in_4bit: bool | None = setting(
+        None,
+        "load the base model in 4-bit NF4, as a QLoRA run (colab-t4) trains it (default: as the evaluated run "
+        "trained, else off)",
+    )
     compare_base: bool = setting(
         False,
         "also evaluate the base model (adapter disabled) on the same examples and report the difference "

@@ -27,7 +27,7 @@ examples            PlotQA and ChartBench: ``Dataset.shuffle(seed=2026).select(r
 ==================  ==================================================================================
 
 A protocol names rules by key (the way a benchmark names its metric): ``answer`` is a key of
-``evaluate.ANSWER_READERS``, ``question`` says which of an example's texts is asked, ``image_resize``
+``generation.ANSWER_READERS``, ``question`` says which of an example's texts is asked, ``image_resize``
 is one of ``presets.IMAGE_RESIZE_MODES`` as training uses them (``data.fit_to_pixel_budget``). A value
 of None (or an empty table) leaves that setting to :class:`chartrvr_nb.presets.EvalConfig`.
 
@@ -63,7 +63,7 @@ class Protocol:
         max_new_tokens: tokens per answer it fixes, by prompt style; empty: ``EvalConfig``'s.
         question: which text of an example is asked: ``"project"`` (``example["question"]``) or
             ``"chart-rvr"`` (``example["chart_rvr_question"]``, the authors' loaders' wording).
-        answer: a key of ``evaluate.ANSWER_READERS``: how the scored answer is read from a reply.
+        answer: a key of ``generation.ANSWER_READERS``: how the scored answer is read from a reply.
         samples: benchmark name -> how many examples are drawn (with ``sample_seed``) instead of all.
         sample_seed: the seed of ``datasets.Dataset.shuffle`` for those draws.
         source: where its values come from (a repository at a commit), or None for this project's own.

@@ -326,6 +326,10 @@ REWARD_MAXIMA: dict[str, float | None] = {
 }
 
 
+# The lowest score each reward can give: process is a cosine similarity; the others start at 0.
+REWARD_MINIMA: dict[str, float] = {name: 0.0 for name in REWARDS} | {"process": -1.0}
+
+
 def get_rewards(names: Sequence[str] | None = None) -> list[RewardFn]:
     """Reward functions by name, in the given order (all seven by default).
 

@@ -32,7 +32,12 @@ SYSTEM_PROMPT_SHA256 = "system_prompt_sha256"  # run_config.json's record of the
 RUN_FILES = (METRICS_FILE, SAMPLES_FILE, RUN_CONFIG_FILE)  # mirrored to Drive beside the checkpoints
 
 
-def _json_object(line: str, required: Sequence[str]) -> tuple[dict | None, str | None]:
+_JSON_KINDS = {str: "text", list: "a list", dict: "an object", int: "a number", float: "a number", bool: "true/false"}
+
+
+def _json_object(
+    line: str, required: Sequence[str], kinds: Mapping[str, tuple[tuple[type, ...], str]] | None = None
+) -> tuple[dict | None, str | None]:
     """The object on one JSONL line, or what is wrong with the line."""
     try:
         record = json.loads(line)
@@ -43,11 +48,22 @@ def _json_object(line: str, required: Sequence[str]) -> tuple[dict | None, str |
     missing = [field for field in required if field not in record]
     if missing:
         return None, f"has no {missing[0]!r} field; each line needs one"
+    for name, (allowed, wanted) in (kinds or {}).items():
+        value = record.get(name)
+        fits = isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool))  # True is an int
+        if name in record and not fits:
+            given = "null" if value is None else _JSON_KINDS.get(type(value), type(value).__name__)
+            return None, f"has {given} as its {name!r}; it must be {wanted}"
     return record, None
 
 
-def read_jsonl(path: str | os.PathLike, strict: bool = False, required: Sequence[str] = ()) -> list[dict]:
-    """The JSON objects of a file, one per line (blank lines skipped): the one JSONL reader.
+def read_jsonl(
+    path: str | os.PathLike,
+    strict: bool = False,
+    required: Sequence[str] = (),
+    kinds: Mapping[str, tuple[tuple[type, ...], str]] | None = None,
+) -> list[dict]:
+    """The JSON objects of a file of UTF-8 text, one per line (blank lines skipped): the one JSONL reader.
 
     Args:
         path: the file.
@@ -55,6 +71,8 @@ def read_jsonl(path: str | os.PathLike, strict: bool = False, required: Sequence
             for the run logs: it is skipped with one warning (a write cut short by a killed
             process). True, for a file a user hands in: it is an error naming the file and line.
         required: the fields every object must have.
+        kinds: the JSON types a field must have where it is present, as Python types, with how to say
+            them (``{"completion": ((str, list), "text or a list of chat messages")}``).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -73,11 +91,18 @@ def read_jsonl(path: str | os.PathLike, strict: bool = False, required: Sequence
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; give a JSONL file with one JSON object per line.")
     records, broken = [], 0
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+    with open(path, "rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:  # a byte-order mark, as some editors write, starts the first line
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                line, problem = "", f"is not UTF-8 text (byte {raw[error.start]:#04x}); save the file as UTF-8"
+                if strict:
+                    raise ValueError(f"{path}:{number} {problem}.") from None
+                broken += 1
             if not line.strip():
                 continue
-            record, problem = _json_object(line, required)
+            record, problem = _json_object(line, required, kinds)
             if problem is None:
                 records.append(record)
             elif strict:
@@ -256,6 +281,27 @@ def preset_from_run(run_dir: str | os.PathLike):
     return get_preset(config["name"], **values)
 
 
+def find_run_config(path: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
+    """The run a folder belongs to and its ``run_config.json``: for a run folder or anything inside one (a
+    checkpoint, its ``adapter/`` or ``model/``), ``(run folder, config)``; None when no ``run_config.json``
+    is found there or one folder up.
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> _ = write_run_config(run, {"name": "smoke", "model": "tiny"})
+        >>> found = find_run_config(run / "adapter")
+        >>> found[0] == run, found[1]["model"]
+        (True, 'tiny')
+    """
+    path = Path(path)
+    for folder in (path, path.parent):
+        config = read_run_config(folder)
+        if config is not None:
+            return folder, config
+    return None
+
+
 def trained_system_prompt(path: str | os.PathLike) -> tuple[str, str | None] | None:
     """The system prompt a run trained with, for a run folder or anything inside one (a checkpoint, its
     ``adapter/`` or ``model/``): ``(choice, sha256)``, the hash None for a run from before it was recorded;
@@ -268,12 +314,11 @@ def trained_system_prompt(path: str | os.PathLike) -> tuple[str, str | None] | N
         >>> trained_system_prompt(run / "checkpoint-8")
         ('project', 'ab12')
     """
-    path = Path(path)
-    for folder in (path, path.parent):
-        config = read_run_config(folder)
-        if config is not None:
-            return config.get("system_prompt", "project"), config.get(SYSTEM_PROMPT_SHA256)
-    return None
+    found = find_run_config(path)
+    if found is None:
+        return None
+    config = found[1]
+    return config.get("system_prompt", "project"), config.get(SYSTEM_PROMPT_SHA256)
 
 
 # --------------------------------------------------------------------------------------------

@@ -168,11 +168,17 @@ def group_summary(table):
     return pd.DataFrame(rows)
 
 
-def format_samples(records: Sequence[Mapping[str, Any]], step: int | None = None, width: int = 70) -> str:
+def format_samples(
+    records: Sequence[Mapping[str, Any]],
+    step: int | None = None,
+    width: int = 70,
+    rewards: Sequence[str] | None = None,
+) -> str:
     """The samples browser as text (headless notebooks, ``python -m chartrvr_nb rewards samples.jsonl``).
 
     Each prompt group of the step: its question and label, then one line per completion with its
-    seven rewards, total, advantage and flags, then the completion cut to ``width`` characters.
+    rewards (``rewards``, default all seven), total, advantage and flags, then the completion cut to
+    ``width`` characters. The total is always the training total, the sum of all seven.
     """
     import pandas as pd
 
@@ -184,7 +190,8 @@ def format_samples(records: Sequence[Mapping[str, Any]], step: int | None = None
         f"{int((summary['learning signal'] != 'yes').sum())} without learning signal, "
         f"{int(summary['format ok, answer wrong'].sum())} with full format but a wrong answer"
     ]
-    numbers = [name for name in (*REWARDS, "total", "advantage") if name in table.columns]
+    shown_rewards = REWARDS if rewards is None else rewards
+    numbers = [name for name in (*shown_rewards, "total", "advantage") if name in table.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 2):
         for group, members in table.groupby("group", sort=True):
             first = records[int(members["sample"].iloc[0])]

@@ -424,6 +424,8 @@ def _train_in_locked_folder(
     trainer.save_model(str(weights_dir))
     if preset.finetune == "full" and trainer.accelerator.is_main_process:
         processor.save_pretrained(str(weights_dir))  # a full model folder evaluates on its own
+    if trainer.accelerator.is_main_process:
+        checkpoints.write_manifest(weights_dir)  # last, as for checkpoints: evaluation verifies what it loads
     if drive is not None and trainer.accelerator.is_main_process:
         copy_atomic(weights_dir, drive / weights_name)
     result = TrainResult(

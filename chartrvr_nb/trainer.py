@@ -15,7 +15,8 @@ Trackio, which reads ``TRACKIO_DIR`` once.
   manifest, then goes to Drive atomically (keeping the newest few there), with the run's log files.
 - :class:`LockWatchCallback`: stops the run once another run took its lock over.
 - :class:`HealthCallback`: the run-health checks (:mod:`chartrvr_nb.health`) live, each warning once.
-- :class:`CalmProgress`: one compact line per logging step instead of TRL's dict (:func:`use_calm_console`).
+- :class:`CalmProgress`: one compact line per logging step instead of TRL's dict; in a notebook
+  :class:`CalmNotebookProgress`, the same line beside the bar instead of a growing table (:func:`use_calm_console`).
 - :class:`PresetToTrackers`: the preset in TensorBoard / W&B / Trackio (:func:`attach_trackers`).
 - :class:`ForwardLogs`: log events handed to a plain object that lives above training, such as
   the notebook's live reward curves (``widgets.LiveRewardCurves``).
@@ -39,6 +40,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback, TrackioCallback, WandbCallback
 from transformers.trainer_callback import ProgressCallback
+from transformers.utils.notebook import NotebookProgressCallback
 from trl import GRPOTrainer
 
 from .answers import completion_text
@@ -535,11 +537,37 @@ class CalmProgress(ProgressCallback):
         self.training_bar.write(step_line(logs, state.global_step, state.max_steps, per_step))
 
 
+class CalmNotebookProgress(NotebookProgressCallback):
+    """The notebook's progress bar with ``console.step_line`` beside it, instead of a table that grows by a row
+    of training loss at every logged step (a 200-row table for the learn-check, thousands on a real run)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        self.training_tracker.inner_table = None  # no table, not even its header row
+        self.line = None  # the last step line, kept beside the bar until the next
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.training_tracker.update(state.global_step + 1, comment=self.line, force_update=self._force_next_update)
+        self._force_next_update = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_tracker is not None and logs and "reward" in logs:
+            self.line = step_line(logs, state.global_step, state.max_steps, None)
+            # At the bar's own value: a value below it (the step, where the bar counts step + 1) breaks its timing.
+            self.training_tracker.update(self.training_tracker.value, comment=self.line, force_update=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training_tracker.update(state.global_step, comment=self.line, force_update=True)  # the last line stays
+        self.training_tracker = None
+
+
 def use_calm_console(trainer) -> None:
-    """Swap the trainer's console progress callback for :class:`CalmProgress` (notebook progress stays)."""
-    if any(type(callback) is ProgressCallback for callback in trainer.callback_handler.callbacks):
-        trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(CalmProgress())
+    """Swap the trainer's progress callback for its calm one: :class:`CalmProgress` on a console,
+    :class:`CalmNotebookProgress` in a notebook."""
+    for plain, calm in ((ProgressCallback, CalmProgress), (NotebookProgressCallback, CalmNotebookProgress)):
+        if any(type(callback) is plain for callback in trainer.callback_handler.callbacks):
+            trainer.remove_callback(plain)
+            trainer.add_callback(calm())
 
 
 def close_progress_bars(trainer) -> None:

@@ -289,10 +289,21 @@ def live_reward_curves(run_dir: str | os.PathLike, every: int = 5, rewards: Sequ
 def text_table(frame, *text_columns: str, decimals: int = 3):
     """``frame`` styled for reading: the given text columns left-aligned with their line breaks,
     numbers rounded, no index (a pandas Styler; display it as a cell's last expression).
+
+    The table fits the output area of a notebook about 900 pixels wide (JupyterLab beside its file browser,
+    Colab): the text columns wrap anywhere, down to 14em, and column names wrap at their underscores,
+    so no column ends up beyond the right edge.
     """
-    wrapped = {"text-align": "left", "white-space": "pre-wrap", "font-family": "monospace", "min-width": "24em"}
+    wrapped = {
+        "text-align": "left",
+        "white-space": "pre-wrap",
+        "overflow-wrap": "anywhere",  # a long token (a table's JSON) wraps instead of widening the table
+        "font-family": "monospace",
+        "min-width": "14em",
+    }
     # <tags> shown as text; a missing number (no paper figure, no advantage logged) as a dash, not NaN.
     styler = frame.style.format(precision=decimals, escape="html", na_rep="–").hide(axis="index")
+    styler = styler.format_index(lambda name: str(name).replace("_", "_\u200b"), axis=1)  # may break after "_"
     return styler.set_properties(subset=list(text_columns), **wrapped) if text_columns else styler
 
 

@@ -212,3 +212,57 @@ def test_reward_inspector_and_samples_browser_in_jupyterlab(jupyter):
             page.screenshot(path=str(SCREENSHOTS / "samples_browser_inspect.png"))
         finally:
             browser.close()
+
+
+def _overflow_in_a_lab_output_area(fragments: list[str], width: int) -> list[tuple[int, int]]:
+    """(content width, visible width) of each HTML fragment shown as the output of a notebook cell in a page
+    ``width`` pixels wide: the page nbconvert's lab template makes of a notebook holding those outputs
+    (JupyterLab's own stylesheet and markup: its fonts, its ``table-layout: fixed``, output areas that scroll
+    what overflows)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from playwright.sync_api import sync_playwright
+
+    cells = []
+    for number, html in enumerate(fragments, start=1):
+        cell = nbformat.v4.new_code_cell("table", execution_count=number)
+        cell.outputs = [nbformat.v4.new_output("execute_result", {"text/html": html}, execution_count=number)]
+        cells.append(cell)
+    page_html, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.v4.new_notebook(cells=cells))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 800})
+            page.set_content(page_html, wait_until="load")
+            areas = page.locator(".jp-OutputArea-output")
+            return [tuple(areas.nth(i).evaluate("a => [a.scrollWidth, a.clientWidth]")) for i in range(len(cells))]
+        finally:
+            browser.close()
+
+
+def test_the_notebooks_tables_fit_the_output_area():
+    """02's sample completions (eleven columns, a long completion) and 04's results table end inside the
+    output area of a 1,000-pixel page (JupyterLab beside its file browser is about as wide); no column is
+    cut off at the right, nor hidden behind a scroll bar at the bottom of a long table."""
+    import pandas as pd
+
+    from chartrvr_nb import widgets
+    from chartrvr_nb.eval_results import results_table
+    from chartrvr_nb.prompts import format_completion
+
+    table = {"columns": ["Country", "Exports"], "rows": [["Egypt", "44"], ["India", "30"], ["France", "15"]]}
+    completion = format_completion("treemap", table, ["Its Exports: Egypt = 44.", "The highest is 44."], "44")
+    rewards = {"format": 2.0, "count": 2.0, "accuracy": 1.0, "length": 1.75, "chart_type": 1.0, "table_style": 1.25}
+    recent = pd.DataFrame(
+        [{"step": 12, "label": "158", "completion": completion, "total": 9.5, **rewards, "process": 0.5}] * 3
+    )
+    summary = {"benchmark": "synthetic", "n": 8, "accuracy": 12.5, "headline_value": 12.5,
+               "rewards": dict(rewards, process=0.5), "reward_examples": 8, "total_reward": 9.5,
+               "format_valid_rate": 100.0, "base": {"n": 8, "accuracy": 0.0, "headline_value": 0.0},
+               "comparison": {"ci_low": 0.0, "ci_high": 37.5}}  # fmt: skip
+    tables = [
+        widgets.text_table(recent, "completion", decimals=2),
+        widgets.text_table(results_table(summary), "metric"),
+    ]
+    for content, visible in _overflow_in_a_lab_output_area([table.to_html() for table in tables], 1000):
+        assert content <= visible

@@ -88,13 +88,57 @@ def test_rewards_command_prints_a_table(tmp_path, capsys):
     assert "format=1.000" in out and "total=2.000" in out
 
 
-def test_rewards_command_points_at_bad_lines(tmp_path):
+def test_rewards_command_points_at_bad_lines(tmp_path, capsys):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"completion": "x"}\n{oops\n')
-    with pytest.raises(SystemExit, match="bad.jsonl:2 is not valid JSON"):
-        main(["rewards", str(path)])
-    with pytest.raises(SystemExit, match="does not exist"):
-        main(["rewards", str(tmp_path / "missing.jsonl")])
+    assert main(["rewards", str(path)]) == 2
+    assert f"error: {path}:2 is not valid JSON" in capsys.readouterr().err
+    assert main(["rewards", str(tmp_path / "missing.jsonl")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "holds no completions: write one JSON object per line, each with a completion."),
+        (b"\n\n", "holds no completions"),
+        (b'{"completion": "x"}\n{"completion": null}\n', ":2 has null as its 'completion'; it must be text or a list"),
+        (b'{"completion": 7}\n', ":1 has a number as its 'completion'; it must be text or a list of chat messages"),
+        (
+            b'{"completion": "x"}\n{"completion": "caf\xe9"}\n',
+            ":2 is not UTF-8 text (byte 0xe9); save the file as UTF-8.",
+        ),
+    ],
+)
+def test_rewards_command_refuses_what_it_cannot_score_naming_file_and_line(tmp_path, capsys, content, message):
+    path = tmp_path / "batch.jsonl"
+    path.write_bytes(content)
+    assert main(["rewards", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}") and message in err
+
+
+def test_rewards_command_reads_a_file_starting_with_a_byte_order_mark(tmp_path, capsys):
+    good = format_completion("bar", TABLE, ["b is 9."], "b")
+    path = tmp_path / "notepad.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"completion": good, "label": "b"}).encode() + b"\n")
+    assert main(["rewards", str(path), "--rewards", "format,accuracy"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == ["0", "2.0", "1.0", "3.0"]
+
+
+def test_rewards_command_finds_a_run_under_the_run_root_and_checks_reward_names(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "root" / "runs" / "smoke"
+    run.mkdir(parents=True)
+    good = format_completion("bar", TABLE, ["b is 9."], "b")
+    samples = [{"step": 4, "group": 0, "completion": good, "label": "b", "rewards": {"format_reward": 2.0}}]
+    (run / "samples.jsonl").write_text("".join(json.dumps(sample) + "\n" for sample in samples))
+    monkeypatch.setenv("CHARTRVR_NB_RUN_ROOT", str(tmp_path / "root"))
+    monkeypatch.chdir(tmp_path)  # not the run root: runs/smoke is found there all the same, as grpo and eval do
+    assert main(["rewards", "runs/smoke", "--rewards", "format"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("step 4: 1 completions in 1 prompt group(s)") and "format" in out and "accuracy" not in out
+    assert main(["rewards", "runs/smoke", "--rewards", "bogus"]) == 2
+    assert "Unknown reward(s) ['bogus']. Choose from: format, count" in capsys.readouterr().err
 
 
 def test_rewards_command_reads_a_completion_holding_a_unicode_line_separator(tmp_path, capsys):
@@ -119,6 +163,13 @@ def test_main_py_shim_forwards_the_seed_commands():
     assert "divisible by num_generations" in result.stderr
     result = subprocess.run([sys.executable, "main.py", "--mode", "train"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "invalid choice: 'train'" in result.stderr
+    result = subprocess.run([sys.executable, "main.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("usage: python main.py --mode {grpo,eval} [flags]")
+    assert "python main.py --mode eval --help" in result.stdout.replace("\n", " ")
+    result = subprocess.run(
+        [sys.executable, "main.py", "--mode", "eval", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "--dataset-name" in result.stdout
 
 
 def _subparser(command: str):
@@ -174,6 +225,8 @@ def test_eval_flags_build_the_evaluation_settings(capsys):
     assert eval_config_from_args(build_parser().parse_args(["eval", "--dataset-name", "chartqa"])) == EvalConfig()
     assert main(["eval", "--dataset-name", "synthetic", "--batch-size", "0"]) == 2  # before any model loads
     assert "batch_size must be a positive integer" in capsys.readouterr().err
+    assert main(["eval", "--dataset-name", "synthetic", "--max-new-tokens", "0"]) == 2  # not silently 768
+    assert "max_new_tokens must be a positive integer" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-learn"])

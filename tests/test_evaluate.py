@@ -4,6 +4,7 @@ edge cases, batched == one-at-a-time greedy generation on the tiny model, and en
 import io
 import json
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -15,10 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
+from chartrvr_nb import UserError
 from chartrvr_nb.benchmark_data import load_examples, load_image
 from chartrvr_nb.benchmarks import BENCHMARKS, CHART_RVR, QWEN_DIRECT
+from chartrvr_nb.eval_inputs import resolve_adapter, resolve_full_model
 from chartrvr_nb.eval_results import paired_bootstrap, read_predictions, results_table
-from chartrvr_nb.evaluate import generate_answers, parse_reply, resolve_adapter, run_evaluation
+from chartrvr_nb.evaluate import run_evaluation
+from chartrvr_nb.generation import generate_answers, parse_reply
 from chartrvr_nb.metrics import acc_plus, chartqapro_score, read_yes_no, relaxed_score, subset_mean, yes_no_score
 from chartrvr_nb.official_scoring import anls
 from chartrvr_nb.presets import EvalConfig
@@ -537,12 +541,28 @@ def test_resolve_adapter_accepts_run_checkpoint_adapter_folders_and_hub_ids(tmp_
     assert resolve_adapter(run / "checkpoint-500") == str(run / "checkpoint-500")
     (run / "adapter").mkdir()
     (run / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(UserError, match="adapter cannot be evaluated: it holds no weights"):
+        resolve_adapter(run)  # a final folder whose save was cut short
+    shutil.copy(newest / "adapter_model.safetensors", run / "adapter")
     assert resolve_adapter(run) == str(run / "adapter")  # the final adapter of a finished run
     assert resolve_adapter("sanchit97/chart-rvr-3b") == "sanchit97/chart-rvr-3b"
-    with pytest.raises(ValueError, match="holds no LoRA adapter"):
+    with pytest.raises(UserError, match="holds no LoRA adapter"):
         resolve_adapter(tmp_path)
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(UserError, match="not found"):
         resolve_adapter(tmp_path / "missing" / "run")
+
+
+def test_a_path_under_runs_or_an_existing_folder_is_never_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARTRVR_NB_RUN_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    for missing in ("runs/nope", "grpo-start-ckpts/nope", "mine/nope", "./nope/x"):
+        with pytest.raises(UserError, match=f"'{missing}' not found: there is no folder"):
+            resolve_adapter(missing)
+        with pytest.raises(UserError, match=f"Model '{missing}' not found"):
+            resolve_full_model(missing)
+    assert resolve_adapter("someone/chart-rvr-lora") == "someone/chart-rvr-lora"
+    assert resolve_full_model("sanchit97/chart-rvr-3b") == "sanchit97/chart-rvr-3b"
 
 
 # --------------------------------------------------------------------------------------------
@@ -581,7 +601,7 @@ def test_batched_generation_matches_one_at_a_time(tiny):
 def test_generation_hands_the_processor_images_already_on_its_grid(tiny):
     """Evaluation sizes images by training's rule (data.fit_to_pixel_budget), so the processor keeps
     them as they are, instead of rounding off-grid ones to its grid with its own resize."""
-    from chartrvr_nb.evaluate import generate_batches
+    from chartrvr_nb.generation import generate_batches
 
     model, processor = tiny
     examples = load_examples("synthetic", limit=2)  # charts drawn at 320x240, off the 28-pixel grid
@@ -770,3 +790,48 @@ def test_plot_mistakes_shows_only_wrong_answers(tmp_path):
     path = tmp_path / "predictions.jsonl"
     path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "image"}) + "\n" for r in records[:1]))
     assert "No wrong answers" in plot_mistakes(read_predictions(path)).axes[0].texts[0].get_text()
+
+
+def test_evaluation_settings_come_from_the_run_unless_given(tmp_path, capsys):
+    from chartrvr_nb.eval_inputs import settings_from_run
+    from chartrvr_nb.runfiles import write_run_config
+
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "checkpoint-4").mkdir()
+    trained_as = {"model": "tiny", "load_in_4bit": True, "max_completion_length": 48, "max_pixels": 12544}
+    write_run_config(run, {"name": "colab-t4", **trained_as, "system_prompt": "project", "system_prompt_file": None})
+
+    model, settings, config = settings_from_run(None, EvalConfig(), str(run / "adapter"))
+    assert (model, settings.load_in_4bit, settings.tokens_per_answer, settings.pixel_budget) == (
+        "tiny",
+        True,
+        48,
+        12544,
+    )
+    assert (settings.system_prompt_choice, config["name"]) == ("project", "colab-t4")
+    assert "Differs from training" not in capsys.readouterr().out
+
+    given = EvalConfig(max_pixels=50176, prompt="direct", protocol="project")
+    _, settings, _ = settings_from_run("tiny", given, str(run / "checkpoint-4"))
+    assert (settings.pixel_budget, settings.tokens_per_answer, settings.load_in_4bit) == (50176, 48, True)
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "Differs from training: image pixel budget 50,176 (trained with 12,544; --max-pixels given)."
+    )
+
+    _, settings, _ = settings_from_run(None, EvalConfig(protocol="chart-rvr", prompt="direct"), str(run))
+    assert (settings.pixel_budget, settings.tokens_per_answer, settings.system_prompt_choice) == (
+        376320,
+        100,
+        "chart-rvr",
+    )
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "Differs from training: tokens per answer 100 (trained with 48; the chart-rvr protocol's); image pixel budget "
+        "376,320 (trained with 12,544; the chart-rvr protocol's); system prompt chart-rvr (trained with project; the "
+        "chart-rvr protocol's)."
+    )
+
+    with pytest.raises(UserError, match="trained tiny, so its weights do not load on --vlm-name qwen2-5-7b"):
+        settings_from_run("qwen2-5-7b", EvalConfig(), str(run))
+    model, settings, config = settings_from_run(None, EvalConfig(), "someone/adapter")  # no run: the defaults
+    assert (model, settings.load_in_4bit, settings.tokens_per_answer, config) == ("qwen2-5-3b", False, 768, None)

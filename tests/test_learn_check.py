@@ -9,6 +9,7 @@ The full check (200 charts, 200 steps, a few minutes) is not a test: it is
 
 import json
 import random
+import time
 
 import pytest
 
@@ -16,11 +17,10 @@ from chartrvr_nb import cli, learncheck, rewards, starting_point
 from chartrvr_nb.answers import completion_text
 from chartrvr_nb.benchmarks import BENCHMARKS
 from chartrvr_nb.data import make_synthetic_rows, synthetic_chart_types
-from chartrvr_nb.eval_results import reward_scores, reward_summary
+from chartrvr_nb.eval_rewards import compare_rewards, reward_scores, reward_summary
 from chartrvr_nb.learncheck import (
     MIN_TOTAL_GAIN,
     compare_by_chart_type,
-    compare_rewards,
     format_report,
     learned,
     run_learn_check,
@@ -374,6 +374,30 @@ def test_short_check_learns_and_writes_the_report_and_figure(short_check):
     assert len((out / "run" / "metrics.jsonl").read_text().splitlines()) >= 60
 
 
+def test_short_check_says_where_its_files_are_and_that_it_is_no_verdict(short_check):
+    report, out = short_check
+    assert report["files"] == {"report": str(out / learncheck.REPORT_FILE), "figure": str(out / learncheck.FIGURE_FILE)}
+    lines = learncheck.format_report(report).splitlines()
+    assert lines[-2] == f"Report: {out / learncheck.REPORT_FILE}; figure: {out / learncheck.FIGURE_FILE}"
+    assert lines[-1].startswith("SHORTENED CHECK, not a verdict (a smoke check of the pipeline; the proof is 200")
+    assert "NOT LEARNED" not in lines[-1] and "4 held-out charts, 2 GRPO steps" in lines[-1]
+
+
+def test_the_same_check_asked_again_is_shown_not_rerun(short_check, monkeypatch, capsys):
+    report, out = short_check
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the check trained again")
+
+    monkeypatch.setattr("chartrvr_nb.train.train", no_training)
+    started = time.monotonic()
+    again = run_learn_check(out, seed=7, held_out=4, max_steps=2, progress=False, subset_size=8, reuse=True)
+    assert again == json.loads(json.dumps(report)) and time.monotonic() - started < 5
+    assert f"The learn-check with these settings is already in {out}: shown, not re-run" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="trained again"):  # other settings: a new check
+        run_learn_check(out, seed=7, held_out=4, max_steps=1, progress=False, subset_size=8, reuse=True)
+
+
 def test_evaluation_summaries_report_every_reward(short_check):
     _, out = short_check
     for phase in ("before", "after"):
@@ -461,6 +485,20 @@ def test_cli_exit_code_and_last_line_follow_the_verdict(
     assert cli.main(["learn-check", "--output-dir", str(tmp_path), "--seed", "3"]) == code
     assert calls == [(str(tmp_path), {"seed": 3, "held_out": 200, "max_steps": None})]
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(verdict)
+
+
+def test_cli_does_not_fail_a_shortened_check(monkeypatch, capsys):
+    report = {**_report(False), "held_out_examples": 4, "settings": {"max_steps": 2}}
+    monkeypatch.setattr(learncheck, "run_learn_check", lambda output_dir, **kwargs: report)
+    assert cli.main(["learn-check", "--held-out", "4", "--max-steps", "2"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("SHORTENED CHECK, not a verdict")
+
+
+def test_cli_refuses_no_held_out_charts_in_its_own_words(capsys):
+    assert cli.main(["learn-check", "--held-out", "0"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --held-out must be at least 1 (the held-out charts evaluated before and after), got 0."
+    )
 
 
 def test_cli_refuses_the_held_out_seed(capsys):

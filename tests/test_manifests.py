@@ -193,7 +193,7 @@ def test_the_verification_bench_prints_its_figures(capsys):
 
 
 def test_evaluation_passes_over_a_damaged_newest_checkpoint(run_copy, capsys):
-    from chartrvr_nb.evaluate import resolve_adapter
+    from chartrvr_nb.eval_inputs import resolve_adapter
 
     local, _ = run_copy
     shutil.rmtree(local / "adapter")  # a run stopped before its final save: eval takes a checkpoint

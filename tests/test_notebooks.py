@@ -526,6 +526,19 @@ def test_train_notebook_checkpoints_mirrors_and_draws_curves(suite):
         assert state["global_step"] == 8
     assert (out / "run" / "reward_curves.png").stat().st_size > 10_000
     assert any("image/png" in o.get("data", {}) for o in _outputs(out, "02_train"))
+    assert "Rewards, step 1 -> step 8 (8 logged steps):" in text  # how each reward moved, above the curves
+
+
+def test_train_notebooks_learn_check_is_a_smoke_check_without_a_table_per_step(suite):
+    """Under papermill (4 charts, 2 steps) the learn-check says it is no verdict; training in a notebook shows
+    one progress bar with the step line beside it, never transformers' table of a loss row per step."""
+    out = suite[0]
+    outputs = _outputs(out, "02_train")
+    text = _text(outputs)
+    assert "SHORTENED CHECK, not a verdict" in text and "NOT LEARNED" not in text
+    assert f"Report: {out / 'learn-check' / 'learn_check.json'}; figure: " in text
+    html = "".join(str(o.get("data", {}).get("text/html", "")) for o in outputs)
+    assert "<progress" in html and "Training Loss" not in html and "reward " in html
 
 
 def test_resume_notebook_continues_the_run_from_drive(suite):
@@ -575,13 +588,32 @@ def test_evaluate_notebook_writes_a_results_table_beside_the_paper(suite):
         "metric",
         "n",
         "ours",
+        "base",
+        "ours - base",
+        "95% CI",
         "Qwen2.5-VL-3B (direct)",
         "Chart-RVR-3B",
         "vs paper",
     ]
     assert table.loc[0, "benchmark"] == "synthetic" and table.loc[0, "n"] == 8
     assert set(table["protocol"]) == {"project"}  # the notebook's default protocol
-    assert "adapter - base" in table["metric"].tolist()
+    rows = table.set_index("metric")
+    summary = json.loads((out / "eval" / "synthetic" / "summary.json").read_text())
+    for name, maximum in (("format", 2), ("length", 2.5)):  # what the smoke run moves; each against the base
+        row = rows.loc[f"reward: {name} (max {maximum:g})"]
+        assert row["ours"] == round(summary["rewards"][name], 2) and row["base"] == round(
+            summary["base"]["rewards"][name], 2
+        )
+        assert row["95% CI"].startswith("[")
+    assert rows.loc["project metric: accuracy", "95% CI"].startswith("[")
     html = [o["data"]["text/html"] for o in _outputs(out, "04_evaluate") if "text/html" in o.get("data", {})]
     assert any("Chart-RVR-3B" in fragment for fragment in html)
-    assert sum("image/png" in o.get("data", {}) for o in _outputs(out, "04_evaluate")) == 2  # bars and mistakes
+    shown = next(fragment for fragment in html if "Chart-RVR-3B" in fragment)
+    assert "reward: format" in shown and "subset: " not in shown  # the breakdowns are in results.csv only
+    assert sum("image/png" in o.get("data", {}) for o in _outputs(out, "04_evaluate")) == 3  # bars, rewards, mistakes
+    # The run's own settings, as the CLI would: 02's form left the smoke preset as it is, so they agree here.
+    assert (summary["model"], summary["max_new_tokens"], summary["adapter"]) == (
+        "tiny",
+        160,
+        str(out / "run" / "adapter"),
+    )

@@ -125,6 +125,36 @@ def test_smoothing_keeps_the_raw_curve_and_the_std_band(resumed_run):
     assert format_ax.collections, "the +-std band is drawn"
 
 
+def test_std_bands_stay_within_the_scores_a_reward_can_give():
+    """A 0/1 reward with mean 0.1 and std 0.3 has no score at -0.2; the cosine-similarity process reward
+    can go down to -1, no further; the total can be as low as the sum of the lowest scores (-1)."""
+    records = [
+        {
+            "step": step,
+            "reward": 0.2,
+            "reward_std": 1.5,
+            "rewards/accuracy_reward/mean": 0.1,
+            "rewards/accuracy_reward/std": 0.3,
+            "rewards/format_reward/mean": 1.9,
+            "rewards/format_reward/std": 0.5,
+            "rewards/process_reward/mean": -0.5,
+            "rewards/process_reward/std": 0.9,
+        }
+        for step in range(1, 6)
+    ]
+    figure = plot_reward_curves(records, smooth=1)
+    bands = {}
+    for ax in figure.axes[:4]:
+        heights = ax.collections[0].get_paths()[0].vertices[:, 1]
+        bands[ax.get_title()] = (round(float(heights.min()), 6), round(float(heights.max()), 6))
+    assert bands == {
+        "Total reward": (-1.0, 1.7),
+        "Accuracy reward": (0.0, 0.4),
+        "Format reward": (1.4, 2.0),
+        "Process reward": (-1.0, 0.4),
+    }
+
+
 @pytest.mark.filterwarnings("ignore:Skipped 1 unreadable line")
 def test_unknown_reward_names_the_logged_ones(resumed_run):
     with pytest.raises(ValueError, match="No reward named 'fluency'.*format_reward"):

@@ -29,7 +29,7 @@ from chartrvr_nb.cli import main
 from chartrvr_nb.data import fit_to_pixel_budget
 from chartrvr_nb.eval_inputs import evaluation_system_prompt
 from chartrvr_nb.eval_results import results_table
-from chartrvr_nb.evaluate import ANSWER_READERS, image_size_rule, parse_reply, parse_reply_chart_rvr
+from chartrvr_nb.generation import ANSWER_READERS, image_size_rule, parse_reply, parse_reply_chart_rvr
 from chartrvr_nb.official_scoring import SCORER_COMMITS, chartrl_relaxed_accuracy
 from chartrvr_nb.presets import IMAGE_RESIZE_MODES, EvalConfig
 from chartrvr_nb.protocols import PROTOCOLS, get_protocol
@@ -415,7 +415,7 @@ def test_the_default_protocol_is_recorded_too(tmp_path):
 
 
 def test_chain_of_thought_under_the_protocol_reads_answers_as_the_authors_did(stand_in, tiny, tmp_path):
-    from chartrvr_nb.evaluate import generate_answers
+    from chartrvr_nb.generation import generate_answers
 
     model, processor = tiny
     write_plotqa(tmp_path / "plotqa", 4)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chartrvr_nb.checkpoints import complete_checkpoints, newest_complete_checkpoint
+from chartrvr_nb.checkpoints import complete_checkpoints, newest_complete_checkpoint, saved_weights_problem
 from chartrvr_nb.estimate import trainer_steps
 from chartrvr_nb.presets import get_preset
 from chartrvr_nb.train import train
@@ -80,6 +80,9 @@ def test_drive_holds_complete_checkpoints_and_the_adapter(run):
     assert [p.name for p in complete_checkpoints(drive)] == ["checkpoint-2", "checkpoint-4"]
     assert (drive / "adapter" / "adapter_model.safetensors").is_file()
     assert (drive / "metrics.jsonl").read_text() == result.metrics_file.read_text()
+    # The final adapter has a manifest, as checkpoints do, here and on Drive, and both verify against it.
+    assert (drive / "adapter" / "manifest.json").read_bytes() == (result.weights_dir / "manifest.json").read_bytes()
+    assert saved_weights_problem(drive / "adapter") is None and saved_weights_problem(result.weights_dir) is None
 
 
 def test_reward_curves_render_from_the_real_log(run, tmp_path):
@@ -364,3 +367,31 @@ def test_loading_a_trained_adapter_shows_no_library_deprecation_warning(run):
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "is_gradient_checkpointing" not in done.stderr and "kernels-community" not in done.stderr + done.stdout
+
+
+def test_in_a_notebook_the_progress_bar_carries_the_step_line_and_no_table_grows(tmp_path):
+    """transformers' notebook progress adds a row of training loss per logged step (a 200-row table for the
+    learn-check); the calm one keeps the bar and the last compact step line beside it."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    from chartrvr_nb.trainer import CalmNotebookProgress
+
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[])
+    tables = {}
+    for callback in (NotebookProgressCallback(), CalmNotebookProgress()):
+        state, control = TrainerState(max_steps=200, num_train_epochs=1), TrainerControl()
+        callback.on_train_begin(args, state, control)
+        for step in range(1, 201):
+            state.global_step, state.epoch = step, step / 200
+            callback.on_step_end(args, state, control)
+            callback.on_log(args, state, control, logs={"loss": 0.0, "reward": 1.5, "rewards/format_reward/mean": 2.0})
+        tables[type(callback).__name__] = tracker = callback.training_tracker
+        callback.on_train_end(args, state, control)
+        assert tracker.comment == (
+            "Epoch 1/1" if type(callback) is NotebookProgressCallback else "step 200/200 | reward 1.50 | format 2.00"
+        )
+    assert len(tables["NotebookProgressCallback"].inner_table) == 201  # what users saw: a header and 200 rows
+    calm = tables["CalmNotebookProgress"]
+    assert calm.inner_table is None and calm.comment == "step 200/200 | reward 1.50 | format 2.00"
+    assert "<table" not in calm.html_code
