@@ -315,8 +315,10 @@ def run_evaluation(
     if verbose:
         import pandas as pd
 
+        shown = table if config.compare_base else table.drop(columns=["base", "ours - base", "95% CI"])
+        shown = shown.astype(object).where(shown.notna(), "-")  # None and NaN alike: no number to show
         with pd.option_context("display.width", 200, "display.max_columns", 20):
-            logger.info(table.to_string(index=False, na_rep="-"))
+            logger.info(shown.to_string(index=False))
         logger.info("Wrote %s and %s", out_dir / "predictions.jsonl", out_dir / SUMMARY_FILE)
     return EvaluationResult(
         summary=summary, predictions=records, table=table, output_dir=out_dir, base_predictions=base_records

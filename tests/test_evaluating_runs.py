@@ -129,6 +129,9 @@ def test_eval_of_a_run_uses_its_model_and_settings_without_the_hub(trained, cli_
         "12,544, 4-bit base off, system prompt project."
     )
     assert said in out.splitlines() and "Differs from training" not in out
+    header = next(line for line in out.splitlines() if line.startswith("benchmark"))
+    assert "base" not in header.split("Qwen2.5-VL-3B")[0]  # no base model evaluated: no base columns
+    assert not {"None", "nan", "NaN"} & set(out.split())  # a number that does not exist is "-"
 
 
 def test_a_setting_other_than_the_run_is_said_in_one_line(trained, tmp_path, capsys):

@@ -367,7 +367,9 @@ def test_short_check_learns_and_writes_the_report_and_figure(short_check):
     for kind in ("bar", "line", "pie"):
         assert written["metrics_by_chart_type"][kind]["chart_type"]["ci95"][0] > 0, kind
     assert written["learned"] is True and written["verdict"] == "LEARNED"
-    assert format_report(written).splitlines()[-1].startswith("LEARNED: ")
+    # 30 held-out charts, not 200: the printed line calls it a smoke check, the full check would say LEARNED.
+    assert format_report(written).splitlines()[-1].startswith("SHORTENED CHECK, not a verdict")
+    assert format_report({**written, "held_out_examples": 200}).splitlines()[-1].startswith("LEARNED: ")
     assert (out / learncheck.FIGURE_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Training went through train(): its run folder holds the adapter and the per-step reward log.
     assert (out / "run" / "adapter" / "adapter_config.json").is_file()
@@ -380,7 +382,7 @@ def test_short_check_says_where_its_files_are_and_that_it_is_no_verdict(short_ch
     lines = learncheck.format_report(report).splitlines()
     assert lines[-2] == f"Report: {out / learncheck.REPORT_FILE}; figure: {out / learncheck.FIGURE_FILE}"
     assert lines[-1].startswith("SHORTENED CHECK, not a verdict (a smoke check of the pipeline; the proof is 200")
-    assert "NOT LEARNED" not in lines[-1] and "4 held-out charts, 2 GRPO steps" in lines[-1]
+    assert "NOT LEARNED" not in lines[-1] and f"{SHORT_CHARTS} held-out charts, 60 GRPO steps" in lines[-1]
 
 
 def test_the_same_check_asked_again_is_shown_not_rerun(short_check, monkeypatch, capsys):
@@ -391,11 +393,11 @@ def test_the_same_check_asked_again_is_shown_not_rerun(short_check, monkeypatch,
 
     monkeypatch.setattr("chartrvr_nb.train.train", no_training)
     started = time.monotonic()
-    again = run_learn_check(out, seed=7, held_out=4, max_steps=2, progress=False, subset_size=8, reuse=True)
+    again = run_learn_check(out, seed=7, held_out=SHORT_CHARTS, progress=False, subset_size=SHORT_ROWS, reuse=True)
     assert again == json.loads(json.dumps(report)) and time.monotonic() - started < 5
     assert f"The learn-check with these settings is already in {out}: shown, not re-run" in capsys.readouterr().out
     with pytest.raises(AssertionError, match="trained again"):  # other settings: a new check
-        run_learn_check(out, seed=7, held_out=4, max_steps=1, progress=False, subset_size=8, reuse=True)
+        run_learn_check(out, seed=7, held_out=SHORT_CHARTS, max_steps=1, progress=False, subset_size=8, reuse=True)
 
 
 def test_evaluation_summaries_report_every_reward(short_check):
@@ -429,7 +431,7 @@ def test_a_chart_type_reward_that_ignores_the_chart_is_not_learned(monkeypatch, 
     by_type = report["metrics_by_chart_type"]
     assert by_type["bar"]["chart_type"]["ci95"][0] > 0
     assert by_type["line"]["chart_type"]["ci95"][0] <= 0 and by_type["pie"]["chart_type"]["ci95"][0] <= 0
-    assert format_report(report).splitlines()[-1].startswith("NOT LEARNED: ")
+    assert format_report({**report, "held_out_examples": 200}).splitlines()[-1].startswith("NOT LEARNED: ")
 
 
 def test_a_start_with_nothing_to_learn_is_vacuous_and_not_trained(tmp_path, tiny_model_dir):
