@@ -92,7 +92,13 @@ def _process_running(pid: int) -> bool:
         return True
     except OSError:
         return True  # cannot tell: assume it runs (the heartbeat timeout still frees the lock)
-    return True
+    # A zombie has exited and only waits to be reaped (a killed run's ranks whose parent died, under an
+    # init that does not reap): os.kill still finds it, but it writes nothing any more.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,34 @@ def test_a_lock_left_by_a_process_killed_on_this_machine_is_taken_over_at_once(t
     assert f"its process {holder.pid} on this machine has ended" in capsys.readouterr().out
 
 
+def test_a_lock_left_by_a_killed_process_not_yet_reaped_is_taken_over_at_once(tmp_path, capsys):
+    """torchrun's ranks killed with their launcher become zombies when nothing reaps them (a container's init):
+    the process id still answers os.kill, but the run it belonged to has ended."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom chartrvr_nb.runlock import RunLock\n"
+            "RunLock([sys.argv[1]]).acquire()\nprint('held', flush=True)\ntime.sleep(600)",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    holder.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{holder.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the killed holder never became a zombie"
+        time.sleep(0.05)
+    os.kill(holder.pid, 0)  # not reaped (no wait() yet): the process id is still there
+    with RunLock([tmp_path]):
+        pass
+    assert f"its process {holder.pid} on this machine has ended" in capsys.readouterr().out
+    holder.wait()
+
+
 def test_force_unlock_takes_over_and_the_old_holder_stops_at_its_next_step(tmp_path, capsys):
     old = RunLock([tmp_path], heartbeat_seconds=0.1).acquire()
     new = RunLock([tmp_path], force=True).acquire()
