@@ -3,7 +3,7 @@
 Each rule reads the training records of ``metrics.jsonl`` (one per logging step, with the keys TRL 1.16's
 GRPOTrainer logs) and what else is known about the run (:class:`RunFacts`), and returns a :class:`Verdict`:
 ``ok``, ``warn`` (with the numbers and what to do) or ``wait`` (too few steps to say yet). The same rules
-(:data:`CHECKS`) run live, each warning once (:class:`HealthWatch`, fed by ``trainer.HealthCallback``), and on a
+(:data:`CHECKS`) run live, each warning once (:class:`HealthWatch`, fed by ``callbacks.HealthCallback``), and on a
 finished or running run folder (:func:`doctor`, ``python -m chartrvr_nb doctor RUN_DIR``).
 :func:`nonfinite_message` is what the trainer's guard says when it stops a run on a NaN or inf.
 """

@@ -7,7 +7,8 @@ the adapter. Re-running the same call after a crash or a Colab disconnect contin
 it on a run that has reached its last step (or ``max_steps``) trains nothing and says so. A start that
 fails before training begins leaves the run folder as it was: ``run_config.json`` is written once
 training has begun. Ctrl-C stops the run with one line saying where the next run resumes. The trainer
-and its callbacks are in :mod:`chartrvr_nb.trainer` (heavy: imported here only once training starts).
+is in :mod:`chartrvr_nb.trainer`, its callbacks in :mod:`chartrvr_nb.callbacks` (both heavy: imported here only
+once training starts).
 """
 
 from __future__ import annotations
@@ -341,7 +342,7 @@ def _train_in_locked_folder(
         logger.info(batches.describe() + ".")
     # Rank 0 alone cleans, restores from Drive (refusing a checkpoint of another configuration) and
     # says so; the other ranks then only read which checkpoint it chose. run_config.json is written
-    # once training has begun (trainer.RunStartCallback): a start that fails before leaves no trace.
+    # once training has begun (callbacks.RunStartCallback): a start that fails before leaves no trace.
     with args.main_process_first(local=False, desc="resume"):
         if is_main:
             resume_from = resume.prepare_resume(output_dir, drive, run_config=record)
@@ -369,7 +370,7 @@ def _train_in_locked_folder(
         full_finetune=preset.finetune == "full",
     )
     with _quiet_and_tracked(preset, output_dir):  # importing TRL imports Trackio, which reads TRACKIO_DIR once
-        from .trainer import (
+        from .callbacks import (
             DriveMirrorCallback,
             HealthCallback,
             LockWatchCallback,
@@ -377,10 +378,10 @@ def _train_in_locked_folder(
             MetricsFileCallback,
             RunStartCallback,
             attach_trackers,
-            build_trainer,
             close_progress_bars,
             use_calm_console,
         )
+        from .trainer import build_trainer
 
         trainer_callbacks = [RunStartCallback(output_dir, record, fresh=resume_from is None)]
         trainer_callbacks += [MetricsFileCallback(output_dir), *callbacks]

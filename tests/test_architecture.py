@@ -22,6 +22,7 @@ PARTS = {
     "Train": {
         "train",
         "trainer",
+        "callbacks",
         "checkpoints",
         "resume",
         "disk_full",

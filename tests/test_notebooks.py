@@ -278,7 +278,7 @@ def _metrics_run(tmp_path: Path, steps: int = 3) -> Path:
 
 
 def test_live_reward_curves_stay_quiet_headless(monkeypatch, tmp_path):
-    from chartrvr_nb.trainer import ForwardLogs  # how train() hands the plain object its log events
+    from chartrvr_nb.callbacks import ForwardLogs  # how train() hands the plain object its log events
 
     calls = []
     monkeypatch.setattr(widgets, "is_interactive", lambda: False)
@@ -294,7 +294,7 @@ def test_live_reward_curves_stay_quiet_headless(monkeypatch, tmp_path):
 def test_live_reward_curves_redraw_in_place_every_n_logs(monkeypatch, tmp_path):
     from transformers import TrainerCallback
 
-    from chartrvr_nb.trainer import ForwardLogs  # how train() hands the plain object its log events
+    from chartrvr_nb.callbacks import ForwardLogs  # how train() hands the plain object its log events
 
     shown = []
 
