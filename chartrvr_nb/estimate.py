@@ -70,7 +70,7 @@ FULL_MODEL_PARAMETERS = {"qwen2-5-3b": 3_754_622_976, "qwen2-5-7b": 8_292_166_65
 BYTES_PER_TRAINED_PARAMETER = 16
 BF16_BYTES_PER_PARAMETER = 2
 # On a GPU without native bf16 (the T4) a 4-bit base computes in fp16, and its vision tower keeps fp32 weights and
-# computes in fp32 (models.dtype_plan: Qwen2.5-VL's vision encoder overflows fp16): 2 more bytes for each of the
+# computes in fp32 (dtypes.dtype_plan: Qwen2.5-VL's vision encoder overflows fp16): 2 more bytes for each of the
 # tower's parameters (668,684,288 in the 3B, counted on the meta device) = 1.34 GB, and up to ~0.2 GB more
 # activations (with gradient checkpointing, its blocks' saved inputs: 32 blocks x 1,280 patches x 1,280 wide x 2
 # more bytes, for each of a micro-batch's 2 images).

@@ -138,7 +138,7 @@ def grpo_config(preset: Preset, output_dir: str | Path, max_steps: int | None = 
     import torch
     from trl import GRPOConfig
 
-    from .models import machine_dtype_plan
+    from .dtypes import machine_dtype_plan
 
     batches = process_batches(preset, launched_processes())
     cuda = torch.cuda.is_available()
@@ -154,7 +154,7 @@ def grpo_config(preset: Preset, output_dir: str | Path, max_steps: int | None = 
         gradient_checkpointing=preset.gradient_checkpointing,
         torch_compile=preset.torch_compile,
         bf16=precision == "bf16",
-        fp16=precision == "fp16",  # a GPU without native bf16 (T4, V100): see models.dtype_plan
+        fp16=precision == "fp16",  # a GPU without native bf16 (T4, V100): see dtypes.dtype_plan
         use_cpu=not cuda,
         save_strategy="steps",
         save_steps=preset.save_steps,
@@ -322,9 +322,10 @@ def _train_in_locked_folder(
     from . import checkpoints, disk_full, env, resume
     from .data import PROCESSOR_MAX_PIXELS, load_train_dataset, prepare_grpo_dataset
     from .drive import copy_atomic
+    from .dtypes import vision_tower
     from .estimate import run_steps
     from .health import preset_facts
-    from .models import load_model_and_processor, vision_tower
+    from .models import load_model_and_processor
 
     # Building the arguments sets up the processes (torchrun / accelerate launch; gloo on CPU): a
     # PartialState made before them would see one process, and every rank would act as rank 0.

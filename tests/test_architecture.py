@@ -45,7 +45,7 @@ PARTS = {
         "metrics",
         "official_scoring",
     },
-    "Models": {"models", "tiny", "qwen_tokenizer", "warm_start", "starting_point"},
+    "Models": {"models", "dtypes", "tiny", "qwen_tokenizer", "warm_start", "starting_point"},
     "Data": {"data", "data_audit", "synthetic", "chart_kinds", "system_prompts"},
     "Scoring": {"answers", "rewards", "embedding", "prompts", "inspection", "samples"},
     "Plots": {"plots"},

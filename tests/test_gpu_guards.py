@@ -13,8 +13,9 @@ import importlib.util
 import pytest
 import torch
 
-from chartrvr_nb import models
-from chartrvr_nb.models import DtypePlan, dtype_plan, load_model_and_processor, vision_tower
+from chartrvr_nb import dtypes, models
+from chartrvr_nb.dtypes import DtypePlan, dtype_plan, vision_tower
+from chartrvr_nb.models import load_model_and_processor
 
 
 @pytest.mark.parametrize(
@@ -39,8 +40,8 @@ def test_the_dtype_plan_follows_the_machine(machine, expected):
 def test_this_machines_plan_reads_the_gpus_bf16_support(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
-    assert models.machine_dtype_plan(load_in_4bit=True) == DtypePlan("float16", "float32", "fp16")
-    assert models.default_dtype(load_in_4bit=True) is torch.float16
+    assert dtypes.machine_dtype_plan(load_in_4bit=True) == DtypePlan("float16", "float32", "fp16")
+    assert dtypes.default_dtype(load_in_4bit=True) is torch.float16
 
 
 def forward_dtypes(model, processor) -> tuple[dict, torch.Tensor]:
