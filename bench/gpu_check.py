@@ -235,8 +235,9 @@ def eval_row(args) -> Row:
     """Examples per second answering ``EVAL_EXAMPLES`` charts at batch 16 vs one at a time."""
     from chartrvr_nb.benchmark_data import load_examples, load_image
     from chartrvr_nb.data import fit_to_pixel_budget
+    from chartrvr_nb.eval_config import EvalConfig
     from chartrvr_nb.generation import generate_answers
-    from chartrvr_nb.presets import EvalConfig, get_preset
+    from chartrvr_nb.presets import get_preset
 
     preset = get_preset("smoke" if args.dry else "paper")
     model, processor = load(args, preset)

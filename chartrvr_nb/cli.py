@@ -4,7 +4,7 @@ curves, doctor, params, notebooks and learn-check.
 The seed guide's flags keep their names and meanings; ``--preset`` picks a starting point and
 every flag given on top of it overrides that field (unknown flags are errors, as argparse does).
 The flags of ``grpo``/``estimate`` and of ``eval`` are generated from the fields of
-``presets.Preset`` and ``presets.EvalConfig`` (:func:`chartrvr_nb.settings.options`), help text included.
+``presets.Preset`` and ``eval_config.EvalConfig`` (:func:`chartrvr_nb.settings.options`), help text included.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 from . import UserError
 from .benchmarks import BENCHMARKS
 from .estimate import MEMORY_BANDWIDTH_GBPS
+from .eval_config import EvalConfig
 from .models import MODEL_REGISTRY
-from .presets import PRESETS, SYSTEM_PROMPTS, EvalConfig, Preset, get_preset
+from .presets import PRESETS, SYSTEM_PROMPTS, Preset, get_preset
 from .rewards import REWARDS
 from .runlock import STALE_AFTER_MINUTES
 from .settings import option_overrides, options

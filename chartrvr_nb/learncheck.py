@@ -31,8 +31,9 @@ from typing import Any
 from . import UserError
 from .benchmarks import get_benchmark
 from .env import make_folder, run_path
+from .eval_config import EvalConfig
 from .eval_rewards import compare_rewards, reward_scores
-from .presets import EvalConfig, Preset, get_preset
+from .presets import Preset, get_preset
 from .starting_point import format_starting_point
 
 logger = logging.getLogger(__name__)

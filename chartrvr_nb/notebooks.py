@@ -304,7 +304,7 @@ def evaluation_settings(preset, trained: str | None, **asked: Any):
         >>> model, settings.max_new_tokens, settings.limit
         ('tiny', 160, 8)
     """
-    from .presets import EvalConfig
+    from .eval_config import EvalConfig
     from .runfiles import find_run_config
 
     if trained and Path(trained).is_dir() and find_run_config(trained) is not None:
