@@ -16,13 +16,13 @@ from pathlib import Path
 
 from . import UserError
 from .benchmarks import BENCHMARKS
-from .estimate import MEMORY_BANDWIDTH_GBPS
 from .eval_config import EvalConfig
 from .models import MODEL_REGISTRY
 from .presets import PRESETS, SYSTEM_PROMPTS, Preset, get_preset
 from .rewards import REWARDS
 from .runlock import STALE_AFTER_MINUTES
 from .settings import option_overrides, options
+from .step_figures import MEMORY_BANDWIDTH_GBPS
 
 GPUS = tuple(MEMORY_BANDWIDTH_GBPS)  # the GPUs the estimator has figures for
 COMPLETION_KINDS = {"completion": ((str, list), "text or a list of chat messages")}  # what the rewards score

@@ -18,7 +18,17 @@ PARTS = {
     "Face": {"cli", "__main__"},
     "Cells": {"notebooks", "widgets"},
     "Workflows": {"learncheck", "fidelity", "run_report"},
-    "Config": {"presets", "eval_config", "protocols", "settings", "env", "estimate", "gpu_fit", "batches"},
+    "Config": {
+        "presets",
+        "eval_config",
+        "protocols",
+        "settings",
+        "env",
+        "estimate",
+        "step_figures",
+        "gpu_fit",
+        "batches",
+    },
     "Train": {
         "train",
         "trainer",

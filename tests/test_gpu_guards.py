@@ -209,7 +209,8 @@ def test_a_vllm_generation_round_with_other_prompt_ids_stops_the_run():
 def test_the_colab_t4_memory_figure_on_a_t4_carries_the_fp32_vision_tower():
     from transformers import AutoModelForImageTextToText
 
-    from chartrvr_nb.estimate import FP32_VISION_GB, VISION_TOWER_PARAMETERS, estimate
+    from chartrvr_nb.estimate import estimate
+    from chartrvr_nb.step_figures import FP32_VISION_GB, VISION_TOWER_PARAMETERS
 
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(models.qwen2_5_vl_3b_config())
