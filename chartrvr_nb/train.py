@@ -320,12 +320,13 @@ def _train_in_locked_folder(
 ) -> TrainResult:
     """The run itself, its folders held (``lock`` is None off rank 0): resume, load, train, save."""
     from . import checkpoints, disk_full, env, resume
-    from .data import PROCESSOR_MAX_PIXELS, load_train_dataset, prepare_grpo_dataset
+    from .data import PROCESSOR_MAX_PIXELS, prepare_grpo_dataset
     from .drive import copy_atomic
     from .dtypes import vision_tower
     from .estimate import run_steps
     from .health import preset_facts
     from .models import load_model_and_processor
+    from .train_data import load_train_dataset
 
     # Building the arguments sets up the processes (torchrun / accelerate launch; gloo on CPU): a
     # PartialState made before them would see one process, and every rank would act as rank 0.

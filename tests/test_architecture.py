@@ -56,7 +56,7 @@ PARTS = {
         "official_scoring",
     },
     "Models": {"models", "dtypes", "tiny", "qwen_tokenizer", "warm_start", "starting_point"},
-    "Data": {"data", "data_audit", "synthetic", "chart_kinds", "system_prompts"},
+    "Data": {"data", "train_data", "data_audit", "synthetic", "chart_kinds", "system_prompts"},
     "Scoring": {"answers", "rewards", "embedding", "prompts", "inspection", "samples"},
     "Plots": {"plots"},
 }

@@ -12,14 +12,14 @@ import math
 
 import pytest
 
-from chartrvr_nb import cli, data, inspection, samples, tracking, widgets
+from chartrvr_nb import cli, inspection, samples, tracking, train_data, widgets
 from chartrvr_nb.presets import get_preset
 from chartrvr_nb.rewards import REWARDS
 
 
 @pytest.fixture(scope="module")
 def example():
-    return data.training_examples("synthetic", n=1, seed=3, max_pixels=112 * 112)[0]
+    return train_data.training_examples("synthetic", n=1, seed=3, max_pixels=112 * 112)[0]
 
 
 @pytest.fixture
