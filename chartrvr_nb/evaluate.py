@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover - type hints only
 
 logger = logging.getLogger(__name__)
 
-MISTAKE_IMAGES_KEPT = 64  # wrong answers whose image stays in memory for plots.plot_mistakes
+MISTAKE_IMAGES_KEPT = 64  # wrong answers whose image stays in memory for eval_plots.plot_mistakes
 _THUMBNAIL_SIDE = 448
 
 
@@ -56,7 +56,7 @@ class EvaluationResult:
     Attributes:
         summary: the contents of ``summary.json``.
         predictions: the records of ``predictions.jsonl``; wrong answers (the first
-            :data:`MISTAKE_IMAGES_KEPT`) also carry their ``image`` for ``plots.plot_mistakes``.
+            :data:`MISTAKE_IMAGES_KEPT`) also carry their ``image`` for ``eval_plots.plot_mistakes``.
         table: :func:`results_table` of the summary.
         output_dir: where the files were written.
         base_predictions: the base model's records when ``compare_base`` was set.

@@ -267,8 +267,8 @@ def run_learn_check(
         ValueError: a training seed equal to the held-out charts' seed.
         env.FolderError: ``output_dir`` cannot be made or written (a file in the way, a read-only disk).
     """
+    from .eval_plots import plot_before_after
     from .evaluate import run_evaluation
-    from .plots import plot_before_after
     from .starting_point import starting_point_problems
     from .train import train
 

@@ -58,7 +58,7 @@ PARTS = {
     "Models": {"models", "dtypes", "tiny", "qwen_tokenizer", "warm_start", "starting_point"},
     "Data": {"data", "train_data", "data_audit", "synthetic", "chart_kinds", "system_prompts"},
     "Scoring": {"answers", "rewards", "embedding", "prompts", "inspection", "samples"},
-    "Plots": {"plots"},
+    "Plots": {"plots", "eval_plots"},
 }
 ALLOWED = {  # part -> the other parts it may use
     "Root": set(),

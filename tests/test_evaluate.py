@@ -733,7 +733,7 @@ def test_evaluating_an_adapter_hides_the_known_warning_and_logs_where_files_went
 
 
 def test_plot_benchmark_accuracy_draws_ours_beside_the_paper():
-    from chartrvr_nb.plots import plot_benchmark_accuracy
+    from chartrvr_nb.eval_plots import plot_benchmark_accuracy
 
     summaries = [
         {
@@ -767,7 +767,7 @@ def test_plot_benchmark_accuracy_draws_ours_beside_the_paper():
 
 
 def test_plot_mistakes_shows_only_wrong_answers(tmp_path):
-    from chartrvr_nb.plots import plot_mistakes
+    from chartrvr_nb.eval_plots import plot_mistakes
 
     records = [
         {"question": "Q1?", "answer": "3", "prediction": "3", "reasoning": None, "correct": True},

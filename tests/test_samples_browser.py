@@ -137,7 +137,8 @@ def test_tables_show_a_dash_where_a_number_is_missing():
 
 def test_figures_are_drawn_to_be_read_unscaled():
     from chartrvr_nb.data import make_synthetic_rows
-    from chartrvr_nb.plots import plot_example, plot_mistakes
+    from chartrvr_nb.eval_plots import plot_mistakes
+    from chartrvr_nb.plots import plot_example
 
     row = make_synthetic_rows(1, seed=0, max_pixels=224 * 224)[0]
     figure = plot_example(row)
