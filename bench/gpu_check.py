@@ -129,7 +129,7 @@ def train_row(args, name: str, preset, steps: int, as_t4: bool = False, watch=No
     """``steps`` optimizer steps (the first a warm-up) through the project's trainer; ``watch(trainer)`` is
     called once the trainer is built."""
     from bench.train_step import _step_timer, bench_dataset
-    from chartrvr_nb.train import grpo_config
+    from chartrvr_nb.grpo_args import grpo_config
     from chartrvr_nb.trainer import build_trainer
 
     prompts_per_step = preset.batch_size * preset.grad_accum // preset.num_generations

@@ -90,7 +90,7 @@ class Preset:
     lists every setting beside the authors' value and its source).
 
     The fields from ``loss_type`` to ``max_grad_norm`` decide the GRPO objective and the rollouts:
-    ``train.grpo_config`` sets each of them explicitly, so no library default decides them; their
+    ``grpo_args.grpo_config`` sets each of them explicitly, so no library default decides them; their
     defaults are what the authors' code ran under TRL 0.20 (transformers 4.53, torch 2.6).
 
     Create variants with :func:`get_preset` (``get_preset("fast", num_generations=4)``); every

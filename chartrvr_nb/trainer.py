@@ -287,7 +287,7 @@ def build_trainer(
         preset: the run's configuration.
         model, processor: from ``models.load_model_and_processor``.
         dataset: training rows prepared by ``data.prepare_grpo_dataset``.
-        args: the ``GRPOConfig`` (``train.grpo_config``).
+        args: the ``GRPOConfig`` (``grpo_args.grpo_config``).
         callbacks: ``TrainerCallback`` objects, or plain objects with ``on_log(logs)`` and
             ``on_train_end()``, which get the main process's log events (:class:`ForwardLogs`).
         samples_path: where sample completions are appended.

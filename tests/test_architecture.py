@@ -31,6 +31,7 @@ PARTS = {
     },
     "Train": {
         "train",
+        "grpo_args",
         "trainer",
         "callbacks",
         "checkpoints",

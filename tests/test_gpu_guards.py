@@ -98,8 +98,8 @@ def test_qlora_adapters_train_in_fp32_although_trl_casts_them_to_bf16(tmp_path, 
     from chartrvr_nb import trainer as trainer_module
     from chartrvr_nb.console import quiet_known_warnings
     from chartrvr_nb.data import make_synthetic_dataset, prepare_grpo_dataset
+    from chartrvr_nb.grpo_args import grpo_config
     from chartrvr_nb.presets import get_preset
-    from chartrvr_nb.train import grpo_config
 
     preset = get_preset("smoke", load_in_4bit=True, subset_size=4)
     dataset = prepare_grpo_dataset(make_synthetic_dataset(4, seed=0), max_pixels=preset.max_pixels)
@@ -122,9 +122,9 @@ def test_grpo_steps_on_the_t4_plan_keep_the_vision_tower_fp32_and_train_both_tow
     CPU; gradient checkpointing on, so the vision blocks are recomputed in the backward pass too)."""
     from chartrvr_nb.console import quiet_known_warnings
     from chartrvr_nb.data import make_synthetic_dataset, prepare_grpo_dataset
+    from chartrvr_nb.grpo_args import grpo_config
     from chartrvr_nb.models import model_threads
     from chartrvr_nb.presets import get_preset
-    from chartrvr_nb.train import grpo_config
     from chartrvr_nb.trainer import build_trainer
 
     preset = get_preset("smoke", load_in_4bit=True, subset_size=8, max_completion_length=120)
