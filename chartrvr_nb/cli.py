@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(curves_report(args.run))
         elif args.command == "doctor":
-            from .health import doctor
+            from .doctor import doctor
 
             report, passed = doctor(args.run_dir, args.drive_dir)
             print(report)

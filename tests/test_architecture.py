@@ -43,6 +43,7 @@ PARTS = {
         "console",
         "tracking",
         "health",
+        "doctor",
     },
     "Eval": {
         "evaluate",

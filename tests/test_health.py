@@ -14,13 +14,13 @@ import shutil
 import pytest
 
 from chartrvr_nb.cli import main
+from chartrvr_nb.doctor import doctor
 from chartrvr_nb.health import (
     ALL_ZERO_LOGGED,
     FORMAT_PATIENCE_STEPS,
     HealthWatch,
     RunFacts,
     check_run,
-    doctor,
 )
 from chartrvr_nb.presets import get_preset
 from chartrvr_nb.train import train
