@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 
 from bench.common import machine_line, rate, ratio_line, set_threads, stopwatch
-from chartrvr_nb.presets import DEFAULT_MAX_NEW_TOKENS
+from chartrvr_nb.eval_config import DEFAULT_MAX_NEW_TOKENS
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -56,8 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from chartrvr_nb.benchmark_data import load_examples, load_image
     from chartrvr_nb.data import fit_to_pixel_budget
+    from chartrvr_nb.eval_config import EvalConfig
     from chartrvr_nb.generation import generate_answers
-    from chartrvr_nb.presets import AUTHORS_TRAIN_PIXELS, EvalConfig
+    from chartrvr_nb.presets import AUTHORS_TRAIN_PIXELS
 
     if not torch.cuda.is_available() and not args.dry and args.layers is None:
         print(

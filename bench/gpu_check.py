@@ -9,7 +9,7 @@ on the architecture and the sequence lengths, not on the weights' values) and pr
 - GRPO seconds per optimizer step and peak GPU memory for the ``paper`` preset (4 generations,
   batch 2, grad accum 2) at 768-token completions, gradient checkpointing on and off;
 - the ``colab-t4`` path as a T4 runs it: 4-bit NF4 base through the project's QLoRA loading,
-  fp16 compute and fp16 mixed precision, no bf16, the vision tower in fp32 (``models.dtype_plan``),
+  fp16 compute and fp16 mixed precision, no bf16, the vision tower in fp32 (``dtypes.dtype_plan``),
   2 optimizer steps;
 - that T4 dtype plan on its own: one forward pass with a chart under fp16 autocast (the vision tower must
   compute in fp32, the 4-bit language model in fp16, the logits must be finite) and what the fp32 vision
@@ -91,16 +91,12 @@ def _peak() -> str:
 def load(args, preset, plan=None):
     """``(model, processor)``: the tiny model (``--dry``) or the random 3B; 4-bit as the preset says.
 
-    ``plan``: a ``models.DtypePlan`` to load with (e.g. a T4's, which has no native bf16); default this machine's.
+    ``plan``: a ``dtypes.DtypePlan`` to load with (e.g. a T4's, which has no native bf16); default this machine's.
     """
     import torch
 
-    from chartrvr_nb.models import (
-        apply_dtype_plan,
-        load_model_and_processor,
-        machine_dtype_plan,
-        qlora_quantization_config,
-    )
+    from chartrvr_nb.dtypes import apply_dtype_plan, machine_dtype_plan, qlora_quantization_config
+    from chartrvr_nb.models import load_model_and_processor
 
     if args.dry:
         return load_model_and_processor(
@@ -123,8 +119,8 @@ def load(args, preset, plan=None):
 
 
 def t4_plan(preset):
-    """The dtypes a T4 (no native bf16) gets: ``models.dtype_plan`` for a GPU without bf16."""
-    from chartrvr_nb.models import dtype_plan
+    """The dtypes a T4 (no native bf16) gets: ``dtypes.dtype_plan`` for a GPU without bf16."""
+    from chartrvr_nb.dtypes import dtype_plan
 
     return dtype_plan(cuda=True, bf16=False, load_in_4bit=preset.load_in_4bit)
 
@@ -133,7 +129,7 @@ def train_row(args, name: str, preset, steps: int, as_t4: bool = False, watch=No
     """``steps`` optimizer steps (the first a warm-up) through the project's trainer; ``watch(trainer)`` is
     called once the trainer is built."""
     from bench.train_step import _step_timer, bench_dataset
-    from chartrvr_nb.train import grpo_config
+    from chartrvr_nb.grpo_args import grpo_config
     from chartrvr_nb.trainer import build_trainer
 
     prompts_per_step = preset.batch_size * preset.grad_accum // preset.num_generations
@@ -172,7 +168,7 @@ def dtype_plan_row(args) -> Row:
     import torch
 
     from bench.train_step import bench_dataset
-    from chartrvr_nb.models import vision_tower
+    from chartrvr_nb.dtypes import vision_tower
     from chartrvr_nb.presets import get_preset
 
     preset = get_preset("smoke" if args.dry else "colab-t4", load_in_4bit=True)
@@ -239,8 +235,9 @@ def eval_row(args) -> Row:
     """Examples per second answering ``EVAL_EXAMPLES`` charts at batch 16 vs one at a time."""
     from chartrvr_nb.benchmark_data import load_examples, load_image
     from chartrvr_nb.data import fit_to_pixel_budget
+    from chartrvr_nb.eval_config import EvalConfig
     from chartrvr_nb.generation import generate_answers
-    from chartrvr_nb.presets import EvalConfig, get_preset
+    from chartrvr_nb.presets import get_preset
 
     preset = get_preset("smoke" if args.dry else "paper")
     model, processor = load(args, preset)

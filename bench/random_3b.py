@@ -92,12 +92,12 @@ def build_random_3b(layers: int | None = None, cache_dir: str | os.PathLike | No
     """Save the random-weight 3B and its processor once; return the folder (reused afterwards).
 
     Written to a temporary folder and renamed when complete, so an interrupted build is never
-    loaded. Weights are bf16 on a bf16 GPU, fp32 elsewhere (as ``models.default_dtype``).
+    loaded. Weights are bf16 on a bf16 GPU, fp32 elsewhere (as ``dtypes.default_dtype``).
     """
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
-    from chartrvr_nb.models import default_dtype
+    from chartrvr_nb.dtypes import default_dtype
 
     target = model_folder(layers, cache_dir)
     if (target / _COMPLETE).exists():
@@ -132,7 +132,7 @@ def load_random_3b(max_pixels: int, layers: int | None = None):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from chartrvr_nb.models import default_dtype
+    from chartrvr_nb.dtypes import default_dtype
 
     folder = build_random_3b(layers)
     processor = AutoProcessor.from_pretrained(folder, max_pixels=max_pixels)

@@ -5,7 +5,7 @@
     python -m bench.train_step --dry                # CPU: the tiny model, a few real GRPO steps
 
 Each variant is a real run through the trainer ``chartrvr_nb.trainer`` builds: the preset mapped by
-``train.grpo_config``, the project's GRPOTrainer subclass, the seven rewards, the fork's LoRA,
+``grpo_args.grpo_config``, the project's GRPOTrainer subclass, the seven rewards, the fork's LoRA,
 synthetic charts resized to fill the preset's pixel budget. Completions are forced to exactly
 ``--completion-length`` tokens (end-of-sequence suppressed until then), so steps are comparable
 with the seed's 60 s (4 generations) and 30 s (2 generations) at 768 tokens, and across variants.
@@ -85,8 +85,8 @@ def run_variant(args, variant: str, dataset) -> dict:
     """Train ``--steps`` + 1 optimizer steps with one variant; its step times and peak memory."""
     import torch
 
+    from chartrvr_nb.grpo_args import grpo_config
     from chartrvr_nb.presets import get_preset
-    from chartrvr_nb.train import grpo_config
     from chartrvr_nb.trainer import build_trainer
 
     preset = get_preset(

@@ -16,7 +16,7 @@ and the weights it needs are present. Our own copies (to and from Drive) are ato
 Complete is not the same as intact: a Drive sync cut short or a full disk can truncate a weights
 file after ``trainer_state.json`` was written, and a bit can flip. So each checkpoint gets a
 ``manifest.json`` (every file's size and sha256), written last and atomically by
-:func:`write_manifest` as soon as the Trainer has saved (``trainer.ManifestCallback``), and copied
+:func:`write_manifest` as soon as the Trainer has saved (``callbacks.ManifestCallback``), and copied
 last to Drive. :func:`checkpoint_problem` verifies one: the manifest, then that the safetensors and
 torch files are whole; a checkpoint written before manifests existed is accepted when complete and
 its files are whole. A run's final ``adapter/`` or ``model/`` gets a manifest too, and evaluation

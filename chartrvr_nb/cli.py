@@ -4,7 +4,7 @@ curves, doctor, params, notebooks and learn-check.
 The seed guide's flags keep their names and meanings; ``--preset`` picks a starting point and
 every flag given on top of it overrides that field (unknown flags are errors, as argparse does).
 The flags of ``grpo``/``estimate`` and of ``eval`` are generated from the fields of
-``presets.Preset`` and ``presets.EvalConfig`` (:func:`chartrvr_nb.settings.options`), help text included.
+``presets.Preset`` and ``eval_config.EvalConfig`` (:func:`chartrvr_nb.settings.options`), help text included.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from pathlib import Path
 
 from . import UserError
 from .benchmarks import BENCHMARKS
-from .estimate import MEMORY_BANDWIDTH_GBPS
+from .eval_config import EvalConfig
 from .models import MODEL_REGISTRY
-from .presets import PRESETS, SYSTEM_PROMPTS, EvalConfig, Preset, get_preset
+from .presets import PRESETS, SYSTEM_PROMPTS, Preset, get_preset
 from .rewards import REWARDS
 from .runlock import STALE_AFTER_MINUTES
 from .settings import option_overrides, options
+from .step_figures import MEMORY_BANDWIDTH_GBPS
 
 GPUS = tuple(MEMORY_BANDWIDTH_GBPS)  # the GPUs the estimator has figures for
 COMPLETION_KINDS = {"completion": ((str, list), "text or a list of chat messages")}  # what the rewards score
@@ -302,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(curves_report(args.run))
         elif args.command == "doctor":
-            from .health import doctor
+            from .doctor import doctor
 
             report, passed = doctor(args.run_dir, args.drive_dir)
             print(report)

@@ -1,7 +1,7 @@
 """The calm console of a training run: one compact line per logging step, and no known noise.
 
 TRL prints each step's whole metrics dict (dozens of keys on one line) above the progress bar;
-the calm progress callback (``trainer.CalmProgress``) writes :func:`step_line` instead: step / total,
+the calm progress callback (``callbacks.CalmProgress``) writes :func:`step_line` instead: step / total,
 total reward, the seven reward means, completion length, seconds per step and time left. The full
 dict still goes to ``metrics.jsonl`` (and to TRL's raw lines with ``--verbose``).
 :func:`quiet_known_warnings` hides the transformers deprecation warnings that TRL triggers at every

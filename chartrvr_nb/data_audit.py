@@ -3,7 +3,7 @@
 A hub set can hold the same row several times (``sanchit97/chart-rvr-grpo-train`` has 34,194 rows,
 exactly three times the 11,398 that the authors' code builds). :func:`audit_rows` counts the distinct
 rows by the image's bytes, the question and the label, and keeps the index of the first row of each,
-so ``data.load_train_dataset(..., dedupe=True)`` (``--dedupe``) can keep only those. Images are
+so ``train_data.load_train_dataset(..., dedupe=True)`` (``--dedupe``) can keep only those. Images are
 compared by their stored bytes, never decoded.
 """
 

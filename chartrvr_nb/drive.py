@@ -3,7 +3,7 @@
 Every write of ours that a crash must not leave half done goes through here: the lock file
 (:mod:`chartrvr_nb.runlock`), ``run_config.json`` (:mod:`chartrvr_nb.runfiles`), each checkpoint's
 ``manifest.json``, and the copies of checkpoints and log files to and from Google Drive
-(:mod:`chartrvr_nb.resume`, the Drive mirror in :mod:`chartrvr_nb.trainer`). Each goes to a
+(:mod:`chartrvr_nb.resume`, the Drive mirror in :mod:`chartrvr_nb.callbacks`). Each goes to a
 temporary name beside its target, ``.tmp-<name>-<pid>``, and is renamed over the target when
 finished (``os.replace``, atomic on one file system); so a name we write only ever holds a whole
 file or folder. A process killed mid-write leaves its temporary behind: :func:`clean_stale_temporaries`

@@ -23,8 +23,8 @@ from . import UserError
 from .checkpoints import checkpoint_step, newest_verified_checkpoint, saved_weights_problem
 from .drive import MANIFEST_NAME
 from .env import run_path, run_root
+from .eval_config import EvalConfig
 from .models import TINY_MODELS
-from .presets import EvalConfig
 from .runfiles import ADAPTER_DIR, MODEL_DIR, RUN_CONFIG_FILE, find_run_config, trained_system_prompt
 from .system_prompts import SystemPrompt, resolve_system_prompt
 

@@ -318,7 +318,7 @@ def results_table(summary_or_summaries: Any, breakdown: bool = True) -> pd.DataF
 
 
 def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a ``predictions.jsonl`` file (e.g. for ``plots.plot_mistakes``).
+    """The records of a ``predictions.jsonl`` file (e.g. for ``eval_plots.plot_mistakes``).
 
     A bad line is an error naming it."""
     from .runfiles import read_jsonl

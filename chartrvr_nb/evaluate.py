@@ -8,7 +8,7 @@ writes ``predictions.jsonl`` (one line per example, a batch at a time) and ``sum
 folder; an evaluation interrupted there resumes from the answers it wrote (:mod:`chartrvr_nb.eval_resume`).
 The result also holds a table that puts our numbers beside the base model's and the paper's. The runner
 never names a benchmark: what differs between them is declared in :mod:`chartrvr_nb.benchmarks`; how to
-evaluate (batch size, prompt, tokens, pixel budget, ...) is one :class:`chartrvr_nb.presets.EvalConfig`, and
+evaluate (batch size, prompt, tokens, pixel budget, ...) is one :class:`chartrvr_nb.eval_config.EvalConfig`, and
 what its ``protocol`` decides (the authors' evaluation for ``chart-rvr``) is declared in
 :mod:`chartrvr_nb.protocols`: the runner never names a protocol either.
 
@@ -32,20 +32,20 @@ from .benchmarks import get_benchmark
 from .console import quiet_known_warnings
 from .drive import write_atomic
 from .env import run_path
+from .eval_config import EvalConfig
 from .eval_inputs import evaluation_system_prompt, resolve_adapter, resolve_full_model, settings_from_run
 from .eval_results import paired_bootstrap, paper_reference, prediction_record, results_table, summarize
 from .eval_resume import SUMMARY_FILE, resume_predictions, set_aside_other_settings, weights_identity
 from .eval_rewards import compare_rewards, reward_scores, reward_summary
 from .generation import generate_batches, image_size_rule
 from .official_scoring import SCORER_COMMITS
-from .presets import EvalConfig
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only
     from PIL.Image import Image
 
 logger = logging.getLogger(__name__)
 
-MISTAKE_IMAGES_KEPT = 64  # wrong answers whose image stays in memory for plots.plot_mistakes
+MISTAKE_IMAGES_KEPT = 64  # wrong answers whose image stays in memory for eval_plots.plot_mistakes
 _THUMBNAIL_SIDE = 448
 
 
@@ -56,7 +56,7 @@ class EvaluationResult:
     Attributes:
         summary: the contents of ``summary.json``.
         predictions: the records of ``predictions.jsonl``; wrong answers (the first
-            :data:`MISTAKE_IMAGES_KEPT`) also carry their ``image`` for ``plots.plot_mistakes``.
+            :data:`MISTAKE_IMAGES_KEPT`) also carry their ``image`` for ``eval_plots.plot_mistakes``.
         table: :func:`results_table` of the summary.
         output_dir: where the files were written.
         base_predictions: the base model's records when ``compare_base`` was set.
@@ -167,7 +167,7 @@ def run_evaluation(
         vlm_name: a key of ``models.MODEL_REGISTRY`` (``qwen2-5-3b``, ``qwen2-5-7b``, ``tiny``), or None: the
             evaluated run's model, else ``qwen2-5-3b``. A model other than the run's is refused.
         dataset_name: a key of ``benchmarks.BENCHMARKS``.
-        config: how to evaluate (:class:`~chartrvr_nb.presets.EvalConfig`: the protocol, batch size,
+        config: how to evaluate (:class:`~chartrvr_nb.eval_config.EvalConfig`: the protocol, batch size,
             prompt, tokens per answer, pixel budget, limit, seed, 4-bit base, ``compare_base``, data
             folder, progress bars); its defaults when None. What it leaves unset of the tokens per answer,
             pixel budget, 4-bit base and system prompt is what the evaluated run trained with

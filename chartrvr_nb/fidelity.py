@@ -5,7 +5,7 @@ GRPO objective, the rollouts, the data and the model: the authors' value and whe
 commit of sanchit97/chartrl at 83c4406, or the library default their code left it to: TRL 0.20.0,
 transformers 4.53.1, torch 2.6.0, the versions their requirements.txt pins), the value of the fork that
 the seed guide describes (potate4/chartrl at 4948fe6) where it states one, ours for P read from the
-``GRPOConfig`` that ``train.grpo_config`` really builds (or from the preset, for what a GRPOConfig does not
+``GRPOConfig`` that ``grpo_args.grpo_config`` really builds (or from the preset, for what a GRPOConfig does not
 hold), and whether ours differs and why. A difference with no reason given is flagged.
 
 ``python -m chartrvr_nb prompt`` is :func:`system_prompt_report`: the system prompt a run would use.
@@ -379,7 +379,7 @@ def fidelity_table(preset: Preset | str) -> list[Row]:
         One :class:`Row` per setting, in :data:`SETTINGS` order.
     """
     from .console import quiet_known_warnings
-    from .train import grpo_config
+    from .grpo_args import grpo_config
 
     preset = as_preset(preset)
     with tempfile.TemporaryDirectory() as scratch, quiet_known_warnings():

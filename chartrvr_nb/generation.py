@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .answers import chart_rvr_answer, extract_answer, extract_between
 from .benchmark_data import load_image
-from .presets import EvalConfig
+from .eval_config import EvalConfig
 from .prompts import build_messages
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only

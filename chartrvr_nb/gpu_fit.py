@@ -1,6 +1,7 @@
 """Does a preset fit a GPU, and this machine: the memory verdict, the setup check, the estimate here.
 
-The figures come from :mod:`chartrvr_nb.estimate` (steps, time and peak memory per GPU); this
+The figures come from :mod:`chartrvr_nb.estimate` and :mod:`chartrvr_nb.step_figures` (steps, time and peak
+memory per GPU); this
 module holds them against a GPU's memory (:func:`fit_verdict`, :func:`fits_gpu`, with ~1 GB of CUDA
 overhead on top of the peak) and against the machine the code runs on (:func:`check_preset`,
 :func:`local_estimate`, via :func:`chartrvr_nb.env.gpu_info`), and tabulates a preset over the GPUs
@@ -10,8 +11,9 @@ Colab offers (:func:`estimate_table`, the setup notebook's table).
 from __future__ import annotations
 
 from . import env
-from .estimate import GPU_NAMES, REFERENCE_GPU, estimate, format_estimate, gpu_key, step_figure
+from .estimate import estimate, format_estimate
 from .presets import as_preset
+from .step_figures import GPU_NAMES, REFERENCE_GPU, gpu_key, step_figure
 
 GPU_MEMORY_GB = {"a100-40gb": 40.0, "l4": 24.0, "t4": 16.0, "h100": 80.0}
 CUDA_OVERHEAD_GB = 1.0  # CUDA context and allocator fragmentation on top of the measured peak

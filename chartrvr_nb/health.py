@@ -3,28 +3,22 @@
 Each rule reads the training records of ``metrics.jsonl`` (one per logging step, with the keys TRL 1.16's
 GRPOTrainer logs) and what else is known about the run (:class:`RunFacts`), and returns a :class:`Verdict`:
 ``ok``, ``warn`` (with the numbers and what to do) or ``wait`` (too few steps to say yet). The same rules
-(:data:`CHECKS`) run live, each warning once (:class:`HealthWatch`, fed by ``trainer.HealthCallback``), and on a
-finished or running run folder (:func:`doctor`, ``python -m chartrvr_nb doctor RUN_DIR``).
+(:data:`CHECKS`) run live, each warning once (:class:`HealthWatch`, fed by ``callbacks.HealthCallback``), and on a
+finished or running run folder (:func:`chartrvr_nb.doctor.doctor`, ``python -m chartrvr_nb doctor RUN_DIR``).
 :func:`nonfinite_message` is what the trainer's guard says when it stops a run on a NaN or inf.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import statistics
-import textwrap
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from .checkpoints import TRAINER_STATE_NAME, newest_complete_checkpoint
-from .env import DRIVE_MOUNT_POINT, in_colab
+from .env import in_colab
 from .estimate import format_duration
-from .runfiles import METRICS_FILE, SAMPLES_FILE, load_metrics, load_samples, read_run_config
 
 WINDOW = 20  # logged steps a rule averages over
 MIN_LOGGED = 5  # logged steps a rule needs before it judges a share or an average
@@ -287,110 +281,6 @@ class HealthWatch:
         new = [verdict for verdict in found if verdict.status == "warn" and verdict.check not in self._warned]
         self._warned.update(verdict.check for verdict in new)
         return new
-
-
-# --------------------------------------------------------------------------------------------
-# A run folder: python -m chartrvr_nb doctor RUN_DIR
-# --------------------------------------------------------------------------------------------
-
-
-def _max_steps(run_dir: Path, records: Sequence[Mapping], num_epochs: float | None) -> int | None:
-    """The run's total steps: its newest checkpoint's trainer state, else what the logged epoch implies."""
-    checkpoint = newest_complete_checkpoint(run_dir)
-    if checkpoint is not None:
-        state = json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
-        if isinstance(state.get("max_steps"), int) and state["max_steps"] > 0:
-            return state["max_steps"]
-    last = records[-1] if records else {}
-    if num_epochs and isinstance(last.get("epoch"), (int, float)) and last["epoch"] > 0:
-        return round(last["step"] * num_epochs / last["epoch"])
-    return None
-
-
-def run_facts(
-    run_dir: str | os.PathLike, drive_dir: str | os.PathLike | None = None, records: Sequence[Mapping] | None = None
-) -> RunFacts:
-    """What a run folder says about its run (``run_config.json``, its checkpoints, the metrics ``records``)."""
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir) or {}
-    if records is None:
-        records = training_records(load_metrics(run_dir)) if (run_dir / METRICS_FILE).is_file() else []
-    return RunFacts(
-        max_steps=_max_steps(run_dir, records, config.get("num_epochs")),
-        max_completion_length=config.get("max_completion_length"),
-        num_generations=config.get("num_generations"),
-        drive=drive_dir is not None or run_dir.resolve().is_relative_to(DRIVE_MOUNT_POINT),
-        in_colab=in_colab(),
-    )
-
-
-def _newest_samples(run_dir: Path) -> Verdict:
-    """The newest sampled completions: did any earn a reward? (``samples.jsonl``)"""
-    if not (run_dir / SAMPLES_FILE).is_file():
-        return Verdict("samples", "wait", f"no {SAMPLES_FILE} yet")
-    samples = load_samples(run_dir)
-    if not samples:
-        return Verdict("samples", "wait", f"no samples in {SAMPLES_FILE} yet")
-    step = samples[-1]["step"]
-    newest = [s for s in samples if s["step"] == step]
-    scored = [s for s in newest if any(v for v in (s.get("rewards") or {}).values())]
-    if scored:
-        return Verdict("samples", "ok", f"{len(scored)} of {len(newest)} completions sampled at step {step} scored")
-    text = " ".join(str(newest[0].get("completion", "")).split())
-    return Verdict(
-        "samples",
-        "warn",
-        f"none of the {len(newest)} completions sampled at step {step} earned any reward; one reads: "
-        f"{text[:160]!r}{'...' if len(text) > 160 else ''}",
-    )
-
-
-def doctor(run_dir: str | os.PathLike, drive_dir: str | os.PathLike | None = None) -> tuple[str, bool]:
-    """Every check on a finished or running run folder, from its ``metrics.jsonl`` and ``samples.jsonl``.
-
-    Args:
-        run_dir: the training run's folder (its ``--output-dir``), local or on Drive.
-        drive_dir: the Drive folder the run mirrors its checkpoints to, if it does (a run folder on
-            Drive counts as mirrored).
-
-    Returns:
-        ``(report, passed)``: a verdict per check as text, and whether every check passes (``wait`` passes).
-
-    Raises:
-        FileNotFoundError: the folder has no ``metrics.jsonl``.
-    """
-    run_dir = Path(run_dir)
-    records = training_records(load_metrics(run_dir))
-    facts = run_facts(run_dir, drive_dir, records)
-    verdicts = [*check_run(records, facts), _newest_samples(run_dir)]
-    where = f"step {records[-1]['step']}" if records else "no step logged yet"
-    if records and facts.max_steps:
-        where += f" of {facts.max_steps}"
-    preset = (read_run_config(run_dir) or {}).get("name", "unknown")
-    report = format_verdicts(verdicts, f"Run health of {run_dir} (preset {preset}, {where})")
-    return report, not any(verdict.status == "warn" for verdict in verdicts)
-
-
-def format_verdicts(verdicts: Sequence[Verdict], title: str) -> str:
-    """A verdict per line (long ones wrapped), and a last line: every check passes, or how many warn.
-
-    Example:
-        >>> print(format_verdicts([Verdict("rewards", "warn", "every reward was 0")], "Run health of runs/x"))
-        Run health of runs/x
-          WARN  rewards   every reward was 0
-        1 check warns: see above.
-    """
-    lines = [title]
-    for verdict in verdicts:
-        status = "WARN" if verdict.status == "warn" else verdict.status
-        lead = f"  {status:<4}  {verdict.check:<8}  "
-        lines.append(textwrap.fill(verdict.message, width=110, initial_indent=lead, subsequent_indent=" " * len(lead)))
-    warnings = sum(verdict.status == "warn" for verdict in verdicts)
-    if not warnings:
-        lines.append("Every check passes.")
-    else:
-        lines.append(f"{warnings} check{'s warn' if warnings > 1 else ' warns'}: see above.")
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,8 +31,9 @@ from typing import Any
 from . import UserError
 from .benchmarks import get_benchmark
 from .env import make_folder, run_path
+from .eval_config import EvalConfig
 from .eval_rewards import compare_rewards, reward_scores
-from .presets import EvalConfig, Preset, get_preset
+from .presets import Preset, get_preset
 from .starting_point import format_starting_point
 
 logger = logging.getLogger(__name__)
@@ -266,8 +267,8 @@ def run_learn_check(
         ValueError: a training seed equal to the held-out charts' seed.
         env.FolderError: ``output_dir`` cannot be made or written (a file in the way, a read-only disk).
     """
+    from .eval_plots import plot_before_after
     from .evaluate import run_evaluation
-    from .plots import plot_before_after
     from .starting_point import starting_point_problems
     from .train import train
 

@@ -5,7 +5,7 @@ they need that has no other home lives here: where Drive and the run folders are
 resume, and :func:`run_notebooks`, which executes all five with papermill in order, sharing one
 training run so that ``03_resume_from_drive`` continues what ``02_train`` started. Whether a preset
 fits this machine is :mod:`chartrvr_nb.estimate`; training rows to look at are
-:func:`chartrvr_nb.data.training_examples`; reward inspection (what each reward read, the starting
+:func:`chartrvr_nb.train_data.training_examples`; reward inspection (what each reward read, the starting
 completions, scoring a batch) is :mod:`chartrvr_nb.inspection`, a run's samples :mod:`chartrvr_nb.samples`.
 
 Heavy libraries (papermill, pandas, matplotlib, datasets, torch) are imported inside functions.
@@ -304,7 +304,7 @@ def evaluation_settings(preset, trained: str | None, **asked: Any):
         >>> model, settings.max_new_tokens, settings.limit
         ('tiny', 160, 8)
     """
-    from .presets import EvalConfig
+    from .eval_config import EvalConfig
     from .runfiles import find_run_config
 
     if trained and Path(trained).is_dir() and find_run_config(trained) is not None:

@@ -1,4 +1,4 @@
-"""Training presets and evaluation settings: frozen dataclasses whose fields carry their help text.
+"""Training presets: a frozen dataclass whose fields carry their help text, and the named presets.
 
 ``batch_size`` is TRL's ``per_device_train_batch_size``, which counts *completions*, not
 prompts: one optimizer step consumes ``batch_size * grad_accum / num_generations`` prompts.
@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from . import UserError
 from .models import MODEL_REGISTRY, TINY_MODELS
-from .protocols import PROTOCOLS, Protocol
-from .settings import setting
+from .settings import is_positive_int, positive_int_errors, setting
 
 # The Chart-RVR authors' GRPO training set on the hub and its size. It is ``data.TRAIN_DATASET``, written
 # out here because presets are plain data and import no data code (a test checks that the two agree).
@@ -44,11 +40,6 @@ IMAGE_RESIZE_MODES = ("chart-rvr", "project")
 # (``len(rewards.REWARDS)``), written out because settings import no data or scoring code (tests check both).
 SYSTEM_PROMPTS = ("chart-rvr", "project")
 REWARD_COUNT = 7
-# Tokens generated per answer when not given, by prompt style: the authors' completion length (768) for
-# the reasoning prompts, and enough for a short phrase for the direct prompt. The styles are
-# ``prompts.PROMPT_STYLES``' names, written out here because settings import no scoring code (a test
-# checks that the two agree).
-DEFAULT_MAX_NEW_TOKENS = {"rvr": 768, "cot": 768, "direct": 64}
 
 # Checked with the other fields, so it is refused before anything is imported or loaded, whether or not vLLM is
 # installed. TRL 1.16 merges the LoRA adapter into the base weights before each generation and copies them to
@@ -66,20 +57,6 @@ VLLM_WITH_4BIT = (
 class InvalidSettingsError(UserError, ValueError):
     """A setting, or a combination of settings, that cannot train or evaluate; the message names each
     setting and what it may be."""
-
-
-def _is_positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _not_positive(settings: Any, names: Sequence[str], *, optional: bool = False) -> list[str]:
-    """An error for each field among ``names`` that is not a positive integer (or None, when ``optional``)."""
-    errors = []
-    for name in names:
-        value = getattr(settings, name)
-        if not (_is_positive_int(value) or optional and value is None):
-            errors.append(f"{name} must be a positive integer{' or None' if optional else ''}, got {value!r}")
-    return errors
 
 
 def generation_batch_error(generation_batch: int, num_generations: int, made_of: str) -> str | None:
@@ -113,7 +90,7 @@ class Preset:
     lists every setting beside the authors' value and its source).
 
     The fields from ``loss_type`` to ``max_grad_norm`` decide the GRPO objective and the rollouts:
-    ``train.grpo_config`` sets each of them explicitly, so no library default decides them; their
+    ``grpo_args.grpo_config`` sets each of them explicitly, so no library default decides them; their
     defaults are what the authors' code ran under TRL 0.20 (transformers 4.53, torch 2.6).
 
     Create variants with :func:`get_preset` (``get_preset("fast", num_generations=4)``); every
@@ -264,12 +241,12 @@ class Preset:
             "sample_every",
             "num_iterations",
         )
-        errors += _not_positive(self, positive)
-        errors += _not_positive(self, ("save_total_limit", "subset_size", "generation_batch_size"), optional=True)
+        errors += positive_int_errors(self, positive)
+        errors += positive_int_errors(self, ("save_total_limit", "subset_size", "generation_batch_size"), optional=True)
         if isinstance(self.num_generations, int) and self.num_generations < 2:
             errors.append("num_generations must be at least 2: GRPO compares completions within a group")
         counts = (self.num_generations, self.batch_size, self.grad_accum, self.generation_batch_size or 1)
-        if all(map(_is_positive_int, counts)):
+        if all(map(is_positive_int, counts)):
             error = generation_batch_error(
                 self.generation_batch_size or self.batch_size * self.grad_accum,
                 self.num_generations,
@@ -444,156 +421,3 @@ def as_preset(preset: Preset | str) -> Preset:
         ('tiny', 7)
     """
     return get_preset(preset) if isinstance(preset, str) else preset
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """How a benchmark is evaluated (the way an lmms-eval task's ``generation_kwargs`` are declared):
-    the protocol, greedy generation settings, which examples, and what else to report. Checked on creation.
-
-    What is evaluated (the model, the adapter, the benchmark) and where the files go are the
-    arguments of ``evaluate.run_evaluation`` beside it. A ``protocol`` other than ``project``
-    (:mod:`chartrvr_nb.protocols`) decides some settings itself; setting one of those otherwise is
-    refused, since the number would then no longer be comparable with what the protocol reproduces.
-
-    Example:
-        >>> EvalConfig(prompt="direct").tokens_per_answer
-        64
-        >>> config = EvalConfig(protocol="chart-rvr", prompt="direct")
-        >>> config.tokens_per_answer, config.pixel_budget, config.system_prompt_choice
-        (100, 376320, 'chart-rvr')
-        >>> EvalConfig(batch_size=0)
-        Traceback (most recent call last):
-        ...
-        ValueError: Invalid evaluation settings: batch_size must be a positive integer, got 0.
-    """
-
-    protocol: str = setting(
-        "project",
-        "evaluation protocol: project (this project's) or chart-rvr (the Chart-RVR authors' evaluation at "
-        "83c4406: their prompt, 376,320-pixel images, their answer reading, 5,000-example PlotQA and "
-        "ChartBench samples; the paper's numbers are comparable only under it)",
-        choices=PROTOCOLS,
-    )
-    batch_size: int = setting(8, "examples per generation batch")
-    prompt: str = setting(
-        "rvr", "prompt style: rvr (the trained format), cot or direct", choices=DEFAULT_MAX_NEW_TOKENS
-    )
-    max_new_tokens: int | None = setting(
-        None,
-        "tokens generated per answer (default: 768 for rvr and cot, 64 for direct; the chart-rvr protocol's "
-        "768 and 100)",
-    )
-    max_pixels: int | None = setting(
-        None,
-        f"image pixel budget: images are resized to it, never cropped (default: {AUTHORS_TRAIN_PIXELS:,}, the "
-        "authors' training budget; the chart-rvr protocol's 376,320)",
-    )
-    system_prompt: str | None = setting(
-        None,
-        "system prompt: chart-rvr (the authors' template 4; template 1 for --prompt direct) or project "
-        "(default: the protocol's, else the one the evaluated run trained with, else chart-rvr, or project "
-        "for the tiny models)",
-        choices=SYSTEM_PROMPTS,
-    )
-    system_prompt_file: str | None = setting(
-        None, "a local copy of the authors' prompts.py (commit 83c4406) for chart-rvr on a machine without internet"
-    )
-    limit: int | None = setting(None, "evaluate only the first N examples (of the protocol's sample, if it draws one)")
-    seed: int = setting(2025, "seeds torch and the bootstrap")
-    load_in_4bit: bool | None = setting(
-        None,
-        "load the base model in 4-bit NF4, as a QLoRA run (colab-t4) trains it (default: as the evaluated run "
-        "trained, else off)",
-    )
-    compare_base: bool = setting(
-        False,
-        "also evaluate the base model (adapter disabled) on the same examples and report the difference "
-        "with a paired-bootstrap 95% interval",
-    )
-    data_dir: str | os.PathLike | None = setting(
-        None, "folder with the released files of plotqa / chartfc, or a local copy of a hub benchmark"
-    )
-    progress: bool = setting(True, "progress bars while generating")
-
-    def __post_init__(self) -> None:
-        errors = _not_positive(self, ("batch_size",))
-        errors += _not_positive(self, ("max_new_tokens", "max_pixels", "limit"), optional=True)
-        if self.protocol not in PROTOCOLS:
-            errors.append(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
-        if self.prompt not in DEFAULT_MAX_NEW_TOKENS:
-            errors.append(f"prompt must be one of {', '.join(DEFAULT_MAX_NEW_TOKENS)}, got {self.prompt!r}")
-        if self.system_prompt not in (None, *SYSTEM_PROMPTS):
-            errors.append(f"system_prompt must be one of {', '.join(SYSTEM_PROMPTS)}, got {self.system_prompt!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            errors.append(f"seed must be an integer, got {self.seed!r}")
-        if errors:
-            raise ValueError("Invalid evaluation settings: " + "; ".join(errors) + ".")
-        self._check_protocol()
-
-    def _check_protocol(self) -> None:
-        """Refuse a setting the protocol decides, set to another value (setting it to the same value is fine)."""
-        fixed = dict(self.protocol_rules.fixes())
-        if "max_new_tokens" in fixed:
-            fixed["max_new_tokens"] = fixed["max_new_tokens"].get(self.prompt)
-        clashes = [
-            f"--{name.replace('_', '-')} {getattr(self, name)} (it uses {value})"
-            for name, value in fixed.items()
-            if getattr(self, name) is not None and getattr(self, name) != value
-        ]
-        if clashes:
-            raise ValueError(
-                f"The {self.protocol} protocol decides these settings itself: {'; '.join(clashes)}. Leave them out "
-                "to evaluate as it does, or pass --protocol project to evaluate with your own settings."
-            )
-
-    @property
-    def protocol_rules(self) -> Protocol:
-        """The :class:`~chartrvr_nb.protocols.Protocol` named by ``protocol``."""
-        return PROTOCOLS[self.protocol]
-
-    @property
-    def tokens_per_answer(self) -> int:
-        """``max_new_tokens``, else the protocol's for the prompt style, else the style's default
-        (:data:`DEFAULT_MAX_NEW_TOKENS`)."""
-        return (
-            self.max_new_tokens
-            or self.protocol_rules.max_new_tokens.get(self.prompt)
-            or DEFAULT_MAX_NEW_TOKENS[self.prompt]
-        )
-
-    @property
-    def pixel_budget(self) -> int:
-        """``max_pixels``, else the protocol's, else the authors' training budget (:data:`AUTHORS_TRAIN_PIXELS`)."""
-        return self.max_pixels or self.protocol_rules.max_pixels or AUTHORS_TRAIN_PIXELS
-
-    @property
-    def system_prompt_choice(self) -> str | None:
-        """``system_prompt``, else the protocol's; None leaves it to the evaluated run and the model."""
-        return self.system_prompt or self.protocol_rules.system_prompt
-
-    @classmethod
-    def for_preset(cls, preset: Preset | str, **settings: Any) -> EvalConfig:
-        """Settings that evaluate as ``preset`` trains: its completion length, pixel budget, 4-bit base and
-        system prompt, except what the ``protocol`` among ``settings`` decides itself.
-
-        Example:
-            >>> config = EvalConfig.for_preset("smoke", limit=8)
-            >>> config.max_new_tokens, config.max_pixels, config.limit, config.system_prompt
-            (160, 50176, 8, 'project')
-            >>> config = EvalConfig.for_preset("paper", protocol="chart-rvr")
-            >>> config.tokens_per_answer, config.pixel_budget, config.system_prompt_choice
-            (768, 376320, 'chart-rvr')
-        """
-        preset = as_preset(preset)
-        trained_as = dict(
-            max_new_tokens=preset.max_completion_length,
-            max_pixels=preset.max_pixels,
-            load_in_4bit=preset.load_in_4bit,
-            system_prompt=preset.system_prompt,
-            system_prompt_file=preset.system_prompt_file,
-        )
-        protocol = PROTOCOLS.get(settings.get("protocol", "project"))  # an unknown one is refused by cls below
-        decided = protocol.fixes() if protocol is not None else {}
-        trained_as = {name: value for name, value in trained_as.items() if name not in decided}
-        return cls(**{**trained_as, **settings})

@@ -29,9 +29,9 @@ examples            PlotQA and ChartBench: ``Dataset.shuffle(seed=2026).select(r
 A protocol names rules by key (the way a benchmark names its metric): ``answer`` is a key of
 ``generation.ANSWER_READERS``, ``question`` says which of an example's texts is asked, ``image_resize``
 is one of ``presets.IMAGE_RESIZE_MODES`` as training uses them (``data.fit_to_pixel_budget``). A value
-of None (or an empty table) leaves that setting to :class:`chartrvr_nb.presets.EvalConfig`.
+of None (or an empty table) leaves that setting to :class:`chartrvr_nb.eval_config.EvalConfig`.
 
-Pure data: it imports no other module of the package (``presets`` builds on it).
+Pure data: it imports no other module of the package (``eval_config`` builds on it).
 """
 
 from __future__ import annotations

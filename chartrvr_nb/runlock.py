@@ -18,7 +18,7 @@ A second run on a held folder fails at once, before any model is loaded, with a
 - the user passes ``force_unlock`` (``--force-unlock``) because the holder is certainly gone.
 
 A holder whose lock was taken over anyway (a runtime paused longer than the timeout, then back, or
-``--force-unlock``) notices at its next training step, where ``trainer.LockWatchCallback`` reads the
+``--force-unlock``) notices at its next training step, where ``callbacks.LockWatchCallback`` reads the
 lock files (:meth:`RunLock.check`), or at its next heartbeat; it then stops before its next log line,
 sample or checkpoint, with a :class:`RunLockLostError`. Under torchrun or ``accelerate launch`` only
 the main process holds the lock.

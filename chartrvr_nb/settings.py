@@ -1,9 +1,10 @@
 """Settings as dataclass fields that carry their help text and how people set them (the open-r1 / TRL idiom).
 
-A settings class (``presets.Preset``, ``presets.EvalConfig``) declares each field with :func:`setting`;
+A settings class (``presets.Preset``, ``eval_config.EvalConfig``) declares each field with :func:`setting`;
 :func:`options` reads them back as :class:`Option` objects, from which the command line generates its
 flags and the 02_train form its fields, and :func:`option_overrides` turns what a person set (argparse's
-namespace, a form's values) into field values. Nothing here knows a particular setting.
+namespace, a form's values) into field values; :func:`positive_int_errors` is the check of counts they all make.
+Nothing here knows a particular setting.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def options(settings_class: type) -> tuple[Option, ...]:
     """The fields of ``settings_class`` (:class:`Preset`, :class:`EvalConfig`) people set, in declaration order.
 
     Example:
-        >>> from chartrvr_nb.presets import EvalConfig, Preset
+        >>> from chartrvr_nb.eval_config import EvalConfig
+        >>> from chartrvr_nb.presets import Preset
         >>> [(option.flag, option.field) for option in options(Preset)][:2]
         [('--vlm-name', 'model'), ('--train-data', 'train_data')]
         >>> [option.flag for option in options(EvalConfig) if option.type is bool]
@@ -127,3 +129,30 @@ def option_overrides(settings_class: type, values: Mapping[str, Any]) -> dict[st
         elif value is not None:
             found[option.field] = value
     return found
+
+
+def is_positive_int(value: Any) -> bool:
+    """Whether ``value`` is an integer above 0 (a bool is not).
+
+    Example:
+        >>> is_positive_int(3), is_positive_int(0), is_positive_int(True), is_positive_int(2.0)
+        (True, False, False, False)
+    """
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def positive_int_errors(settings: Any, names: Sequence[str], *, optional: bool = False) -> list[str]:
+    """An error for each field among ``names`` of ``settings`` that is not a positive integer (or None, when
+    ``optional``): the check every settings class makes of its counts.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> positive_int_errors(SimpleNamespace(batch_size=0, limit=None), ("batch_size", "limit"), optional=True)
+        ['batch_size must be a positive integer or None, got 0']
+    """
+    errors = []
+    for name in names:
+        value = getattr(settings, name)
+        if not (is_positive_int(value) or optional and value is None):
+            errors.append(f"{name} must be a positive integer{' or None' if optional else ''}, got {value!r}")
+    return errors

@@ -6,7 +6,7 @@ folder's name as the run name; the trackers' files go into the run folder (Tenso
 preset is recorded in each tracker's config beside the trainer's arguments. W&B without a login
 runs offline and says how to upload the run later (``wandb sync``). A tracker whose package is
 missing is an error naming the pip command, before any model is loaded. The callback that records
-the preset in the tracker is ``trainer.PresetToTrackers`` (``trainer.attach_trackers``).
+the preset in the tracker is ``callbacks.PresetToTrackers`` (``callbacks.attach_trackers``).
 """
 
 from __future__ import annotations

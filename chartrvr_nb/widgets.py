@@ -220,7 +220,7 @@ class LiveRewardCurves:
     """Redraws ``plots.plot_reward_curves`` in place every ``every`` logging events of a training run.
 
     A plain object: training hands it each log event of the main process (``on_log``) and the end
-    of training (``on_train_end``), through ``trainer.ForwardLogs``. It reads the run's
+    of training (``on_train_end``), through ``callbacks.ForwardLogs``. It reads the run's
     ``metrics.jsonl``, which the trainer's own callback has just appended to. Headless (papermill,
     scripts) it does nothing, so logs stay quiet.
 

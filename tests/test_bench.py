@@ -129,8 +129,8 @@ def test_full_vocab_tokenizer_has_the_3b_special_token_ids():
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
 def test_use_vllm_without_vllm_names_the_install_and_the_default(tmp_path):
+    from chartrvr_nb.grpo_args import grpo_config
     from chartrvr_nb.presets import get_preset
-    from chartrvr_nb.train import grpo_config
 
     with pytest.raises(ImportError, match=r"pip install 'vllm.*default"):
         grpo_config(get_preset("smoke", use_vllm=True), tmp_path)

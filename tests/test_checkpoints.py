@@ -65,7 +65,7 @@ def _train_tiny(output_dir: Path, max_steps: int, callbacks=(), resume_from_chec
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A run dir with checkpoint-2/4/6 from a real Trainer, mirrored by the callback (keep_last=2)."""
-    from chartrvr_nb.trainer import DriveMirrorCallback
+    from chartrvr_nb.callbacks import DriveMirrorCallback
 
     root = tmp_path_factory.mktemp("trained")
     local, drive = root / "run", root / "drive" / "run"
@@ -319,7 +319,7 @@ def test_a_run_config_write_cut_short_leaves_the_previous_one_whole(tmp_path):
 
 
 def test_mirror_refuses_an_incomplete_checkpoint(tmp_path):
-    from chartrvr_nb.trainer import DriveMirrorCallback
+    from chartrvr_nb.callbacks import DriveMirrorCallback
 
     half = tmp_path / "checkpoint-3"
     half.mkdir()
@@ -332,7 +332,7 @@ def test_mirror_refuses_an_incomplete_checkpoint(tmp_path):
 def test_callback_warns_and_lets_training_continue_when_drive_fails(trained_run, tmp_path):
     from transformers import TrainerCallback
 
-    from chartrvr_nb.trainer import DriveMirrorCallback
+    from chartrvr_nb.callbacks import DriveMirrorCallback
 
     local, _ = trained_run
     blocked = tmp_path / "not-a-dir"

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from chartrvr_nb.cli import build_parser, eval_config_from_args, main, preset_from_args
-from chartrvr_nb.presets import EvalConfig, Preset
+from chartrvr_nb.eval_config import EvalConfig
+from chartrvr_nb.presets import Preset
 from chartrvr_nb.prompts import format_completion
 from chartrvr_nb.settings import option_overrides, options
 

@@ -16,13 +16,13 @@ from chartrvr_nb.data import (
     _scale_into_budget,
     check_columns,
     fit_to_pixel_budget,
-    load_train_dataset,
     make_synthetic_dataset,
     make_synthetic_rows,
     prepare_grpo_dataset,
 )
 from chartrvr_nb.prompts import CHART_TYPES, build_messages
 from chartrvr_nb.synthetic import QUESTION_KINDS, answer_question, make_synthetic_example
+from chartrvr_nb.train_data import load_train_dataset
 
 
 def _oracle(table, spec):
@@ -237,7 +237,7 @@ def test_synthetic_source_generates_subset_size_rows():
 
 
 def test_training_examples_draw_only_the_chart_types_a_synthetic_source_names():
-    from chartrvr_nb.data import training_examples
+    from chartrvr_nb.train_data import training_examples
 
     rows = training_examples("synthetic:pie,bar", n=3, max_pixels=112 * 112)
     assert [row["chart_type"] for row in rows] == ["pie", "bar", "pie"]
@@ -363,7 +363,7 @@ def repeated_rows(tmp_path_factory):
 def test_the_audit_counts_distinct_rows_and_dedupe_keeps_the_first_of_each(repeated_rows, caplog):
     from chartrvr_nb.data_audit import audit_rows
 
-    with caplog.at_level("INFO", logger="chartrvr_nb.data"):
+    with caplog.at_level("INFO", logger="chartrvr_nb.train_data"):
         everything = load_train_dataset(str(repeated_rows))
     assert len(everything) == 7
     audit = audit_rows(everything)
@@ -373,7 +373,7 @@ def test_the_audit_counts_distinct_rows_and_dedupe_keeps_the_first_of_each(repea
         "--dedupe keeps the first of each."
     ]
     caplog.clear()
-    with caplog.at_level("INFO", logger="chartrvr_nb.data"):
+    with caplog.at_level("INFO", logger="chartrvr_nb.train_data"):
         distinct = load_train_dataset(str(repeated_rows), dedupe=True)
     assert distinct["query"] == [everything["query"][i] for i in (0, 1, 2, 5)]
     assert distinct["label"][3] == "other"

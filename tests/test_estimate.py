@@ -8,7 +8,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chartrvr_nb.estimate import (
-    STEP_FIGURES,
     estimate,
     format_duration,
     format_estimate,
@@ -17,6 +16,7 @@ from chartrvr_nb.estimate import (
 )
 from chartrvr_nb.gpu_fit import GPU_MEMORY_GB, check_preset, estimate_table, fits_gpu, local_estimate
 from chartrvr_nb.presets import PRESETS, get_preset
+from chartrvr_nb.step_figures import STEP_FIGURES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -19,13 +19,13 @@ from PIL import Image, ImageDraw
 from chartrvr_nb import UserError
 from chartrvr_nb.benchmark_data import load_examples, load_image
 from chartrvr_nb.benchmarks import BENCHMARKS, CHART_RVR, QWEN_DIRECT
+from chartrvr_nb.eval_config import EvalConfig
 from chartrvr_nb.eval_inputs import resolve_adapter, resolve_full_model
 from chartrvr_nb.eval_results import paired_bootstrap, read_predictions, results_table
 from chartrvr_nb.evaluate import run_evaluation
 from chartrvr_nb.generation import generate_answers, parse_reply
 from chartrvr_nb.metrics import acc_plus, chartqapro_score, read_yes_no, relaxed_score, subset_mean, yes_no_score
 from chartrvr_nb.official_scoring import anls
-from chartrvr_nb.presets import EvalConfig
 
 PREDICTION_FIELDS = {"id", "subset", "question", "answer", "prediction", "reasoning", "correct", "score"}
 
@@ -733,7 +733,7 @@ def test_evaluating_an_adapter_hides_the_known_warning_and_logs_where_files_went
 
 
 def test_plot_benchmark_accuracy_draws_ours_beside_the_paper():
-    from chartrvr_nb.plots import plot_benchmark_accuracy
+    from chartrvr_nb.eval_plots import plot_benchmark_accuracy
 
     summaries = [
         {
@@ -767,7 +767,7 @@ def test_plot_benchmark_accuracy_draws_ours_beside_the_paper():
 
 
 def test_plot_mistakes_shows_only_wrong_answers(tmp_path):
-    from chartrvr_nb.plots import plot_mistakes
+    from chartrvr_nb.eval_plots import plot_mistakes
 
     records = [
         {"question": "Q1?", "answer": "3", "prediction": "3", "reasoning": None, "correct": True},

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from chartrvr_nb import cli, notebooks
+from chartrvr_nb.eval_config import EvalConfig
 from chartrvr_nb.eval_inputs import resolve_adapter
 from chartrvr_nb.eval_results import read_predictions, results_table
 from chartrvr_nb.evaluate import run_evaluation
-from chartrvr_nb.presets import EvalConfig, get_preset
+from chartrvr_nb.presets import get_preset
 from chartrvr_nb.rewards import REWARD_MAXIMA, REWARDS, format_reward, length_reward
 from chartrvr_nb.runfiles import SYSTEM_PROMPT_SHA256, load_metrics, read_jsonl, read_run_config
 

@@ -13,8 +13,9 @@ import importlib.util
 import pytest
 import torch
 
-from chartrvr_nb import models
-from chartrvr_nb.models import DtypePlan, dtype_plan, load_model_and_processor, vision_tower
+from chartrvr_nb import dtypes, models
+from chartrvr_nb.dtypes import DtypePlan, dtype_plan, vision_tower
+from chartrvr_nb.models import load_model_and_processor
 
 
 @pytest.mark.parametrize(
@@ -39,8 +40,8 @@ def test_the_dtype_plan_follows_the_machine(machine, expected):
 def test_this_machines_plan_reads_the_gpus_bf16_support(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
-    assert models.machine_dtype_plan(load_in_4bit=True) == DtypePlan("float16", "float32", "fp16")
-    assert models.default_dtype(load_in_4bit=True) is torch.float16
+    assert dtypes.machine_dtype_plan(load_in_4bit=True) == DtypePlan("float16", "float32", "fp16")
+    assert dtypes.default_dtype(load_in_4bit=True) is torch.float16
 
 
 def forward_dtypes(model, processor) -> tuple[dict, torch.Tensor]:
@@ -97,8 +98,8 @@ def test_qlora_adapters_train_in_fp32_although_trl_casts_them_to_bf16(tmp_path, 
     from chartrvr_nb import trainer as trainer_module
     from chartrvr_nb.console import quiet_known_warnings
     from chartrvr_nb.data import make_synthetic_dataset, prepare_grpo_dataset
+    from chartrvr_nb.grpo_args import grpo_config
     from chartrvr_nb.presets import get_preset
-    from chartrvr_nb.train import grpo_config
 
     preset = get_preset("smoke", load_in_4bit=True, subset_size=4)
     dataset = prepare_grpo_dataset(make_synthetic_dataset(4, seed=0), max_pixels=preset.max_pixels)
@@ -121,9 +122,9 @@ def test_grpo_steps_on_the_t4_plan_keep_the_vision_tower_fp32_and_train_both_tow
     CPU; gradient checkpointing on, so the vision blocks are recomputed in the backward pass too)."""
     from chartrvr_nb.console import quiet_known_warnings
     from chartrvr_nb.data import make_synthetic_dataset, prepare_grpo_dataset
+    from chartrvr_nb.grpo_args import grpo_config
     from chartrvr_nb.models import model_threads
     from chartrvr_nb.presets import get_preset
-    from chartrvr_nb.train import grpo_config
     from chartrvr_nb.trainer import build_trainer
 
     preset = get_preset("smoke", load_in_4bit=True, subset_size=8, max_completion_length=120)
@@ -208,7 +209,8 @@ def test_a_vllm_generation_round_with_other_prompt_ids_stops_the_run():
 def test_the_colab_t4_memory_figure_on_a_t4_carries_the_fp32_vision_tower():
     from transformers import AutoModelForImageTextToText
 
-    from chartrvr_nb.estimate import FP32_VISION_GB, VISION_TOWER_PARAMETERS, estimate
+    from chartrvr_nb.estimate import estimate
+    from chartrvr_nb.step_figures import FP32_VISION_GB, VISION_TOWER_PARAMETERS
 
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(models.qwen2_5_vl_3b_config())

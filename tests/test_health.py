@@ -14,13 +14,13 @@ import shutil
 import pytest
 
 from chartrvr_nb.cli import main
+from chartrvr_nb.doctor import doctor
 from chartrvr_nb.health import (
     ALL_ZERO_LOGGED,
     FORMAT_PATIENCE_STEPS,
     HealthWatch,
     RunFacts,
     check_run,
-    doctor,
 )
 from chartrvr_nb.presets import get_preset
 from chartrvr_nb.train import train
@@ -121,7 +121,7 @@ def smoke_run(tmp_path_factory, tiny_model_dir):
     records = []
     handler = logging.Handler()
     handler.emit = records.append
-    logger = logging.getLogger("chartrvr_nb.trainer")
+    logger = logging.getLogger("chartrvr_nb.callbacks")
     logger.addHandler(handler)
     try:
         result = train(get_preset("smoke"), output_dir=tmp_path_factory.mktemp("smoke") / "run")
@@ -179,7 +179,7 @@ def test_doctor_on_a_folder_that_is_not_a_run_says_so(tmp_path, capsys):
 def test_completions_at_the_length_limit_warn_once_during_training(tmp_path, tiny_model_dir, caplog):
     # 12 prompts x 2 / 4 = 6 steps; 8 tokens cut every completion.
     preset = get_preset("smoke", subset_size=12, max_completion_length=8, save_steps=100)
-    with caplog.at_level(logging.WARNING, logger="chartrvr_nb.trainer"):
+    with caplog.at_level(logging.WARNING, logger="chartrvr_nb.callbacks"):
         train(preset, output_dir=tmp_path / "run")
     health = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Run health")]
     clipped = [message for message in health if "(clipped)" in message]

@@ -30,8 +30,8 @@ def captured(tiny_model_dir, tmp_path_factory):
     from datasets import Dataset
 
     from chartrvr_nb.data import make_synthetic_rows
+    from chartrvr_nb.grpo_args import grpo_config
     from chartrvr_nb.rewards import get_rewards
-    from chartrvr_nb.train import grpo_config
     from chartrvr_nb.trainer import ChartRVRTrainer
 
     rows = make_synthetic_rows(len(SIZES), seed=5)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from chartrvr_nb import models
+from chartrvr_nb import dtypes, models
 from chartrvr_nb import tiny as tiny_module
 from chartrvr_nb.models import (
     count_parameters,
@@ -149,7 +149,7 @@ def test_load_model_and_processor_loads_tiny_in_fp32_on_cpu_with_the_pixel_budge
     import torch
 
     model, processor = load_model_and_processor("tiny", max_pixels=112 * 112)
-    assert model.dtype == (models.default_dtype() if torch.cuda.is_available() else torch.float32)
+    assert model.dtype == (dtypes.default_dtype() if torch.cuda.is_available() else torch.float32)
     assert processor.image_processor.size["longest_edge"] == 112 * 112
     _, default_processor = load_model_and_processor("tiny")
     assert default_processor.image_processor.size["longest_edge"] == tiny_module.TINY_MAX_PIXELS

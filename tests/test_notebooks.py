@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chartrvr_nb import data, inspection, notebooks, runfiles, samples, widgets
+from chartrvr_nb import data, inspection, notebooks, runfiles, samples, train_data, widgets
 from chartrvr_nb.answers import relaxed_match
 from chartrvr_nb.presets import PRESETS, TRACKERS, Preset, get_preset
 
@@ -229,7 +229,7 @@ def test_preset_form_applies_nonzero_overrides_like_cli_flags():
 
 @pytest.fixture(scope="module")
 def synthetic_row():
-    return data.training_examples("synthetic", n=2, max_pixels=112 * 112)[1]
+    return train_data.training_examples("synthetic", n=2, max_pixels=112 * 112)[1]
 
 
 def test_reward_inspector_headless_scores_every_starting_completion(monkeypatch, synthetic_row):
@@ -278,7 +278,7 @@ def _metrics_run(tmp_path: Path, steps: int = 3) -> Path:
 
 
 def test_live_reward_curves_stay_quiet_headless(monkeypatch, tmp_path):
-    from chartrvr_nb.trainer import ForwardLogs  # how train() hands the plain object its log events
+    from chartrvr_nb.callbacks import ForwardLogs  # how train() hands the plain object its log events
 
     calls = []
     monkeypatch.setattr(widgets, "is_interactive", lambda: False)
@@ -294,7 +294,7 @@ def test_live_reward_curves_stay_quiet_headless(monkeypatch, tmp_path):
 def test_live_reward_curves_redraw_in_place_every_n_logs(monkeypatch, tmp_path):
     from transformers import TrainerCallback
 
-    from chartrvr_nb.trainer import ForwardLogs  # how train() hands the plain object its log events
+    from chartrvr_nb.callbacks import ForwardLogs  # how train() hands the plain object its log events
 
     shown = []
 

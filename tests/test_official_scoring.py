@@ -594,7 +594,7 @@ def test_a_declaration_naming_an_unknown_scorer_is_an_error():
 
 
 def test_the_accuracy_plot_draws_chart_rvr_code_beside_the_paper():
-    from chartrvr_nb.plots import plot_benchmark_accuracy
+    from chartrvr_nb.eval_plots import plot_benchmark_accuracy
 
     records = [pro_record("75", "40"), pro_record("81", "40")]  # chart_rvr_code (100% tolerance): 1 of 2
     summary = {

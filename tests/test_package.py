@@ -12,7 +12,7 @@ import chartrvr_nb
 HEAVY = ("torch", "transformers", "sentence_transformers", "trl", "peft", "datasets", "matplotlib")
 # The modules that import those libraries at the top (ARCHITECTURE.md, "Light and heavy"): imported
 # only inside the functions that need them. Every other module must stay light.
-HEAVY_MODULES = ("chartrvr_nb.trainer",)
+HEAVY_MODULES = ("chartrvr_nb.trainer", "chartrvr_nb.callbacks")
 
 
 def _heavy_libraries_after_importing(modules: list[str]) -> list[str]:

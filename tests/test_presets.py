@@ -5,12 +5,11 @@ import re
 
 import pytest
 
+from chartrvr_nb.eval_config import DEFAULT_MAX_NEW_TOKENS, EvalConfig
 from chartrvr_nb.presets import (
     AUTHORS_TRAIN_DATA,
     AUTHORS_TRAIN_ROWS,
-    DEFAULT_MAX_NEW_TOKENS,
     PRESETS,
-    EvalConfig,
     Preset,
     as_preset,
     get_preset,

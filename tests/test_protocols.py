@@ -27,11 +27,12 @@ from chartrvr_nb.benchmark_data import QUESTION_FIELDS, load_examples, sample_in
 from chartrvr_nb.benchmarks import BENCHMARKS
 from chartrvr_nb.cli import main
 from chartrvr_nb.data import fit_to_pixel_budget
+from chartrvr_nb.eval_config import EvalConfig
 from chartrvr_nb.eval_inputs import evaluation_system_prompt
 from chartrvr_nb.eval_results import results_table
 from chartrvr_nb.generation import ANSWER_READERS, image_size_rule, parse_reply, parse_reply_chart_rvr
 from chartrvr_nb.official_scoring import SCORER_COMMITS, chartrl_relaxed_accuracy
-from chartrvr_nb.presets import IMAGE_RESIZE_MODES, EvalConfig
+from chartrvr_nb.presets import IMAGE_RESIZE_MODES
 from chartrvr_nb.protocols import PROTOCOLS, get_protocol
 from chartrvr_nb.runfiles import write_run_config
 from chartrvr_nb.system_prompts import SYSTEM_PROMPT_CHOICES, PromptSource

@@ -45,8 +45,8 @@ def test_one_grpo_step_on_the_3b_architecture_saves_and_reloads_the_adapter(mode
     from safetensors.torch import load_file
 
     from bench.train_step import bench_dataset
+    from chartrvr_nb.grpo_args import grpo_config
     from chartrvr_nb.rewards import get_rewards
-    from chartrvr_nb.train import grpo_config
     from chartrvr_nb.trainer import ChartRVRTrainer
 
     model, processor = model_and_processor

@@ -208,7 +208,7 @@ def test_force_unlock_takes_over_and_the_old_holder_stops_at_its_next_step(tmp_p
         # In training, the callback raises it at the end of the step, before that step is logged or saved.
         from transformers import TrainerCallback
 
-        from chartrvr_nb.trainer import LockWatchCallback
+        from chartrvr_nb.callbacks import LockWatchCallback
 
         watch = LockWatchCallback(old)
         assert isinstance(watch, TrainerCallback)
@@ -223,7 +223,7 @@ def test_force_unlock_takes_over_and_the_old_holder_stops_at_its_next_step(tmp_p
 
 
 def test_a_forced_takeover_stops_the_holder_at_its_next_step_not_its_next_heartbeat(tmp_path):
-    from chartrvr_nb.trainer import LockWatchCallback
+    from chartrvr_nb.callbacks import LockWatchCallback
 
     old = RunLock([tmp_path], heartbeat_seconds=3600).acquire()  # no heartbeat during this test
     watch = LockWatchCallback(old)

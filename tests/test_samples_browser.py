@@ -12,14 +12,14 @@ import math
 
 import pytest
 
-from chartrvr_nb import cli, data, inspection, samples, tracking, widgets
+from chartrvr_nb import cli, inspection, samples, tracking, train_data, widgets
 from chartrvr_nb.presets import get_preset
 from chartrvr_nb.rewards import REWARDS
 
 
 @pytest.fixture(scope="module")
 def example():
-    return data.training_examples("synthetic", n=1, seed=3, max_pixels=112 * 112)[0]
+    return train_data.training_examples("synthetic", n=1, seed=3, max_pixels=112 * 112)[0]
 
 
 @pytest.fixture
@@ -137,7 +137,8 @@ def test_tables_show_a_dash_where_a_number_is_missing():
 
 def test_figures_are_drawn_to_be_read_unscaled():
     from chartrvr_nb.data import make_synthetic_rows
-    from chartrvr_nb.plots import plot_example, plot_mistakes
+    from chartrvr_nb.eval_plots import plot_mistakes
+    from chartrvr_nb.plots import plot_example
 
     row = make_synthetic_rows(1, seed=0, max_pixels=224 * 224)[0]
     figure = plot_example(row)

@@ -203,8 +203,8 @@ def test_training_stops_before_any_model_loads_without_the_prompt(pinned_stand_i
 
 
 def test_evaluation_uses_the_prompt_its_run_trained_with(pinned_stand_in, tmp_path):
+    from chartrvr_nb.eval_config import EvalConfig
     from chartrvr_nb.eval_inputs import evaluation_system_prompt
-    from chartrvr_nb.presets import EvalConfig
     from chartrvr_nb.runfiles import write_run_config
 
     run = tmp_path / "run"

@@ -375,7 +375,7 @@ def test_in_a_notebook_the_progress_bar_carries_the_step_line_and_no_table_grows
     from transformers import TrainerControl, TrainerState, TrainingArguments
     from transformers.utils.notebook import NotebookProgressCallback
 
-    from chartrvr_nb.trainer import CalmNotebookProgress
+    from chartrvr_nb.callbacks import CalmNotebookProgress
 
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[])
     tables = {}
