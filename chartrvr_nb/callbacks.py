@@ -227,11 +227,12 @@ class CalmProgress(ProgressCallback):
         if not state.is_world_process_zero or self.training_bar is None or not logs:
             return
         if "train_runtime" in logs:  # the end-of-training summary, of the steps this start trained
+            # No mean loss: GRPO's loss sits near 0 by construction (each group's advantages sum to 0), so
+            # "mean loss 0" would say nothing; the rewards, first vs last, follow when train() returns.
             first, last = self._start_step + 1, state.global_step
             steps = f"step {last}" if first == last else f"steps {first}-{last}"
             self.training_bar.write(
                 f"done: {steps} of {state.max_steps} in {format_duration(logs['train_runtime'], 'clock')}"
-                + (f", mean loss {logs['train_loss']:.4g}" if isinstance(logs.get("train_loss"), float) else "")
             )
             return
         done = state.global_step - self._start_step

@@ -369,6 +369,24 @@ def test_loading_a_trained_adapter_shows_no_library_deprecation_warning(run):
     assert "is_gradient_checkpointing" not in done.stderr and "kernels-community" not in done.stderr + done.stdout
 
 
+def test_the_console_says_which_steps_this_start_trained_and_how_long_they_took(tmp_path):
+    """Issue #24: a finished run said "done: 16 steps in 0:00, mean loss 0" (GRPO's loss is about 0 by
+    construction, and a resumed start trained fewer steps than the run has)."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from chartrvr_nb.callbacks import CalmProgress
+
+    written = []
+    callback, args = CalmProgress(), TrainingArguments(output_dir=str(tmp_path), report_to=[])
+    state = TrainerState(max_steps=16, num_train_epochs=1, global_step=8)  # resumed from checkpoint-8
+    callback.on_train_begin(args, state, TrainerControl())
+    callback.training_bar.write = written.append
+    state.global_step = 16
+    callback.on_log(args, state, TrainerControl(), logs={"train_runtime": 75.2, "train_loss": 0.0})
+    callback.on_train_end(args, state, TrainerControl())
+    assert written == ["done: steps 9-16 of 16 in 1:15"]
+
+
 def test_in_a_notebook_the_progress_bar_carries_the_step_line_and_no_table_grows(tmp_path):
     """transformers' notebook progress adds a row of training loss per logged step (a 200-row table for the
     learn-check); the calm one keeps the bar and the last compact step line beside it."""
