@@ -7,7 +7,6 @@ over the rows their loader would have built. Their prompts are replaced by a sta
 written here with our own placeholder text, as in ``test_system_prompts.py``.
 """
 
-import hashlib
 import io
 import json
 import os
@@ -20,6 +19,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest
 from PIL import Image
+from prompt_stand_in import CHAIN, DIRECT, sha, stand_in_source, write_stand_in
 
 from chartrvr_nb import system_prompts
 from chartrvr_nb.answers import chart_rvr_answer
@@ -35,14 +35,7 @@ from chartrvr_nb.official_scoring import SCORER_COMMITS, chartrl_relaxed_accurac
 from chartrvr_nb.presets import IMAGE_RESIZE_MODES
 from chartrvr_nb.protocols import PROTOCOLS, get_protocol
 from chartrvr_nb.runfiles import write_run_config
-from chartrvr_nb.system_prompts import SYSTEM_PROMPT_CHOICES, PromptSource
-
-CHAIN = "\nStand-in reasoning prompt: think, then answer inside <answer></answer>.\n"
-DIRECT = "\nStand-in direct prompt: one word.\n"
-
-
-def sha(text):
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+from chartrvr_nb.system_prompts import SYSTEM_PROMPT_CHOICES
 
 
 def png_bytes(image):
@@ -103,27 +96,11 @@ def test_a_setting_the_protocol_decides_cannot_be_changed_silently():
 # --------------------------------------------------------------------------------------------
 
 
-def write_stand_in(path):
-    path.write_text(
-        f'import os\n\nSYSTEM_PROMPT_TEMPLATES = {{\n    1: """{DIRECT}""",\n    2: """other""",\n'
-        f'    4: """{CHAIN}"""}}\n',
-        encoding="utf-8",
-    )
-    return path
-
-
 @pytest.fixture
 def stand_in(tmp_path, monkeypatch):
     """The stand-in ``prompts.py`` in place of the authors' pinned one, cached under tmp_path."""
     served = write_stand_in(tmp_path / "prompts.py")
-    source = PromptSource(
-        repository="example/chartrl",
-        commit="0" * 40,
-        path="prompts.py",
-        variable="SYSTEM_PROMPT_TEMPLATES",
-        sha256={4: sha(CHAIN), 1: sha(DIRECT)},
-        url=(tmp_path / "nowhere.py").as_uri(),  # nothing to download: the file must be passed
-    )
+    source = stand_in_source((tmp_path / "nowhere.py").as_uri())  # nothing to download: pass the file
     monkeypatch.setattr(system_prompts, "CHART_RVR_PROMPTS", source)
     cache = tmp_path / "cache" / "prompts.py"
     monkeypatch.setattr(system_prompts, "cached_prompts_file", lambda source, cache_dir=None: cache)

@@ -142,20 +142,26 @@ def test_another_machines_lock_is_taken_over_only_once_its_heartbeat_is_stale(
     assert "host vanished-colab-vm, process 4242" in out
 
 
-def test_a_lock_left_by_a_process_killed_on_this_machine_is_taken_over_at_once(tmp_path, capsys):
+def hold_in_another_process(folder):
+    """A process on this machine that takes ``folder``'s lock and keeps it (and never heartbeats)."""
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys, time\nfrom chartrvr_nb.runlock import RunLock\n"
             "RunLock([sys.argv[1]]).acquire()\nprint('held', flush=True)\ntime.sleep(600)",
-            str(tmp_path),
+            str(folder),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
     )
     assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_lock_left_by_a_process_killed_on_this_machine_is_taken_over_at_once(tmp_path, capsys):
+    holder = hold_in_another_process(tmp_path)
     with pytest.raises(RunLockedError):
         RunLock([tmp_path]).acquire()  # alive: refused
     holder.send_signal(signal.SIGKILL)
@@ -169,19 +175,7 @@ def test_a_lock_left_by_a_process_killed_on_this_machine_is_taken_over_at_once(t
 def test_a_lock_left_by_a_killed_process_not_yet_reaped_is_taken_over_at_once(tmp_path, capsys):
     """torchrun's ranks killed with their launcher become zombies when nothing reaps them (a container's init):
     the process id still answers os.kill, but the run it belonged to has ended."""
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time\nfrom chartrvr_nb.runlock import RunLock\n"
-            "RunLock([sys.argv[1]]).acquire()\nprint('held', flush=True)\ntime.sleep(600)",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout.readline().strip() == "held"
+    holder = hold_in_another_process(tmp_path)
     holder.send_signal(signal.SIGKILL)
     deadline = time.monotonic() + 10
     while Path(f"/proc/{holder.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":

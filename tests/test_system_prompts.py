@@ -6,41 +6,21 @@ expected hashes are computed here from that text. The authors' real hashes are c
 constants. Their text never appears in this repository.
 """
 
-import hashlib
 import json
 
 import pytest
+from prompt_stand_in import CHAIN, DIRECT, sha, stand_in_source, write_stand_in
 
 from chartrvr_nb import system_prompts
 from chartrvr_nb.cli import main
 from chartrvr_nb.prompts import DIRECT_PROMPT, SYSTEM_PROMPT, build_messages
 from chartrvr_nb.system_prompts import (
     CHART_RVR_PROMPTS,
-    PromptSource,
     PromptUnavailableError,
     authors_template,
     extract_templates,
     resolve_system_prompt,
 )
-
-CHAIN = "\nPlaceholder chain-of-thought instructions.\n  Answer inside <answer></answer>.\n"
-DIRECT = "\nPlaceholder: answer in one word.\n"
-
-
-def sha(text):
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def write_stand_in(path, chain=CHAIN, direct=DIRECT, sentinel=None):
-    """A prompts.py shaped like the authors': an import, then the dict literal; optionally a line that
-    would create ``sentinel`` if the file were ever executed."""
-    trap = f"open({str(sentinel)!r}, 'w').write('executed')\n" if sentinel else ""
-    path.write_text(
-        f'import os\n{trap}\nSYSTEM_PROMPT_TEMPLATES = {{\n    1: """{direct}""",\n    2: """other""",\n'
-        f'    4: """{chain}"""}}\n',
-        encoding="utf-8",
-    )
-    return path
 
 
 @pytest.fixture
@@ -48,14 +28,7 @@ def stand_in(tmp_path):
     """A stand-in source served from a file:// URL, with hashes of our placeholder text."""
     (tmp_path / "served").mkdir()
     served = write_stand_in(tmp_path / "served" / "prompts.py")
-    source = PromptSource(
-        repository="example/chartrl",
-        commit="0" * 40,
-        path="prompts.py",
-        variable="SYSTEM_PROMPT_TEMPLATES",
-        sha256={4: sha(CHAIN), 1: sha(DIRECT)},
-        url=served.as_uri(),
-    )
+    source = stand_in_source(served.as_uri())
     return source, served, tmp_path / "cache"
 
 
