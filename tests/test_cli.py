@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from commands import run_smoke_grpo
 
 from chartrvr_nb.cli import build_parser, eval_config_from_args, main, preset_from_args
 from chartrvr_nb.eval_config import EvalConfig
@@ -261,15 +262,6 @@ def test_a_user_error_is_its_message_alone_with_status_2(monkeypatch, capsys):
     assert capsys.readouterr().err == "error: The run folder is a file. Pass a folder.\n"
 
 
-def _grpo(*flags, cwd=ROOT):
-    """``python -m chartrvr_nb grpo --preset smoke`` with ``flags``, as a user runs it."""
-    import os
-
-    command = [sys.executable, "-m", "chartrvr_nb", "grpo", "--preset", "smoke", *map(str, flags)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
 def test_folders_that_cannot_be_used_are_one_line_each_and_leave_nothing_behind(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("a file")
@@ -280,7 +272,7 @@ def test_folders_that_cannot_be_used_are_one_line_each_and_leave_nothing_behind(
     }
     for flags, first_line in cases.items():
         out = tmp_path / "run"
-        done = _grpo(*(flags if flags[0] == "--output-dir" else (*flags, "--output-dir", out)))
+        done = run_smoke_grpo(*(flags if flags[0] == "--output-dir" else (*flags, "--output-dir", out)))
         assert done.returncode == 2 and done.stderr.startswith(first_line), done.stderr
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
         assert not out.exists(), "a start that failed left its run folder behind"

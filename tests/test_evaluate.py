@@ -26,6 +26,7 @@ from chartrvr_nb.evaluate import run_evaluation
 from chartrvr_nb.generation import generate_answers, parse_reply
 from chartrvr_nb.metrics import acc_plus, chartqapro_score, read_yes_no, relaxed_score, subset_mean, yes_no_score
 from chartrvr_nb.official_scoring import anls
+from chartrvr_nb.prompts import CHART_TYPES
 
 PREDICTION_FIELDS = {"id", "subset", "question", "answer", "prediction", "reasoning", "correct", "score"}
 
@@ -625,18 +626,7 @@ def test_run_evaluation_on_synthetic_writes_predictions_and_summary(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["n"] == 16 and summary["benchmark"] == "synthetic" and summary["model"] == "tiny"
     assert summary["accuracy"] == pytest.approx(100 * sum(line["score"] for line in lines) / 16)
-    assert set(summary["subsets"]) <= {
-        "line",
-        "bar",
-        "stacked bar",
-        "pie",
-        "histogram",
-        "scatterplot",
-        "area",
-        "stacked area",
-        "bubble",
-        "treemap",
-    }
+    assert set(summary["subsets"]) <= set(CHART_TYPES)
     assert result.table.iloc[0]["ours"] == pytest.approx(summary["accuracy"], abs=0.01)
     assert summary["examples_per_second"] > 0
 

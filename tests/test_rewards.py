@@ -12,6 +12,7 @@ from chartrvr_nb import embedding
 from chartrvr_nb.inspection import inspect_completion, score_completions
 from chartrvr_nb.prompts import format_completion
 from chartrvr_nb.rewards import (
+    COUNTED_TOKENS,
     REWARDS,
     accuracy_reward,
     chart_type_reward,
@@ -313,14 +314,7 @@ json_values = st.recursive(
 tagged_text = st.lists(
     st.sampled_from(
         [
-            "<think>",
-            "</think>",
-            "<type>",
-            "</type>",
-            "<table>",
-            "</table>",
-            "<answer>",
-            "</answer>",
+            *COUNTED_TOKENS,  # the tags the rewards count, alone and in the pairs the format needs
             "<step-1>:",
             "\n",
             "```json",

@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
+from commands import OFFLINE, ROOT, run_smoke_grpo, smoke_grpo_command
 
 from chartrvr_nb.checkpoints import complete_checkpoints, newest_complete_checkpoint, saved_weights_problem
 from chartrvr_nb.estimate import trainer_steps
 from chartrvr_nb.presets import get_preset
 from chartrvr_nb.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
 # 8 prompts x 2 generations / (batch 2 x grad_accum 2) = 4 optimizer steps.
 QUICK = dict(subset_size=8, save_steps=2, sample_every=2, max_completion_length=48)
 
@@ -234,24 +234,10 @@ def test_estimator_matches_the_trainers_max_steps(preset_name, overrides, tmp_pa
 def test_killed_run_resumes_to_the_same_step_count(tmp_path, tiny_model_dir):
     """kill -9 after the first checkpoint, re-run the same command: it ends at the same step."""
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "chartrvr_nb",
-        "grpo",
-        "--preset",
-        "smoke",
-        "--output-dir",
-        str(out),
-        "--subset-size",
-        "8",
-        "--save-steps",
-        "2",
-        "--max-completion-length",
-        "48",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    flags = ["--output-dir", out, "--subset-size", 8, "--save-steps", 2, "--max-completion-length", 48]
+    process = subprocess.Popen(
+        smoke_grpo_command(*flags), cwd=ROOT, env=OFFLINE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 600
     while newest_complete_checkpoint(out) is None and process.poll() is None and time.time() < deadline:
         time.sleep(0.5)
@@ -259,18 +245,11 @@ def test_killed_run_resumes_to_the_same_step_count(tmp_path, tiny_model_dir):
     process.send_signal(signal.SIGKILL)
     process.wait()
 
-    finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    finished = run_smoke_grpo(*flags)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert re.search(r"Resuming from \S*checkpoint-[24]", finished.stdout + finished.stderr)
     assert "Finished 4 optimizer steps." in finished.stdout
     assert newest_complete_checkpoint(out).name == "checkpoint-4"
-
-
-def _grpo(*flags):
-    """``python -m chartrvr_nb grpo --preset smoke`` with ``flags``, as a user runs it."""
-    command = [sys.executable, "-m", "chartrvr_nb", "grpo", "--preset", "smoke", *map(str, flags)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_a_start_that_fails_before_training_leaves_no_trace_and_the_corrected_command_runs(tmp_path):
@@ -278,17 +257,17 @@ def test_a_start_that_fails_before_training_leaves_no_trace_and_the_corrected_co
     write run_config.json, and the corrected command was refused as "a different configuration"."""
     out = tmp_path / "runs" / "bad"
     quick = ["--output-dir", out, "--save-steps", "2", "--max-completion-length", "48"]
-    too_few = _grpo("--subset-size", "1", *quick)
+    too_few = run_smoke_grpo("--subset-size", "1", *quick)
     assert too_few.returncode == 2 and "Traceback" not in too_few.stderr
     assert too_few.stderr.startswith("error: 1 training row does not fill one generation batch of 2 prompts")
     assert not out.exists()
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    no_rows = _grpo("--train-data", empty, "--subset-size", "4", *quick)  # fails after the lock and resume
+    no_rows = run_smoke_grpo("--train-data", empty, "--subset-size", "4", *quick)  # fails after the lock and resume
     assert no_rows.returncode == 2 and "Traceback" not in no_rows.stderr
     assert no_rows.stderr.splitlines()[-1].startswith(f"error: {empty} holds no training rows.")
     assert not out.exists()
-    corrected = _grpo("--subset-size", "8", "--max-steps", "2", *quick)
+    corrected = run_smoke_grpo("--subset-size", "8", "--max-steps", "2", *quick)
     assert corrected.returncode == 0, corrected.stderr[-2000:]
     assert "Finished 2 optimizer steps." in corrected.stdout
     assert json.loads((out / "run_config.json").read_text())["subset_size"] == 8
@@ -296,10 +275,12 @@ def test_a_start_that_fails_before_training_leaves_no_trace_and_the_corrected_co
 
 def test_ctrl_c_says_where_the_run_stopped_and_where_the_next_resumes(tmp_path):
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "chartrvr_nb", "grpo", "--preset", "smoke", "--output-dir", str(out)]
-    command += ["--subset-size", "16", "--save-steps", "2", "--max-completion-length", "48"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = smoke_grpo_command(
+        "--output-dir", out, "--subset-size", 16, "--save-steps", 2, "--max-completion-length", 48
+    )
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=OFFLINE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 600
     while newest_complete_checkpoint(out) is None and process.poll() is None and time.time() < deadline:
         time.sleep(0.2)
